@@ -1,0 +1,246 @@
+"""`bench`: run suites on targets, keep every sample, and show what was measured."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from harness.doctor import run_checks
+from harness.export import FORMATS, export
+from harness.model import Run
+from harness.progress import progress_for
+from harness.runner import Runner, RunSettings
+from harness.store import Store, StoreError, default_path, open_store
+from harness.suites import all_suites
+from harness.summary import result_rows, run_json, summary_table
+from harness.targets import all_targets
+from harness.targets.base import Target
+
+# Off a terminal rich would wrap tables at 80 columns; logs and CI read better unwrapped.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False)
+
+EXIT_FAILURES = 1
+EXIT_INTERRUPTED = 130
+
+
+def parse_params(values: Sequence[str]) -> dict[str, list[str]]:
+    params: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, choices = value.partition("=")
+        if not sep or not name or not choices:
+            raise click.BadParameter(f"{value!r}: write NAME=V1[,V2...], e.g. memory=64,128")
+        params[name] = choices.split(",")
+    return params
+
+
+@click.group()
+@click.option(
+    "--store",
+    "store_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="BENCH_STORE",
+    default=None,
+    help=f"SQLite file of results (default {default_path()}, or $BENCH_STORE).",
+)
+@click.pass_context
+def cli(ctx: click.Context, store_path: Path | None) -> None:
+    """unibench: boot, threads, TCP, block and web benchmarks on unikernels, containers and VMs."""
+    ctx.obj = store_path
+
+
+def _store(ctx: click.Context) -> Store:
+    try:
+        return open_store(ctx.obj)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def choose_targets(names: Sequence[str], known: dict[str, Target]) -> list[Target]:
+    """The named targets, or, when none is named, every one available on this machine."""
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown target {', '.join(unknown)}; known targets: {', '.join(known)}",
+            param_hint="--target",
+        )
+    if names:
+        return [known[name] for name in dict.fromkeys(names)]
+    chosen = []
+    for target in known.values():
+        availability = target.availability()
+        if availability.ok:
+            chosen.append(target)
+        else:
+            err.print(f"skipping {target.name}: {availability.reason} (fix: {availability.fix})")
+    return chosen
+
+
+@cli.command()
+@click.option("--suite", "suite_name", required=True, help="Suite to run (see `bench list`).")
+@click.option("--target", "target_names", multiple=True, help="Target; repeat for several.")
+@click.option("--repeat", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--warmup", default=1, show_default=True, type=click.IntRange(min=0))
+@click.option(
+    "--timeout",
+    default=120.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds per repeat; a workload still running then is killed.",
+)
+@click.option(
+    "--cpus",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Pin the workload to this many CPUs (the last ones).",
+)
+@click.option("--param", "param_values", multiple=True, help="NAME=V1[,V2...] to sweep.")
+@click.pass_context
+def run(
+    ctx: click.Context,
+    suite_name: str,
+    target_names: tuple[str, ...],
+    repeat: int,
+    warmup: int,
+    timeout: float,
+    cpus: int | None,
+    param_values: tuple[str, ...],
+) -> None:
+    """Run a suite on targets and store every sample."""
+    suites = all_suites()
+    if suite_name not in suites:
+        raise click.BadParameter(
+            f"unknown suite {suite_name!r}; known suites: {', '.join(suites)}", param_hint="--suite"
+        )
+    settings = RunSettings(
+        repeat=repeat, warmup=warmup, timeout=timeout, cpus=cpus, params=parse_params(param_values)
+    )
+    targets = choose_targets(target_names, all_targets())
+    if not targets:
+        raise click.ClickException("no target is available here; `bench doctor` says what to fix")
+    with _store(ctx) as store:
+        runner = Runner(store, settings, progress_for(err))
+        command = shlex.join(["bench", *sys.argv[1:]])
+        try:
+            finished = runner.run(suites[suite_name], targets, command)
+        except KeyboardInterrupt:
+            err.print("interrupted: the samples measured so far are stored, the run is incomplete")
+            sys.exit(EXIT_INTERRUPTED)
+        rows = result_rows(store.samples(finished.id))
+    out.print(summary_table(rows, title=f"run {finished.id} ({store.path})"))
+    failed = [row for row in rows if row.failed]
+    for row in failed:
+        err.print(f"{row.target} {row.metric}: {row.failed} failed: {'; '.join(row.failures)}")
+    if failed:
+        sys.exit(EXIT_FAILURES)
+
+
+@cli.command(name="list")
+def list_() -> None:
+    """Suites, and targets with their availability on this machine."""
+    suites = Table(title="suites", title_justify="left")
+    suites.add_column("suite")
+    suites.add_column("measures")
+    for suite in all_suites().values():
+        suites.add_row(suite.name, suite.description)
+    out.print(suites)
+    targets = Table(title="targets", title_justify="left")
+    for column in ("target", "what", "available", "why not / how to fix"):
+        targets.add_column(column)
+    for target in all_targets().values():
+        availability = target.availability()
+        why = "" if availability.ok else f"{availability.reason}; fix: {availability.fix}"
+        targets.add_row(target.name, target.description, "yes" if availability.ok else "no", why)
+    out.print(targets)
+
+
+@cli.command()
+def doctor() -> None:
+    """Check the environment and say what to install or start."""
+    table = Table(title="bench doctor", title_justify="left")
+    for column in ("check", "status", "detail", "fix"):
+        table.add_column(column)
+    findings = run_checks()
+    colours = {"ok": "green", "warn": "yellow", "missing": "red"}
+    for finding in findings:
+        status = f"[{colours[finding.status]}]{finding.status}[/]"
+        table.add_row(finding.check, status, finding.detail, finding.fix)
+    out.print(table)
+    if any(finding.status == "missing" for finding in findings):
+        sys.exit(EXIT_FAILURES)
+
+
+def _chosen_run(store: Store, run_id: str | None, last: bool) -> Run:
+    if run_id and last:
+        raise click.UsageError("give a RUN or --last, not both")
+    try:
+        return store.run(run_id) if run_id else store.last_run()
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@cli.command()
+@click.argument("run_id", required=False)
+@click.option("--last", is_flag=True, help="The newest run (the default).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def show(ctx: click.Context, run_id: str | None, last: bool, fmt: str) -> None:
+    """The summary of a stored run."""
+    with _store(ctx) as store:
+        chosen = _chosen_run(store, run_id, last)
+        rows = result_rows(store.samples(chosen.id))
+    if fmt == "json":
+        click.echo(json.dumps(run_json(chosen, rows), indent=2))
+        return
+    state = "complete" if chosen.complete else f"incomplete ({chosen.status})"
+    out.print(summary_table(rows, title=f"run {chosen.id}: {chosen.command} [{state}]"))
+
+
+@cli.command()
+@click.pass_context
+def runs(ctx: click.Context) -> None:
+    """The stored runs, newest first."""
+    with _store(ctx) as store:
+        stored = store.runs()
+        counts = {run.id: len(store.samples(run.id)) for run in stored}
+    table = Table(title=f"runs in {ctx.obj or default_path()}", title_justify="left")
+    for column in ("run", "started", "status", "samples", "command"):
+        table.add_column(column)
+    for run in stored:
+        started = datetime.fromtimestamp(run.started).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(run.id, started, run.status, str(counts[run.id]), run.command)
+    out.print(table)
+
+
+@cli.command(name="export")
+@click.argument("run_id")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write here instead of standard output.",
+)
+@click.pass_context
+def export_(ctx: click.Context, run_id: str, fmt: str, output: Path | None) -> None:
+    """Export a stored run for other tools (pytest-benchmark's JSON, CSV, JSON)."""
+    with _store(ctx) as store:
+        chosen = _chosen_run(store, None if run_id == "last" else run_id, False)
+        text = export(chosen, store.samples(chosen.id), fmt)
+    if output is None:
+        click.echo(text)
+    else:
+        output.write_text(text)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,177 @@
+"""`bench doctor`: what this machine can run, and what to install or start for the rest."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import struct
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from harness.metadata import first_line
+
+Status = Literal["ok", "warn", "missing"]
+
+TUNSETIFF = 0x400454CA
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str] | None:
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def check_docker() -> Finding:
+    if shutil.which("dockerd") is None:
+        return Finding(
+            "docker engine",
+            "missing",
+            "dockerd is not installed",
+            "apt-get install docker.io (./bench does it on first use)",
+        )
+    import docker
+
+    try:
+        version = docker.from_env(timeout=10).version()
+    except Exception as exc:
+        return Finding(
+            "docker engine",
+            "missing",
+            f"no engine answers: {exc}",
+            "start it as root: dockerd & (./bench does it on first use)",
+        )
+    return Finding("docker engine", "ok", f"engine {version.get('Version')} answers")
+
+
+def check_debootstrap() -> Finding:
+    if shutil.which("debootstrap") is None:
+        return Finding(
+            "debootstrap",
+            "missing",
+            "needed to build the Docker and VM base images",
+            "apt-get install debootstrap",
+        )
+    return Finding("debootstrap", "ok", "installed")
+
+
+def check_qemu() -> Finding:
+    done = _run(["qemu-system-x86_64", "--version"])
+    if done is None or done.returncode != 0:
+        return Finding(
+            "qemu",
+            "missing",
+            "qemu-system-x86_64 not found (unikernel-qemu, linux-vm)",
+            "apt-get install --no-install-recommends qemu-system-x86",
+        )
+    return Finding("qemu", "ok", first_line(done.stdout) or "installed")
+
+
+def check_kvm() -> Finding:
+    if not os.path.exists("/dev/kvm"):
+        return Finding(
+            "kvm",
+            "warn",
+            "no /dev/kvm: QEMU guests will run under TCG (slower)",
+            "enable virtualization, or accept TCG",
+        )
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return Finding(
+            "kvm",
+            "warn",
+            "/dev/kvm is not accessible to this user",
+            "run as root or join the kvm group",
+        )
+    return Finding("kvm", "ok", "/dev/kvm is accessible")
+
+
+def check_xen() -> Finding:
+    done = _run(["xl", "info"])
+    if done is None:
+        return Finding(
+            "xen toolstack",
+            "warn",
+            "xl not found: Xen targets need a Xen host or the lab",
+            "run on a Xen dom0 (apt-get install xen-utils), or use the Xen lab",
+        )
+    if done.returncode != 0:
+        return Finding(
+            "xen toolstack",
+            "warn",
+            f"xl info failed: {done.stderr.strip()[:200]}",
+            "this is not a running Xen dom0; use the Xen lab",
+        )
+    return Finding("xen toolstack", "ok", "xl info answers: this is a Xen dom0")
+
+
+def check_tap() -> Finding:
+    """Opens a TAP device for real (not persistent, so it vanishes when closed)."""
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR)
+    except OSError as exc:
+        return Finding(
+            "tap devices",
+            "missing",
+            f"cannot open /dev/net/tun: {exc}",
+            "run as root (CAP_NET_ADMIN) on a kernel with TUN/TAP",
+        )
+    try:
+        name = f"ubdoc{os.getpid() % 100000}".encode()
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name, IFF_TAP | IFF_NO_PI))
+    except OSError as exc:
+        return Finding(
+            "tap devices",
+            "missing",
+            f"cannot create a TAP device: {exc}",
+            "run as root or grant CAP_NET_ADMIN",
+        )
+    finally:
+        os.close(fd)
+    return Finding("tap devices", "ok", "a TAP device can be created")
+
+
+def check_netns() -> Finding:
+    name = f"unibench-doctor-{os.getpid()}"
+    created = _run(["ip", "netns", "add", name])
+    if created is None:
+        return Finding(
+            "network namespaces", "missing", "ip (iproute2) not found", "apt-get install iproute2"
+        )
+    if created.returncode != 0:
+        return Finding(
+            "network namespaces", "missing", created.stderr.strip(), "run as root (CAP_SYS_ADMIN)"
+        )
+    with contextlib.suppress(Exception):
+        _run(["ip", "netns", "delete", name])
+    return Finding("network namespaces", "ok", "a namespace can be created")
+
+
+CHECKS: tuple[Callable[[], Finding], ...] = (
+    check_docker,
+    check_debootstrap,
+    check_qemu,
+    check_kvm,
+    check_xen,
+    check_tap,
+    check_netns,
+)
+
+
+def run_checks() -> list[Finding]:
+    return [check() for check in CHECKS]

@@ -1,0 +1,229 @@
+"""The runner: for each target, prepare, warm up, repeat, and always clean up.
+
+Every sample is stored the moment it is measured. A repeat that raises or outlives its timeout
+is recorded as failed with the reason, and its instances are stopped; a target that is
+unavailable or fails to prepare is recorded as failed and the other targets still run.
+Ctrl-C and SIGTERM stop the run after cleaning up, and mark it interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+
+from harness.metadata import capture_host
+from harness.model import Measurement, Metric, Params, Run, Sample
+from harness.progress import RunProgress
+from harness.store import Store
+from harness.suites.base import RepeatContext, Suite
+from harness.summary import format_value
+from harness.targets.base import LaunchSettings, Target
+
+HOST_CPU = Metric("host_cpu_seconds", "s", "lower")
+HOST_PEAK_MEMORY = Metric("host_peak_memory", "bytes", "lower")
+WATCHDOG_GRACE = 5.0  # the suite's own deadline comes first; the watchdog only backs it up
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    repeat: int = 10
+    warmup: int = 1
+    timeout: float = 120.0
+    cpus: int | None = None
+    params: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that clean-up runs as it does for Ctrl-C."""
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_interrupted(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+def describe_failure(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {text}"
+
+
+class Runner:
+    def __init__(self, store: Store, settings: RunSettings, progress: RunProgress) -> None:
+        self.store = store
+        self.settings = settings
+        self.progress = progress
+
+    def run(self, suite: Suite, targets: Sequence[Target], command: str) -> Run:
+        run = Run(id=new_run_id(), started=time.time(), command=command, metadata=capture_host())
+        run.metadata["harness_pid"] = os.getpid()
+        self.store.begin_run(run)
+        try:
+            with terminate_as_interrupt():
+                for target in targets:
+                    self._run_target(run, suite, target)
+        except BaseException:
+            run.status = "interrupted"
+            raise
+        else:
+            run.status = "complete"
+        finally:
+            run.ended = time.time()
+            self.store.end_run(run.id, run.ended, run.status)
+            self.progress.close()
+        return run
+
+    def _run_target(self, run: Run, suite: Suite, target: Target) -> None:
+        param_sets = suite.param_sets(self.settings.params)
+        recorded_params = [self._sample_params(params) for params in param_sets]
+        availability = target.availability()
+        if not availability.ok:
+            reason = f"{target.name} is unavailable: {availability.reason}"
+            self.progress.message(f"{reason}; to fix: {availability.fix}")
+            self._record_failures(run, suite, target, recorded_params, reason)
+            return
+        workload = suite.workload(target)
+        try:
+            target.prepare(workload, self.progress.message)
+            targets_metadata = run.metadata["targets"]
+            assert isinstance(targets_metadata, dict)
+            targets_metadata[target.name] = target.metadata()
+            self.store.update_metadata(run.id, run.metadata)
+        except Exception as exc:
+            reason = f"preparing {target.name} failed: {describe_failure(exc)}"
+            self.progress.message(reason)
+            self._record_failures(run, suite, target, recorded_params, reason)
+            return
+        repeats = self.settings.warmup + self.settings.repeat
+        for params, recorded in zip(param_sets, recorded_params, strict=True):
+            launch = suite.launch_settings(params, self.settings.cpus)
+            self.progress.target_started(suite.name, target.name, repeats)
+            for index in range(-self.settings.warmup, self.settings.repeat):
+                self._repeat(run, suite, target, recorded, launch, index)
+
+    def _sample_params(self, params: Params) -> Params:
+        if self.settings.cpus is None:
+            return params
+        return {**params, "cpus": self.settings.cpus}
+
+    def _repeat(
+        self,
+        run: Run,
+        suite: Suite,
+        target: Target,
+        params: Params,
+        launch: LaunchSettings,
+        index: int,
+    ) -> None:
+        """One repeat; a negative index is a warm-up, measured but not recorded."""
+        timeout = self.settings.timeout
+        ctx = RepeatContext(target, launch, deadline=time.perf_counter() + timeout)
+        watchdog = threading.Timer(timeout + WATCHDOG_GRACE, ctx.kill)
+        watchdog.daemon = True
+        watchdog.start()
+        measurements: list[Measurement] = []
+        failure = None
+        try:
+            measurements = suite.run_once(target, params, ctx)
+            usage = ctx.usage()
+            if usage.cpu_seconds is not None:
+                measurements.append(Measurement(HOST_CPU, usage.cpu_seconds))
+            if usage.peak_memory_bytes is not None:
+                measurements.append(Measurement(HOST_PEAK_MEMORY, usage.peak_memory_bytes))
+        except Exception as exc:
+            failure = describe_failure(exc)
+            if ctx.killed_at_deadline or isinstance(exc, TimeoutError):
+                failure = f"timed out after {timeout:g} s: {failure}"
+        finally:
+            watchdog.cancel()
+            try:
+                ctx.stop_all()
+            except Exception as exc:
+                self.progress.message(f"{target.name}: clean-up failed: {describe_failure(exc)}")
+        warmup = index < 0
+        if failure is not None:
+            self.progress.message(
+                f"{suite.name} · {target.name} {'warm-up' if warmup else 'repeat'} "
+                f"{index if warmup else index + 1} failed: {failure}"
+            )
+            if not warmup:
+                self._record_failures(run, suite, target, [params], failure, repeat=index)
+        elif not warmup:
+            for measurement in measurements:
+                self.store.add_sample(self._sample(run, suite, target, params, index, measurement))
+        headline = measurements[0] if measurements else None
+        self.progress.repeat_done(
+            f"{headline.metric.name} {format_value(headline.value, headline.metric.unit)}"
+            if headline
+            else "failed"
+        )
+
+    def _sample(
+        self,
+        run: Run,
+        suite: Suite,
+        target: Target,
+        params: Params,
+        repeat: int,
+        measurement: Measurement,
+    ) -> Sample:
+        return Sample(
+            run_id=run.id,
+            suite=suite.name,
+            target=target.name,
+            metric=measurement.metric.name,
+            unit=measurement.metric.unit,
+            better=measurement.metric.better,
+            params=params,
+            repeat=repeat,
+            time=time.time(),
+            value=measurement.value,
+        )
+
+    def _record_failures(
+        self,
+        run: Run,
+        suite: Suite,
+        target: Target,
+        param_sets: Sequence[Params],
+        reason: str,
+        repeat: int = 0,
+    ) -> None:
+        for params in param_sets:
+            for metric in suite.metrics:
+                self.store.add_sample(
+                    Sample(
+                        run_id=run.id,
+                        suite=suite.name,
+                        target=target.name,
+                        metric=metric.name,
+                        unit=metric.unit,
+                        better=metric.better,
+                        params=params,
+                        repeat=repeat,
+                        time=time.time(),
+                        value=None,
+                        failure=reason,
+                    )
+                )

@@ -1,0 +1,84 @@
+"""The suite interface, in the manner of a PerfKit Benchmarker module: what a suite needs (its
+workload per target), how one repeat runs, and which samples it returns. The runner owns the
+rest: repeats, warm-up, timeouts, clean-up and recording."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+
+from harness.model import Measurement, Metric, Params
+from harness.targets.base import Instance, LaunchSettings, Target, Usage, Workload
+
+
+class RepeatContext:
+    """One repeat's world: its deadline, and every instance it launched, so all are stopped."""
+
+    def __init__(self, target: Target, settings: LaunchSettings, deadline: float) -> None:
+        self.target = target
+        self.settings = settings
+        self.deadline = deadline
+        self.instances: list[Instance] = []
+        self.killed_at_deadline = False
+
+    def create(self, workload: Workload) -> Instance:
+        instance = self.target.create(workload, self.settings)
+        self.instances.append(instance)
+        return instance
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.perf_counter())
+
+    def usage(self) -> Usage:
+        """The host cost of everything this repeat launched, summed."""
+        cpu: float | None = None
+        peak: float | None = None
+        for instance in self.instances:
+            used = instance.usage()
+            if used.cpu_seconds is not None:
+                cpu = (cpu or 0.0) + used.cpu_seconds
+            if used.peak_memory_bytes is not None:
+                peak = (peak or 0.0) + used.peak_memory_bytes
+        return Usage(cpu_seconds=cpu, peak_memory_bytes=peak)
+
+    def kill(self) -> None:
+        """Called by the watchdog at the deadline, from its own thread."""
+        self.killed_at_deadline = True
+        self.stop_all()
+
+    def stop_all(self) -> None:
+        errors = []
+        for instance in self.instances:
+            try:
+                instance.stop()
+            except Exception as exc:  # one instance failing to stop must not keep others alive
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+class Suite(ABC):
+    name: str
+    description: str
+    metrics: tuple[Metric, ...]  # recorded as failed, each, when a repeat fails
+
+    @abstractmethod
+    def workload(self, target: Target) -> Workload:
+        """What this suite runs on the given target."""
+
+    def param_sets(self, requested: Mapping[str, Sequence[str]]) -> list[Params]:
+        """The parameter combinations to measure: the cross product of what the user asked."""
+        names = sorted(requested)
+        return [
+            dict(zip(names, values, strict=True))
+            for values in itertools.product(*(requested[n] for n in names))
+        ]
+
+    def launch_settings(self, params: Params, cpus: int | None) -> LaunchSettings:
+        return LaunchSettings(cpus=cpus)
+
+    @abstractmethod
+    def run_once(self, target: Target, params: Params, ctx: RepeatContext) -> list[Measurement]:
+        """Measures one repeat; raises when the measurement failed."""

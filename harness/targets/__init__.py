@@ -1,0 +1,12 @@
+"""Every kind of target the harness knows, by name."""
+
+from __future__ import annotations
+
+from harness.targets.base import Target
+from harness.targets.docker import docker_targets
+from harness.targets.process import ProcessTarget
+
+
+def all_targets() -> dict[str, Target]:
+    targets: list[Target] = [ProcessTarget(), *docker_targets()]
+    return {target.name: target for target in targets}

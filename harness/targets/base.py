@@ -1,0 +1,134 @@
+"""The target interface: where a workload runs, and how the harness starts, reaches and stops it.
+
+Every kind of target (a host process, a container, a VM, a Xen guest, a remote host) implements
+the same small surface. A Target is the kind and its configuration; each launch makes an Instance
+that the harness starts, watches until ready, reaches at its address, and stops whatever happens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from harness.console import ConsoleWatcher
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a target can run on this machine; if not, why, and what would fix it."""
+
+    ok: bool
+    reason: str = ""
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class Port:
+    """A port the workload serves on: its name in the workload's arguments, and the protocol."""
+
+    name: str
+    protocol: Literal["udp", "tcp"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A Linux workload: a Python script run with the target's python3.
+
+    `args` may name ports as "{name}"; each target substitutes the HOST:PORT the workload must
+    listen on, which differs between a host process and a container behind a published port.
+    """
+
+    name: str
+    script: Path
+    args: tuple[str, ...] = ()
+    ports: tuple[Port, ...] = ()
+    ready_marker: str = "UNIBENCH-READY"
+
+    def argv(self, listen: Mapping[str, str]) -> list[str]:
+        # -I: isolated from the host's environment; -S: no site import, as in the unikernel.
+        script_args = [arg.format_map(listen) for arg in self.args]
+        return ["-I", "-S", self.script.name, *script_args]
+
+    def digest(self) -> str:
+        """Changes whenever what the workload runs changes; names cached images."""
+        h = hashlib.sha256()
+        h.update(self.script.read_bytes())
+        h.update(repr((self.name, self.args, self.ports, self.ready_marker)).encode())
+        return h.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """How to launch: CPU pinning and, for VMs, memory and vCPUs."""
+
+    cpus: int | None = None
+    memory_mib: int | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What an instance cost the host."""
+
+    cpu_seconds: float | None
+    peak_memory_bytes: float | None
+
+
+class Instance(ABC):
+    """One launched workload. Created ready to start, so the harness can watch before t0."""
+
+    console: ConsoleWatcher
+    phases: dict[str, float]  # durations of launch phases the target can tell apart, seconds
+    # Whether the host may probe the workload while the launch call still runs. Not where early
+    # probes disturb what they measure (see the docker target).
+    probe_during_launch: bool = True
+
+    @abstractmethod
+    def start(self) -> float:
+        """Launches the workload; returns t0, the clock just before the launch call."""
+
+    @abstractmethod
+    def address(self, port: str) -> tuple[str, int]:
+        """Where the host reaches the workload's named port."""
+
+    @abstractmethod
+    def usage(self) -> Usage:
+        """CPU time and peak memory so far; call before stop."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Kills the workload and frees everything it held. Safe to call twice, from any thread."""
+
+
+class Target(ABC):
+    name: str
+    description: str
+
+    @abstractmethod
+    def availability(self) -> Availability: ...
+
+    def prepare(self, workload: Workload, log: Log) -> None:  # noqa: B027
+        """Builds what launching needs (images), once per run; by default nothing."""
+
+    @abstractmethod
+    def create(self, workload: Workload, settings: LaunchSettings) -> Instance: ...
+
+    def metadata(self) -> dict[str, object]:
+        """Facts about this target for the run's metadata (versions, images, accel)."""
+        return {}
+
+
+def free_port(protocol: Literal["udp", "tcp"]) -> int:
+    """A port on 127.0.0.1 that nothing holds right now."""
+    kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

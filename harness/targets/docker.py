@@ -1,0 +1,221 @@
+"""The `docker` targets: the workload in a container, through the Docker SDK.
+
+No registry is reachable, so base images are built from Debian packages (baselines/), and each
+workload gets a thin image on top with its script. Ports are published on 127.0.0.1 only.
+Launching is split as `docker run` splits it: create (timed as a phase, before t0), then start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import docker.errors
+from docker.utils.socket import frames_iter
+
+from baselines import docker_images
+from harness.console import ConsoleWatcher
+from harness.targets.base import (
+    Availability,
+    Instance,
+    LaunchSettings,
+    Log,
+    Target,
+    Usage,
+    Workload,
+    free_port,
+)
+from harness.targets.process import pinned_cpus
+
+LABEL = "org.unibench.owner-pid"  # which harness process owns a container, for stale clean-up
+FIRST_GUEST_PORT = 7000
+WORKDIR = "/opt/unibench"
+ENGINE_TIMEOUT = 120
+
+
+def engine() -> docker.DockerClient:
+    return docker.from_env(timeout=ENGINE_TIMEOUT)
+
+
+def workload_image(client: docker.DockerClient, base_tag: str, workload: Workload, log: Log) -> str:
+    """The base image plus the workload's script; built once per (base, script) pair."""
+    base_id = base_tag.split(":", 1)[1]
+    tag = f"unibench/workload-{workload.name}:{base_id}-{workload.digest()}"
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        client.images.get(tag)
+        return tag
+    log(f"building {tag}")
+    dockerfile = (
+        f"FROM {base_tag}\nWORKDIR {WORKDIR}\nCOPY {workload.script.name} {WORKDIR}/\n"
+    ).encode()
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, data in (("Dockerfile", dockerfile), (workload.script.name, None)):
+            if data is None:
+                tar.add(workload.script, arcname=name)
+            else:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True, pull=False)
+    return tag
+
+
+def remove_stale_containers(client: docker.DockerClient, log: Log) -> None:
+    """Removes containers left by harness processes that died without cleaning up."""
+    for container in client.containers.list(all=True, filters={"label": LABEL}):
+        owner = int(container.labels.get(LABEL, "0"))
+        if owner != os.getpid() and not os.path.exists(f"/proc/{owner}"):
+            log(f"removing container {container.short_id} left by dead harness process {owner}")
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+
+
+def attach_chunks(sock: Any) -> Iterator[bytes]:
+    """The container's stdout and stderr, demultiplexed by the SDK, in arrival order."""
+    try:
+        for _stream, data in frames_iter(sock, tty=False):  # type: ignore[no-untyped-call]
+            yield data
+    finally:
+        sock.close()
+
+
+class ContainerInstance(Instance):
+    # A probe sent before `docker start` returns reaches docker-proxy before the container's
+    # interface exists: the host's ARP entry for the container goes unresolved and is retried
+    # only after a second, so early probing would add a second to every time_to_service.
+    probe_during_launch = False
+
+    def __init__(
+        self, client: docker.DockerClient, image: str, workload: Workload, settings: LaunchSettings
+    ) -> None:
+        self._client = client
+        self._ports: dict[str, tuple[str, int]] = {}
+        published: dict[str, tuple[str, int]] = {}
+        listen: dict[str, str] = {}
+        for index, port in enumerate(workload.ports):
+            guest = FIRST_GUEST_PORT + index
+            host = free_port(port.protocol)
+            self._ports[port.name] = ("127.0.0.1", host)
+            published[f"{guest}/{port.protocol}"] = ("127.0.0.1", host)
+            listen[port.name] = f"0.0.0.0:{guest}"
+        cpus = pinned_cpus(settings.cpus) if settings.cpus else None
+        self._lock = threading.Lock()
+        self._stopped = False
+        self.phases: dict[str, float] = {}
+        began = time.perf_counter()
+        self._container = client.containers.create(
+            image,
+            command=["python3", *workload.argv(listen)],
+            ports=published,
+            labels={LABEL: str(os.getpid()), **settings.labels},
+            cpuset_cpus=",".join(map(str, sorted(cpus))) if cpus else None,
+            mem_limit=f"{settings.memory_mib}m" if settings.memory_mib else None,
+            detach=True,
+        )
+        self.phases["create"] = time.perf_counter() - began
+        try:
+            # Attached before start, as `docker run` does, so no early line is missed.
+            sock = client.api.attach_socket(
+                str(self._container.id), params={"stdout": 1, "stderr": 1, "stream": 1}
+            )
+        except Exception:
+            self.stop()
+            raise
+        self.console = ConsoleWatcher(attach_chunks(sock), name=workload.name)
+        self.console.start()
+
+    def start(self) -> float:
+        t0 = time.perf_counter()
+        self._container.start()
+        self.phases["start_call"] = time.perf_counter() - t0
+        return t0
+
+    def address(self, port: str) -> tuple[str, int]:
+        return self._ports[port]
+
+    def usage(self) -> Usage:
+        try:
+            stats: dict[str, Any] = self._container.stats(stream=False, one_shot=True)  # type: ignore[assignment]
+        except docker.errors.APIError:
+            return Usage(cpu_seconds=None, peak_memory_bytes=None)
+        cpu_ns = stats.get("cpu_stats", {}).get("cpu_usage", {}).get("total_usage")
+        # max_usage exists under cgroup v1 only; v2 engines report no peak.
+        peak = stats.get("memory_stats", {}).get("max_usage")
+        return Usage(
+            cpu_seconds=cpu_ns / 1e9 if cpu_ns else None,
+            peak_memory_bytes=float(peak) if peak else None,
+        )
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        with contextlib.suppress(docker.errors.NotFound):
+            self._container.remove(force=True)
+        if hasattr(self, "console"):
+            self.console.join(timeout=5)
+
+
+class DockerTarget(Target):
+    def __init__(self, name: str, base_image: str, description: str) -> None:
+        self.name = name
+        self.base_image = base_image
+        self.description = description
+        self._client: docker.DockerClient | None = None
+        self._images: dict[str, str] = {}
+
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = engine()
+        return self._client
+
+    def availability(self) -> Availability:
+        try:
+            self.client().ping()
+        except Exception as exc:
+            self._client = None
+            return Availability(
+                False,
+                f"no Docker engine answers ({type(exc).__name__}: {exc})",
+                "./bench starts dockerd on first use; or install docker.io and run dockerd as root",
+            )
+        return Availability(True)
+
+    def prepare(self, workload: Workload, log: Log) -> None:
+        client = self.client()
+        remove_stale_containers(client, log)
+        base_tag = docker_images.ensure_image(client, self.base_image, log)
+        self._images[workload.name] = workload_image(client, base_tag, workload, log)
+
+    def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
+        if workload.name not in self._images:
+            raise RuntimeError(f"{self.name}: prepare() was not called for {workload.name}")
+        return ContainerInstance(self.client(), self._images[workload.name], workload, settings)
+
+    def metadata(self) -> dict[str, object]:
+        version = self.client().version()
+        return {
+            "accel": "native",
+            "engine_version": version.get("Version"),
+            "base_image": self.base_image,
+            "images": dict(self._images),
+        }
+
+
+def docker_targets() -> list[Target]:
+    return [
+        DockerTarget("docker", "debian-python", "a Debian container with python3 (slim-like)"),
+        DockerTarget(
+            "docker-minimal", "python-minimal", "a container holding only the Python interpreter"
+        ),
+    ]

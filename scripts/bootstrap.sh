@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Brings a fresh Debian machine to the state unibench needs, doing only what is missing:
+# Debian packages, the project's virtual environment, and a running Docker engine.
+# Sourced by ./bench and ./run-tests; quiet when there is nothing to do.
+set -euo pipefail
+
+UNIBENCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$UNIBENCH_ROOT/.venv"
+DEBIAN_PACKAGES=(docker.io debootstrap iproute2 git ca-certificates)
+
+say() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+missing_debian_packages() {
+    local pkg
+    for pkg in "${DEBIAN_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || echo "$pkg"
+    done
+}
+
+install_debian_packages() {
+    local missing
+    missing=$(missing_debian_packages)
+    [ -z "$missing" ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        say "missing Debian packages: $missing; run as root or install them with apt-get"
+        exit 1
+    fi
+    say "installing Debian packages: $missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+}
+
+find_python() {
+    local candidate
+    for candidate in python3.11 /usr/bin/python3.11; do
+        if command -v "$candidate" >/dev/null 2>&1 \
+            && "$candidate" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    say "no Python 3.11 with venv found; install python3.11-venv"
+    exit 1
+}
+
+ensure_venv() {
+    local stamp wanted
+    stamp="$VENV/.unibench-stamp"
+    wanted=$(sha256sum "$UNIBENCH_ROOT/pyproject.toml" | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
+        return 0
+    fi
+    say "preparing the virtual environment in $VENV"
+    [ -x "$VENV/bin/python" ] || "$(find_python)" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$VENV/bin/python" -m pip install -q -e "$UNIBENCH_ROOT[dev]"
+    echo "$wanted" >"$stamp"
+}
+
+docker_engine_answers() {
+    curl -sf --max-time 2 --unix-socket /var/run/docker.sock http://engine/_ping >/dev/null 2>&1
+}
+
+ensure_dockerd() {
+    docker_engine_answers && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        say "no Docker engine answers and only root can start one; docker targets will be unavailable"
+        return 0
+    fi
+    say "starting dockerd (log: /var/log/unibench-dockerd.log)"
+    nohup dockerd >/var/log/unibench-dockerd.log 2>&1 &
+    local i
+    for i in $(seq 1 60); do
+        docker_engine_answers && return 0
+        sleep 0.5
+    done
+    say "dockerd did not answer within 30 s; see /var/log/unibench-dockerd.log"
+}
+
+install_debian_packages
+ensure_venv
+ensure_dockerd

@@ -1,0 +1,128 @@
+"""The runner against real targets: host processes here, Docker in test_docker_target.py."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from rich.console import Console
+
+from harness.model import Run
+from harness.progress import QuietProgress
+from harness.runner import Runner, RunSettings
+from harness.store import Store
+from harness.suites.boot import BootSuite
+from harness.targets.base import Availability, Instance, LaunchSettings, Log, Target, Workload
+from harness.targets.process import ProcessTarget
+
+HANG = Workload(
+    name="hang",
+    script=Path(__file__).resolve().parents[1] / "workloads" / "hang.py",
+    ports=BootSuite().workload(ProcessTarget()).ports,
+)
+
+
+class UnavailableTarget(Target):
+    """A target whose host lacks what it needs, as a machine without QEMU lacks QEMU."""
+
+    name = "nowhere"
+    description = "needs something this machine lacks"
+
+    def availability(self) -> Availability:
+        return Availability(False, "the nowhere hypervisor is not installed", "install it")
+
+    def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
+        raise AssertionError("an unavailable target must never be launched")
+
+
+class BrokenPrepareTarget(ProcessTarget):
+    name = "broken"
+
+    def prepare(self, workload: Workload, log: Log) -> None:
+        raise RuntimeError("image recipe is broken")
+
+
+def run_suite(
+    tmp_path: Path, suite: BootSuite, targets: list[Target], settings: RunSettings
+) -> tuple[Store, Run]:
+    store = Store(tmp_path / "bench.sqlite")
+    runner = Runner(store, settings, QuietProgress(Console(quiet=True)))
+    return store, runner.run(suite, targets, "bench run --suite boot")
+
+
+def processes_running(script: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if str(script.name) in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def test_boot_on_process_records_every_repeat(tmp_path: Path) -> None:
+    store, run = run_suite(
+        tmp_path, BootSuite(), [ProcessTarget()], RunSettings(repeat=3, warmup=1)
+    )
+    samples = store.samples(run.id)
+    by_metric: dict[str, list[float]] = {}
+    for s in samples:
+        assert s.failure is None, s.failure
+        assert s.value is not None
+        by_metric.setdefault(s.metric, []).append(s.value)
+    assert run.complete
+    assert set(by_metric) >= {
+        "time_to_ready",
+        "time_to_service",
+        "host_cpu_seconds",
+        "host_peak_memory",
+    }
+    assert all(len(values) == 3 for values in by_metric.values())  # the warm-up is not recorded
+    assert all(0 < v < 5 for v in by_metric["time_to_ready"] + by_metric["time_to_service"])
+    assert all(v > 1e6 for v in by_metric["host_peak_memory"])  # a Python process is MBs
+    assert {s.repeat for s in samples} == {0, 1, 2}
+    assert store.run(run.id).metadata["targets"] == {"process": ProcessTarget().metadata()}
+
+
+def test_a_hanging_workload_is_killed_at_the_timeout_and_recorded_failed(tmp_path: Path) -> None:
+    began = time.monotonic()
+    store, run = run_suite(
+        tmp_path, BootSuite(HANG), [ProcessTarget()], RunSettings(repeat=2, warmup=0, timeout=1.5)
+    )
+    elapsed = time.monotonic() - began
+    samples = store.samples(run.id)
+    assert run.complete  # the run finished: its repeats failed, it did not
+    assert len(samples) == 4 and all(s.value is None for s in samples)
+    assert all("timed out after 1.5 s" in (s.failure or "") for s in samples)
+    assert "never ready" in (samples[0].failure or "")  # the console tail says what it printed
+    assert elapsed < 30
+    assert processes_running(HANG.script) == []
+
+
+def test_an_unavailable_or_broken_target_does_not_stop_the_others(tmp_path: Path) -> None:
+    targets: list[Target] = [UnavailableTarget(), BrokenPrepareTarget(), ProcessTarget()]
+    store, run = run_suite(tmp_path, BootSuite(), targets, RunSettings(2, 0))
+    samples = store.samples(run.id)
+    failures = {s.target: s.failure for s in samples if s.failure}
+    assert "nowhere is unavailable: the nowhere hypervisor is not installed" in failures["nowhere"]
+    assert "preparing broken failed: RuntimeError: image recipe is broken" in failures["broken"]
+    measured = [s for s in samples if s.target == "process" and s.metric == "time_to_ready"]
+    assert len(measured) == 2 and all(s.value is not None for s in measured)
+
+
+def test_pinning_is_applied_and_recorded(tmp_path: Path) -> None:
+    store, run = run_suite(
+        tmp_path, BootSuite(), [ProcessTarget()], RunSettings(repeat=1, warmup=0, cpus=1)
+    )
+    samples = store.samples(run.id)
+    assert samples and all(s.params == {"cpus": 1} for s in samples)
+    assert all(s.failure is None for s in samples)
+
+
+@pytest.mark.parametrize("cpus", [10_000])
+def test_impossible_pinning_fails_the_repeat_with_a_reason(tmp_path: Path, cpus: int) -> None:
+    store, run = run_suite(
+        tmp_path, BootSuite(), [ProcessTarget()], RunSettings(repeat=1, warmup=0, cpus=cpus)
+    )
+    failures = {s.failure for s in store.samples(run.id)}
+    assert len(failures) == 1 and "asks for more CPUs than" in str(failures.pop())

@@ -197,10 +197,14 @@ class DockerTarget(Target):
         base_tag = docker_images.ensure_image(client, self.base_image, log)
         self._images[workload.name] = workload_image(client, base_tag, workload, log)
 
-    def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
+    def image(self, workload: Workload) -> str:
+        """The image prepare() built for the workload."""
         if workload.name not in self._images:
             raise RuntimeError(f"{self.name}: prepare() was not called for {workload.name}")
-        return ContainerInstance(self.client(), self._images[workload.name], workload, settings)
+        return self._images[workload.name]
+
+    def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
+        return ContainerInstance(self.client(), self.image(workload), workload, settings)
 
     def metadata(self) -> dict[str, object]:
         version = self.client().version()

@@ -1,0 +1,31 @@
+import subprocess
+
+import docker
+
+from harness.doctor import check_docker, check_netns, check_tap, run_checks
+
+
+def test_every_finding_that_is_not_ok_says_how_to_fix_it() -> None:
+    findings = run_checks()
+    assert {f.check for f in findings} >= {"docker engine", "qemu", "kvm", "tap devices"}
+    for finding in findings:
+        assert finding.status in ("ok", "warn", "missing")
+        assert finding.detail
+        if finding.status != "ok":
+            assert finding.fix, finding
+
+
+def test_docker_check_agrees_with_the_engine(docker_client: docker.DockerClient) -> None:
+    finding = check_docker()
+    assert finding.status == "ok"
+    assert str(docker_client.version()["Version"]) in finding.detail
+
+
+def test_tap_and_namespace_checks_leave_nothing_behind() -> None:
+    before = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    check_tap()
+    check_netns()
+    after_links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "ubdoc" not in after_links and after_links.count("\n") == before.count("\n")
+    assert "unibench-doctor" not in namespaces

@@ -54,8 +54,13 @@ ensure_venv() {
     fi
     say "preparing the virtual environment in $VENV"
     [ -x "$VENV/bin/python" ] || "$(find_python)" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$VENV/bin/python" -m pip install -q -e "$UNIBENCH_ROOT[dev]"
+    local log="$VENV/pip-install.log"
+    if ! { "$VENV/bin/python" -m pip install --upgrade pip \
+        && "$VENV/bin/python" -m pip install -e "$UNIBENCH_ROOT[dev]"; } >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        say "installing the Python dependencies failed; the whole log is in $log"
+        exit 1
+    fi
     echo "$wanted" >"$stamp"
 }
 

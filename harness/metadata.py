@@ -10,6 +10,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+import docker
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,6 +52,17 @@ def git_revision() -> str | None:
     return revision + ("-dirty" if dirty else "")
 
 
+def docker_engine_version() -> str | None:
+    try:
+        client = docker.from_env(timeout=5)
+        try:
+            return str(client.version().get("Version"))
+        finally:
+            client.close()
+    except Exception:
+        return None
+
+
 def first_line(text: str | None) -> str | None:
     return text.splitlines()[0] if text else None
 
@@ -65,6 +77,7 @@ def capture_host() -> dict[str, object]:
         "distribution": distribution(),
         "unibench_revision": git_revision(),
         "python": platform.python_version(),
+        "docker_engine": docker_engine_version(),
         "qemu": first_line(_command_output(["qemu-system-x86_64", "--version"])),
         "xen": first_line(_command_output(["xl", "info", "xen_version"])),
         "targets": {},

@@ -6,7 +6,7 @@ set -euo pipefail
 
 UNIBENCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$UNIBENCH_ROOT/.venv"
-DEBIAN_PACKAGES=(docker.io debootstrap iproute2 git ca-certificates)
+DEBIAN_PACKAGES=(docker.io debootstrap iproute2 git ca-certificates curl chromium)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 

@@ -1,6 +1,6 @@
 """Docker base images for the baselines, imported from Debian rootfs tarballs (no registry).
 
-    debian-python   Debian bookworm, minbase plus python3-minimal, slimmed like debian:*-slim
+    debian-python   Debian bookworm minbase, python3-minimal and netbase, slimmed like debian:*-slim
     python-minimal  only the interpreter, the libraries it links and its standard library
 
 Both are cut from one cached debootstrap rootfs. Each is tagged
@@ -33,6 +33,7 @@ REPOSITORY_PREFIX = "unibench/"
 ROOTFS = RootfsRecipe(suite="bookworm", variant="minbase", packages=("python3-minimal", "netbase"))
 
 SMOKE_TEST = ("python3", "-I", "-c", 'import socket, sys, time, os; print("ok")')
+SMOKE_TEST_TIMEOUT_S = 60
 
 
 @dataclass(frozen=True)
@@ -160,16 +161,22 @@ def _import(
 
 def _smoke_test(client: docker.DockerClient, image_id: str, tag: str) -> None:
     """Run Python in a container from the new image; raise BaselineError if it does not work."""
+    # create/start/remove rather than run(remove=True), which leaves the container behind when
+    # it cannot even start (no python3 in the image).
+    container = client.containers.create(image_id, list(SMOKE_TEST), network_mode="none")
     try:
-        output = client.containers.run(image_id, list(SMOKE_TEST), remove=True, network_mode="none")
-    except (docker.errors.ContainerError, docker.errors.APIError) as error:
-        # ContainerError: Python ran and failed; APIError: the container did not even start.
+        container.start()
+        status = container.wait(timeout=SMOKE_TEST_TIMEOUT_S)["StatusCode"]
+        output = container.logs(stdout=True, stderr=True)
+    except docker.errors.APIError as error:
         raise BaselineError(
-            f"the image built for {tag} cannot run Python ({error}); it was removed, "
+            f"the image built for {tag} cannot start Python ({error}); it was removed, "
             "nothing was tagged"
         ) from error
-    if output != b"ok\n":
+    finally:
+        container.remove(force=True)
+    if status != 0 or output != b"ok\n":
         raise BaselineError(
-            f"the image built for {tag} printed {output!r} instead of 'ok'; it was removed, "
-            "nothing was tagged"
+            f"the image built for {tag} printed {output!r} (exit status {status}) instead of "
+            "'ok'; it was removed, nothing was tagged"
         )

@@ -29,8 +29,13 @@ from baselines.errors import BaselineError
 REPOSITORY_PREFIX = "unibench/"
 
 # netbase gives /etc/services and /etc/protocols, which Python's socket module reads and
-# Debian's python images install too.
-ROOTFS = RootfsRecipe(suite="bookworm", variant="minbase", packages=("python3-minimal", "netbase"))
+# Debian's python images install too. libpython3.11-stdlib completes the standard library (asyncio,
+# json, ctypes...) as a slim image has it; python-minimal keeps only python3-minimal's part.
+ROOTFS = RootfsRecipe(
+    suite="bookworm",
+    variant="minbase",
+    packages=("python3-minimal", "libpython3.11-stdlib", "netbase"),
+)
 
 SMOKE_TEST = ("python3", "-I", "-c", 'import socket, sys, time, os; print("ok")')
 SMOKE_TEST_TIMEOUT_S = 60

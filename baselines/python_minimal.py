@@ -2,7 +2,8 @@
 
 It holds /usr/bin/python3.11 and its python3 link, the shared libraries and loader it and the
 standard library's extension modules link, the standard library as python3-minimal installs it
-(/usr/lib/python3.11, with its byte-code caches, so start-up does not recompile), /etc/passwd and
+(the files dpkg lists for its packages, with their byte-code caches, so start-up does not
+recompile; the rootfs also holds the full standard library, for the slim image), /etc/passwd and
 /etc/group, /tmp and /root. No shell, no coreutils, no package manager: the container counterpart of
 the unikernel's initramfs.
 """
@@ -17,17 +18,34 @@ from baselines.ldd import runtime_closure
 from baselines.rootfs_archive import RootfsArchive
 
 # Bump when this module changes what goes into the image.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 PYTHON = "/usr/bin/python3"  # a link to python3.11; both end up in the image
 STDLIB = "/usr/lib/python3.11"
 EXTENSIONS = f"{STDLIB}/lib-dynload"
 BASE_FILES = ("/etc/passwd", "/etc/group", "/tmp", "/root")
+MINIMAL_PACKAGES = ("libpython3.11-minimal", "python3.11-minimal")
+
+
+def minimal_stdlib(archive: RootfsArchive) -> list[str]:
+    """The standard library files of python3-minimal's packages, and their byte-code caches."""
+    listed: set[str] = set()
+    for package in MINIMAL_PACKAGES:
+        for file_list in archive.glob(f"/var/lib/dpkg/info/{package}*.list"):
+            listed.update(archive.read(file_list).decode().splitlines())
+    stdlib = {path for path in listed if path.startswith(STDLIB + "/")}
+    for path in list(stdlib):
+        if path.endswith(".py"):
+            folder, name = posixpath.split(path)
+            cached = f"{folder}/__pycache__/{name[:-3]}.cpython-311.pyc"
+            if archive.exists(cached):
+                stdlib.add(cached)
+    return sorted(stdlib)
 
 
 def select_paths(archive: RootfsArchive) -> set[str]:
     """Every rootfs path the image holds, parent directories included."""
-    stdlib = [path for path in archive.paths() if path.startswith(STDLIB + "/")]
+    stdlib = minimal_stdlib(archive)
     extensions = [p for p in stdlib if p.startswith(EXTENSIONS + "/") and p.endswith(".so")]
     selected = runtime_closure(archive, [PYTHON, *extensions])
     selected.update(BASE_FILES)

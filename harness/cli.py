@@ -13,10 +13,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from harness.compare import compare_command
 from harness.doctor import run_checks
 from harness.export import FORMATS, export
+from harness.history import history_command
 from harness.model import Run
+from harness.nightly import nightly_command
 from harness.progress import progress_for
+from harness.report.site import report_command
 from harness.runner import Runner, RunSettings
 from harness.store import Store, StoreError, default_path, open_store
 from harness.suites import all_suites
@@ -240,6 +244,12 @@ def export_(ctx: click.Context, run_id: str, fmt: str, output: Path | None) -> N
         click.echo(text)
     else:
         output.write_text(text)
+
+
+cli.add_command(compare_command)
+cli.add_command(history_command)
+cli.add_command(nightly_command)
+cli.add_command(report_command)
 
 
 def main() -> None:

@@ -68,14 +68,15 @@ class ConsoleWatcher:
             self._closed = True
             self._changed.notify_all()
 
-    def wait_for(self, marker: str, deadline: float) -> float:
-        """The arrival time of the first line containing marker; raises if it never comes."""
+    def wait_for(self, marker: str, deadline: float) -> tuple[float, str]:
+        """The arrival time and text of the first line containing marker; raises if it never
+        comes."""
         seen = 0
         with self._changed:
             while True:
                 for arrived, line in self._lines[seen:]:
                     if marker in line:
-                        return arrived
+                        return arrived, line
                 seen = len(self._lines)
                 if self._closed:
                     raise ConsoleClosed(

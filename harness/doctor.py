@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.accel import kvm_verdict
 from harness.metadata import first_line
+from unikernel.build.accel import kvm_verdict
 
 Status = Literal["ok", "warn", "missing"]
 

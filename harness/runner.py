@@ -96,7 +96,7 @@ class Runner:
 
     def _run_target(self, run: Run, suite: Suite, target: Target) -> None:
         param_sets = suite.param_sets(self.settings.params)
-        recorded_params = [self._sample_params(params) for params in param_sets]
+        recorded_params = [self._sample_params(params, target) for params in param_sets]
         availability = target.availability()
         if not availability.ok:
             reason = f"{target.name} is unavailable: {availability.reason}"
@@ -122,10 +122,11 @@ class Runner:
             for index in range(-self.settings.warmup, self.settings.repeat):
                 self._repeat(run, suite, target, recorded, launch, index)
 
-    def _sample_params(self, params: Params) -> Params:
-        if self.settings.cpus is None:
-            return params
-        return {**params, "cpus": self.settings.cpus}
+    def _sample_params(self, params: Params, target: Target) -> Params:
+        recorded = {**params, **target.sample_params()}
+        if self.settings.cpus is not None:
+            recorded["cpus"] = self.settings.cpus
+        return recorded
 
     def _repeat(
         self,

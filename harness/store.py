@@ -170,6 +170,37 @@ class Store:
         ).fetchall()
         return list(_samples_from_rows(rows))
 
+    # Across runs: what history, nightly and the report read.
+
+    def series(
+        self, suite: str, target: str | None = None, metric: str | None = None
+    ) -> list[tuple[Run, list[Sample]]]:
+        """Every run holding samples of the suite (optionally one target, one metric), oldest
+        first, each with those samples in the order they were measured."""
+        where = ["suite = ?"]
+        args: list[str] = [suite]
+        for column, value in (("target", target), ("metric", metric)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        rows = self._conn.execute(
+            "SELECT samples.* FROM samples JOIN runs ON runs.id = samples.run_id"
+            f" WHERE {' AND '.join(where)} ORDER BY runs.started, runs.rowid, samples.id",
+            args,
+        ).fetchall()
+        by_run: dict[str, list[Sample]] = {}
+        for sample in _samples_from_rows(rows):
+            by_run.setdefault(sample.run_id, []).append(sample)
+        return [(self.run(run_id), samples) for run_id, samples in by_run.items()]
+
+    def suites(self, run_id: str) -> list[str]:
+        """The suites a run holds samples of, in the order they were first measured."""
+        rows = self._conn.execute(
+            "SELECT suite FROM samples WHERE run_id = ? GROUP BY suite ORDER BY MIN(id)",
+            (run_id,),
+        )
+        return [row["suite"] for row in rows]
+
 
 def _run_from_row(row: sqlite3.Row) -> Run:
     return Run(

@@ -5,8 +5,9 @@ from __future__ import annotations
 from harness.targets.base import Target
 from harness.targets.docker import docker_targets
 from harness.targets.process import ProcessTarget
+from harness.targets.unikernel import unikernel_targets
 
 
 def all_targets() -> dict[str, Target]:
-    targets: list[Target] = [ProcessTarget(), *docker_targets()]
+    targets: list[Target] = [ProcessTarget(), *docker_targets(), *unikernel_targets()]
     return {target.name: target for target in targets}

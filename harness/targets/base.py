@@ -50,11 +50,13 @@ class Workload:
     args: tuple[str, ...] = ()
     ports: tuple[Port, ...] = ()
     ready_marker: str = "UNIBENCH-READY"
+    unikernel_app: Path | None = None  # the same workload as a unikernel application folder
 
-    def argv(self, listen: Mapping[str, str]) -> list[str]:
+    def argv(self, listen: Mapping[str, str], script_path: str) -> list[str]:
+        """The interpreter's arguments, with the script where the target keeps it."""
         # -I: isolated from the host's environment; -S: no site import, as in the unikernel.
         script_args = [arg.format_map(listen) for arg in self.args]
-        return ["-I", "-S", self.script.name, *script_args]
+        return ["-I", "-S", script_path, *script_args]
 
     def digest(self) -> str:
         """Changes whenever what the workload runs changes; names cached images."""
@@ -95,8 +97,9 @@ class Instance(ABC):
         """Launches the workload; returns t0, the clock just before the launch call."""
 
     @abstractmethod
-    def address(self, port: str) -> tuple[str, int]:
-        """Where the host reaches the workload's named port."""
+    def address(self, port: str) -> tuple[str, int] | None:
+        """Where the host reaches the workload's named port; None if this instance lacks it
+        (a unikernel built without a network device)."""
 
     @abstractmethod
     def usage(self) -> Usage:
@@ -122,6 +125,10 @@ class Target(ABC):
 
     def metadata(self) -> dict[str, object]:
         """Facts about this target for the run's metadata (versions, images, accel)."""
+        return {}
+
+    def sample_params(self) -> dict[str, str]:
+        """Facts that make its samples a different series, recorded with each (accel)."""
         return {}
 
 

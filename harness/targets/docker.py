@@ -114,7 +114,7 @@ class ContainerInstance(Instance):
         began = time.perf_counter()
         self._container = client.containers.create(
             image,
-            command=["python3", *workload.argv(listen)],
+            command=["python3", *workload.argv(listen, f"{WORKDIR}/{workload.script.name}")],
             ports=published,
             labels={LABEL: str(os.getpid()), **settings.labels},
             cpuset_cpus=",".join(map(str, sorted(cpus))) if cpus else None,
@@ -139,8 +139,8 @@ class ContainerInstance(Instance):
         self.phases["start_call"] = time.perf_counter() - t0
         return t0
 
-    def address(self, port: str) -> tuple[str, int]:
-        return self._ports[port]
+    def address(self, port: str) -> tuple[str, int] | None:
+        return self._ports.get(port)
 
     def usage(self) -> Usage:
         try:

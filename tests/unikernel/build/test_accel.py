@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness import accel
-from harness.accel import AccelProbe, GuestRun
+from unikernel.build import accel
+from unikernel.build.accel import AccelProbe, GuestRun
 
 needs_qemu = pytest.mark.skipif(
     shutil.which(accel.QEMU) is None, reason=f"{accel.QEMU} is not installed"

@@ -1,0 +1,355 @@
+"""The report's figures, drawn from whatever samples the selected runs hold.
+
+Each metric of a suite gets the figures its samples support:
+  - overview: the median per target (and parameter set) as a bar with its 95 % bootstrap
+    interval from harness.stats, and every sample as a dot; for boot this is boot time per target,
+    for tcp the throughput by flows and direction, for size the image sizes;
+  - against a parameter: for every numeric parameter swept over two or more values (memory,
+    block size, clients, instances, threads), the median against it, one line per target, with
+    published values beside ours where they match (Fig. 5 for boot time against memory);
+  - a CDF, for per-wake-up distributions (metrics named *lateness* or *jitter*; Fig. 7b);
+  - history: the per-run medians over every stored run, steps marked.
+Every figure carries a footer naming its runs, targets, accelerators and n.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd  # type: ignore[import-untyped]
+import seaborn as sns  # type: ignore[import-untyped]
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.typing import ColorType
+
+from harness.compare import target_accel
+from harness.history import History
+from harness.model import Run, Sample
+from harness.report.published import series_for
+from harness.stats import summarize
+
+DISTRIBUTION = re.compile(r"lateness|jitter")
+PALETTE = "colorblind"
+
+
+@dataclass(frozen=True)
+class Drawn:
+    path: Path  # the PNG, inside the site
+    title: str
+    caption: str
+
+
+def short(run_id: str) -> str:
+    return run_id.split("-")[0][:15] + "…" if len(run_id) > 18 else run_id
+
+
+def params_label(params: dict[str, object]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(params.items()))
+
+
+def sample_frame(runs: Sequence[tuple[Run, Sequence[Sample]]]) -> pd.DataFrame:
+    """One row per measured value; each parameter also gets its own column, `param:NAME`."""
+    rows = []
+    for run, samples in runs:
+        for s in samples:
+            if s.value is None:
+                continue
+            row: dict[str, object] = {
+                "run": run.id,
+                "target": s.target,
+                "accel": str(target_accel(run, s.target) or "unknown"),
+                "metric": s.metric,
+                "unit": s.unit,
+                "better": s.better,
+                "params": params_label(dict(s.params)),
+                "value": s.value,
+            }
+            row.update({f"param:{k}": v for k, v in s.params.items()})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def display_unit(unit: str, values: Sequence[float]) -> tuple[float, str]:
+    """(factor, label): seconds under one as ms, bytes as MiB, the rest as they are."""
+    if unit == "s":
+        return (1000.0, "ms") if max(values, default=0) < 1 else (1.0, "s")
+    if unit == "bytes":
+        return 1 / 2**20, "MiB"
+    return 1.0, unit
+
+
+def provenance(frame: pd.DataFrame) -> str:
+    """Which runs, targets (with accel) and how many samples a figure shows."""
+    runs = ", ".join(dict.fromkeys(frame["run"]))
+    targets = ", ".join(
+        f"{t} ({a})" for t, a in dict.fromkeys(zip(frame["target"], frame["accel"], strict=True))
+    )
+    counts = frame.groupby(["run", "target", "params"]).size()
+    n = str(counts.min()) if counts.min() == counts.max() else f"{counts.min()} to {counts.max()}"
+    return f"runs: {runs} · targets: {targets} · n = {n} per series"
+
+
+def direction(better: str) -> str:
+    return "lower is better" if better == "lower" else "higher is better"
+
+
+class FigureWriter:
+    """Saves figures as numbered PNGs under the site's img/ directory."""
+
+    def __init__(self, site: Path, prefix: str) -> None:
+        self.dir = site / "img"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
+        self.count = 0
+
+    def save(self, fig: Figure, title: str, caption: str) -> Drawn:
+        fig.text(0.01, 0.01, caption, fontsize=7, color="#444", wrap=True)
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+        self.count += 1
+        path = self.dir / f"{self.prefix}-{self.count:02d}.png"
+        fig.savefig(path, dpi=100)
+        return Drawn(path, title, caption)
+
+
+def outside_legend(ax: Axes) -> None:
+    """The legend right of the plot, where it hides no data."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+
+
+def new_figure(width: float = 8.0, height: float = 4.2) -> tuple[Figure, Axes]:
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots()
+
+
+PUBLISHED_MARKERS = ("X", "s", "^", "D")
+
+
+def plot_published(
+    ax: Axes, xs: Sequence[float], ys: Sequence[float], system: str, index: int = 0
+) -> None:
+    """Published values: black markers on a dashed line, labelled as published."""
+    ax.plot(
+        xs,
+        ys,
+        color="black",
+        marker=PUBLISHED_MARKERS[index % len(PUBLISHED_MARKERS)],
+        linestyle="--" if index % 2 == 0 else ":",
+        markersize=7,
+        label=f"published: {system}",
+    )
+
+
+def _errorbars(
+    ax: Axes,
+    x: Sequence[float],
+    values: Sequence[Sequence[float]],
+    colour: ColorType,
+    factor: float,
+) -> list[float]:
+    """Medians with their bootstrap interval from harness.stats; returns the medians."""
+    summaries = [summarize(v) for v in values]
+    medians = [s.median * factor for s in summaries]
+    low = [(s.median - s.ci_low) * factor for s in summaries]
+    high = [(s.ci_high - s.median) * factor for s in summaries]
+    ax.errorbar(x, medians, yerr=[low, high], fmt="none", ecolor=colour, capsize=4, lw=1.5)
+    return medians
+
+
+def measured_twice(frame: pd.DataFrame, columns: list[str]) -> bool:
+    """Whether several runs measured the same series, so that figures must tell runs apart."""
+    return bool((frame.groupby(columns)["run"].nunique() > 1).any())
+
+
+def overview(writer: FigureWriter, suite: str, metric: pd.DataFrame) -> Drawn:
+    """Median per target (and parameter set, and run when several) with samples as dots."""
+    first = metric.iloc[0]
+    factor, unit = display_unit(first["unit"], list(metric["value"]))
+    name_runs = measured_twice(metric, ["target", "params"])
+    frame = metric.assign(
+        scaled=metric["value"] * factor,
+        category=[
+            " · ".join(p for p in (t, ps, short(r) if name_runs else "") if p)
+            for t, ps, r in zip(metric["target"], metric["params"], metric["run"], strict=True)
+        ],
+    )
+    categories = list(dict.fromkeys(frame["category"]))
+    targets = list(dict.fromkeys(frame["target"]))
+    colours = dict(zip(targets, sns.color_palette(PALETTE, len(targets)), strict=True))
+    fig, ax = new_figure(max(6.0, 0.9 * len(categories) + 3))
+    for i, category in enumerate(categories):
+        rows = frame[frame["category"] == category]
+        colour = colours[rows["target"].iloc[0]]
+        median = summarize(list(rows["value"])).median * factor
+        ax.bar(i, median, color=colour, alpha=0.35, width=0.7)
+        _errorbars(ax, [i], [list(rows["value"])], "black", factor)
+    sns.stripplot(
+        data=frame,
+        x="category",
+        y="scaled",
+        hue="target",
+        order=categories,
+        palette=colours,
+        size=4,
+        jitter=0.2,
+        alpha=0.8,
+        ax=ax,
+        legend=False,
+    )
+    ax.set_xlabel("")
+    ax.set_ylabel(f"{first['metric']} ({unit})")
+    if len(categories) > 4:
+        for label in ax.get_xticklabels():
+            label.set_rotation(30)
+            label.set_horizontalalignment("right")
+    title = f"{suite}: {first['metric']} per target ({direction(first['better'])})"
+    ax.set_title(title + "\nbars: median, whiskers: 95 % bootstrap CI, dots: samples", fontsize=10)
+    return writer.save(fig, title, provenance(metric))
+
+
+def numeric_sweeps(metric: pd.DataFrame) -> list[str]:
+    """Parameters with two or more numeric values: worth a line against them."""
+    swept = []
+    for column in metric.columns:
+        if not column.startswith("param:"):
+            continue
+        values = pd.to_numeric(metric[column], errors="coerce")
+        if values.notna().all() and values.nunique() >= 2:
+            swept.append(column.removeprefix("param:"))
+    return swept
+
+
+def against_param(writer: FigureWriter, suite: str, metric: pd.DataFrame, param: str) -> Drawn:
+    first = metric.iloc[0]
+    column = f"param:{param}"
+    factor, unit = display_unit(first["unit"], list(metric["value"]))
+    others = [c for c in metric.columns if c.startswith("param:") and c != column]
+    frame = metric.assign(x=pd.to_numeric(metric[column]))
+    # A sweep spread over several runs is one line; runs are named only if they overlap.
+    name_runs = measured_twice(frame, ["target", "params"])
+    frame["line"] = [
+        " · ".join(str(p) for p in parts if p)
+        for parts in zip(
+            frame["target"],
+            *(frame[c].map(lambda v, c=c: f"{c[6:]}={v}") for c in others),
+            frame["run"].map(short) if name_runs else [""] * len(frame),
+            strict=True,
+        )
+    ]
+    lines = list(dict.fromkeys(frame["line"]))
+    colours = dict(zip(lines, sns.color_palette(PALETTE, len(lines)), strict=True))
+    fig, ax = new_figure()
+    for line in lines:
+        rows = frame[frame["line"] == line]
+        xs = sorted(rows["x"].unique())
+        medians = _errorbars(
+            ax, xs, [list(rows[rows["x"] == x]["value"]) for x in xs], colours[line], factor
+        )
+        ax.plot(xs, medians, marker="o", color=colours[line], label=line)
+    title = f"{suite}: {first['metric']} against {param} ({direction(first['better'])})"
+    caption = provenance(metric)
+    for published in series_for(suite, first["metric"], param):
+        systems = dict.fromkeys(p.system for p in published.points)
+        for index, system in enumerate(systems):
+            points = [p for p in published.points if p.system == system]
+            xs = [p.x for p in points if p.x is not None]
+            plot_published(ax, xs, [p.value * factor for p in points], system, index)
+        caption += f" · published: {published.source}"
+    if frame["x"].max() >= 8 * frame["x"].min() > 0:
+        ax.set_xscale("log", base=2)
+    swept = sorted(frame["x"].unique())
+    if len(swept) <= 12:  # the values measured, as written, rather than powers of two
+        ax.set_xticks(swept, [f"{v:g}" for v in swept])
+        ax.minorticks_off()
+    ax.set_xlabel(param)
+    ax.set_ylabel(f"{first['metric']} ({unit})")
+    ax.set_title(title + "\nmedian and 95 % bootstrap CI per point", fontsize=10)
+    outside_legend(ax)
+    return writer.save(fig, title, caption)
+
+
+def cdf(writer: FigureWriter, suite: str, metric: pd.DataFrame) -> Drawn:
+    first = metric.iloc[0]
+    factor, unit = display_unit(first["unit"], list(metric["value"]))
+    frame = metric.assign(scaled=metric["value"] * factor)
+    fig, ax = new_figure()
+    targets = list(dict.fromkeys(frame["target"]))
+    for target, colour in zip(targets, sns.color_palette(PALETTE, len(targets)), strict=True):
+        rows = frame[frame["target"] == target]
+        sns.ecdfplot(x=rows["scaled"], color=colour, label=target, ax=ax)
+    caption = provenance(metric)
+    for published in series_for(suite, first["metric"], None):
+        for p in published.points:  # x is the fraction of wake-ups, value the lateness
+            plot_published(ax, [p.value * factor], [p.x or 0.0], p.system)
+        caption += f" · published: {published.source}"
+    ax.set_xlabel(f"{first['metric']} ({unit})")
+    ax.set_ylabel("fraction of samples")
+    title = f"{suite}: {first['metric']} CDF ({direction(first['better'])})"
+    ax.set_title(title, fontsize=10)
+    outside_legend(ax)
+    return writer.save(fig, title, caption)
+
+
+def history_figure(writer: FigureWriter, suite: str, found: Sequence[History]) -> Drawn:
+    """Per-run medians of one metric over the stored runs; steps as dashed lines."""
+    first = found[0]
+    all_medians = [p.median for h in found for p in h.points]
+    factor, unit = display_unit(first.unit, all_medians)
+    several_conditions = len({h.conditions for h in found}) > 1
+    colours = sns.color_palette(PALETTE, len(found))
+    # One x position per stored run, evenly spaced as asv does: nightly gaps do not matter.
+    runs = sorted({(p.run.started, p.run.id) for h in found for p in h.points})
+    position = {run_id: i for i, (_, run_id) in enumerate(runs)}
+    fig, ax = new_figure()
+    notes = []
+    for h, colour in zip(found, colours, strict=True):
+        label = " ".join(p for p in (h.target, params_label(dict(h.params))) if p)
+        if several_conditions:
+            label += f" on {h.conditions[0]}, {h.conditions[2]} CPUs, {h.conditions[3]}"
+        times = [float(position[p.run.id]) for p in h.points]
+        ax.plot(times, [p.median * factor for p in h.points], marker="o", color=colour, label=label)
+        for step in h.steps:
+            verdict = h.step_verdict(step)
+            ax.axvline(
+                times[step.index],
+                color="red" if verdict == "regressed" else "green",
+                linestyle="--",
+                lw=1.2,
+            )
+            ax.annotate(
+                f"{verdict} {step.ratio - 1:+.0%}",
+                (times[step.index], step.after * factor),
+                textcoords="offset points",
+                xytext=(4, 6),
+                fontsize=8,
+            )
+            notes.append(
+                f"{label}: {verdict} {step.ratio - 1:+.1%} from {h.points[step.index].run.id}"
+            )
+    ax.set_ylabel(f"{first.metric} ({unit})")
+    outside_legend(ax)
+    ticks = range(0, len(runs), max(1, len(runs) // 12))
+    ax.set_xticks(
+        list(ticks),
+        [datetime.fromtimestamp(runs[i][0]).strftime("%m-%d %H:%M") for i in ticks],
+        rotation=30,
+        fontsize=8,
+    )
+    ax.set_xlabel("stored runs, oldest first")
+    title = f"{suite}: history of {first.metric} ({direction(first.better)})"
+    ax.set_title(title + "\nmedian per run; dashed: steps (lasting changes)", fontsize=10)
+    accels = ", ".join(sorted({f"{h.target} ({h.conditions[3] or 'unknown'})" for h in found}))
+    n = [len(p.values) for h in found for p in h.points]
+    caption = (
+        f"{len(runs)} stored runs, {runs[0][1]} to {runs[-1][1]} · targets: {accels} · "
+        f"n = {min(n)} to {max(n)} per run · steps: {'; '.join(notes) or 'none'}"
+    )
+    return writer.save(fig, title, caption)
+
+
+def is_distribution(metric: str) -> bool:
+    return DISTRIBUTION.search(metric) is not None

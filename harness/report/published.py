@@ -1,0 +1,194 @@
+"""Published figures to draw or list beside ours, as data with their source.
+
+Copied from shared/reference/anchors.md (beside this repository), which took them from the
+papers; "about" means read off a plot. They are shown labelled as published, never mixed into
+our measurements.
+A published series is drawn on one of our figures only where the metric and the swept parameter
+match ours (`suite`, `metric` pattern, `param`); the rest are listed as tables on the suite page.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+ANCHORS = "shared/reference/anchors.md"
+MIRAGE_PAPER = "MirageOS (Madhavapeddy et al., ASPLOS 2013)"
+
+
+@dataclass(frozen=True)
+class PublishedPoint:
+    system: str
+    x: float | None  # the swept parameter's value, in the parameter's unit; None for a single value
+    value: float  # in the figure's unit
+
+
+@dataclass(frozen=True)
+class PublishedSeries:
+    """Values from one published figure, drawable against one of our metrics."""
+
+    suite: str
+    metric_pattern: str  # a regular expression our metric's name must match
+    param: str | None  # our parameter on the x axis, in the same unit as the points' x
+    unit: str  # the unit of our metric the values are in
+    title: str
+    source: str
+    points: tuple[PublishedPoint, ...]
+
+    def matches(self, suite: str, metric: str, param: str | None) -> bool:
+        return (
+            suite == self.suite
+            and re.search(self.metric_pattern, metric) is not None
+            and param == self.param
+        )
+
+
+@dataclass(frozen=True)
+class PublishedTable:
+    """Published results listed, as written, on a suite page."""
+
+    suite: str
+    title: str
+    source: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+# Figure 5: "toolstack create to service ready", which is our time_to_service; memory in MiB.
+BOOT_AGAINST_MEMORY = PublishedSeries(
+    suite="boot",
+    metric_pattern=r"^time_to_service$",
+    param="memory",
+    unit="s",
+    title="boot time against memory (Fig. 5)",
+    source=f"{MIRAGE_PAPER}, Figure 5, values read off the plot (about)",
+    points=(
+        PublishedPoint("Mirage on Xen", 64, 0.03),
+        PublishedPoint("Mirage on Xen", 256, 0.05),
+        PublishedPoint("Mirage on Xen", 1024, 0.11),
+        PublishedPoint("Mirage on Xen", 2048, 0.2),
+        PublishedPoint("Linux PV on Xen", 128, 0.43),
+        PublishedPoint("Linux PV on Xen", 2048, 0.6),
+    ),
+)
+
+# Figure 7b: one point of the lateness CDF, as a fraction within a lateness in seconds.
+JITTER_CDF = PublishedSeries(
+    suite="threads",
+    metric_pattern=r"lateness|jitter",
+    param=None,
+    unit="s",
+    title="timer lateness CDF (Fig. 7b)",
+    source=f"{MIRAGE_PAPER}, Figure 7b: about 95 % of wake-ups within 0.05 ms",
+    points=(PublishedPoint("Mirage on Xen", 0.95, 0.05e-3),),
+)
+
+SERIES = (BOOT_AGAINST_MEMORY, JITTER_CDF)
+
+TABLES = (
+    PublishedTable(
+        suite="boot",
+        title="Boot time against memory (Fig. 5)",
+        source=f"{MIRAGE_PAPER}, Figure 5 (about)",
+        columns=("system", "result"),
+        rows=(
+            (
+                "Mirage on Xen",
+                "0.03 s at 64 MiB, 0.05 s at 256 MiB, 0.11 s at 1 GiB, 0.2 s at 2 GiB",
+            ),
+            ("Linux PV on Xen", "0.43 s at 128 MiB rising to 0.6 s at 2 GiB"),
+        ),
+    ),
+    PublishedTable(
+        suite="boot",
+        title="Boot times of other unikernels and lightweight VMs (each measured its own way)",
+        source=ANCHORS,
+        columns=("system", "boot as published"),
+        rows=(
+            (
+                "Unikraft hello (EuroSys 2021)",
+                "Firecracker about 2.7 ms, QEMU microvm about 9 ms, QEMU about 38 ms",
+            ),
+            ("MirageOS on Solo5", "1-2 ms"),
+            ("OSv", "4-5 ms"),
+            ("Lupine Linux", "about 18 ms without KML, 68 ms with"),
+            ("LightVM (Xen, noxs + chaos)", "2.3 ms VM creation"),
+            ("Alpine Linux VM on Firecracker", "about 330 ms"),
+            ("Docker hello-world (start to exit)", "about 66 ms"),
+        ),
+    ),
+    PublishedTable(
+        suite="threads",
+        title="Thread creation and timer jitter",
+        source=f"{MIRAGE_PAPER} (about)",
+        columns=("experiment", "result"),
+        rows=(
+            ("create 20 M threads", "Mirage 1.6 s, Linux native 2.3 s, Linux guest 4.3 s"),
+            ("create 1 M threads", "all about 0.2 s or less"),
+            (
+                "timer lateness (Fig. 7b)",
+                "Mirage about 95 % within 0.05 ms; Linux native about "
+                "0.09-0.10 ms; Linux guest about 0.11 ms",
+            ),
+        ),
+    ),
+    PublishedTable(
+        suite="tcp",
+        title="TCP throughput, iperf, offload disabled (Fig. 8)",
+        source=MIRAGE_PAPER,
+        columns=("direction", "1 flow (Mbit/s)", "10 flows (Mbit/s)"),
+        rows=(
+            ("Linux → Linux", "1590", "1534"),
+            ("Linux → Mirage", "1742", "1710"),
+            ("Mirage → Linux", "975", "952"),
+        ),
+    ),
+    PublishedTable(
+        suite="block",
+        title="Random block reads, 1 KiB to 4 MiB blocks",
+        source=f"{MIRAGE_PAPER} (about)",
+        columns=("system", "result"),
+        rows=(
+            ("Mirage", "matches Linux direct I/O: plateau about 1400-1450 MiB/s from 128 KiB"),
+            ("Linux buffered", "about 300 MiB/s"),
+        ),
+    ),
+    PublishedTable(
+        suite="web",
+        title="Static web (Fig. 13) and DNS",
+        source=f"{MIRAGE_PAPER} (about)",
+        columns=("experiment", "result"),
+        rows=(
+            (
+                "static web, connections/s",
+                "Apache 1 host x 6 vCPU about 1660; 6 Mirage unikernels about 2040",
+            ),
+            ("dynamic web (Fig. 12)", "Mirage scales better (figure only)"),
+            (
+                "DNS, queryperf",
+                "Bind9 about 29k-52k req/s, NSD about 66k, Mirage about 40k, "
+                "with memoisation about 75-78k",
+            ),
+        ),
+    ),
+    PublishedTable(
+        suite="size",
+        title="Image sizes, standard build → dead-code eliminated (Table 2)",
+        source=MIRAGE_PAPER,
+        columns=("appliance", "standard (MB)", "dead-code eliminated (MB)"),
+        rows=(
+            ("DNS", "0.449", "0.184"),
+            ("web server", "0.673", "0.172"),
+            ("OpenFlow switch", "0.393", "0.164"),
+            ("OpenFlow controller", "0.392", "0.168"),
+        ),
+    ),
+)
+
+
+def series_for(suite: str, metric: str, param: str | None) -> list[PublishedSeries]:
+    return [s for s in SERIES if s.matches(suite, metric, param)]
+
+
+def tables_for(suite: str) -> list[PublishedTable]:
+    return [t for t in TABLES if t.suite == suite]

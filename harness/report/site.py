@@ -1,0 +1,315 @@
+"""`bench report`: a static HTML site of the selected runs, one page per suite.
+
+Every known suite gets a page, so a dashboard has a stable shape; a suite the selected runs hold
+no samples of says so plainly instead of showing anything made up. Pages are plain HTML and PNGs
+with no scripts and no external resources: they open from disk, from any web server, offline.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from harness.compare import RunComparison, cli_store, comparison_notes, console, target_accel
+from harness.history import History, describe_step, histories
+from harness.model import Run, Sample
+from harness.report import figures
+from harness.report.published import ANCHORS, PublishedTable, tables_for
+from harness.store import Store
+from harness.summary import ResultRow, format_value, result_rows
+
+KNOWN_SUITES = {
+    "boot": ("Boot", "launch call to the ready marker and to the first reply to a host probe"),
+    "threads": ("Threads", "thread creation, and timer jitter as a CDF of wake-up lateness"),
+    "tcp": ("TCP", "bulk transfer throughput by flows and direction"),
+    "block": ("Block", "random read throughput against block size"),
+    "web": ("Web", "requests/s and latency against clients and instances"),
+    "size": ("Size", "image sizes per appliance, standard and pruned"),
+}
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
+nav a { margin-right: 1em; } nav { border-bottom: 1px solid #ccc; padding-bottom: .5em; }
+table { border-collapse: collapse; margin: .5em 0 1.5em; font-size: .9em; }
+td, th { border: 1px solid #ddd; padding: .2em .6em; text-align: left; }
+th { background: #f3f3f3; }
+.figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(32em, 1fr)); gap: 1em; }
+figure { margin: 0 0 1.5em; } figure img { max-width: 100%; height: auto; }
+figcaption { font-size: .85em; color: #555; }
+.empty { padding: 1em; background: #fff8e1; border: 1px solid #f0d98c; }
+.published { border-left: 4px solid #888; padding-left: 1em; }
+.regressed { color: #b00020; font-weight: bold; } .improved { color: #1b7a1b; }
+"""
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value))
+
+
+def page(title: str, suites: Iterable[str], body: str) -> str:
+    links = " ".join(
+        f'<a href="{esc(s)}.html">{esc(KNOWN_SUITES.get(s, (s,))[0])}</a>' for s in suites
+    )
+    return (
+        # The empty icon spares the browser a request for /favicon.ico that would fail.
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<link rel="icon" href="data:,">'
+        f"<title>{esc(title)}</title><style>{STYLE}</style></head>\n"
+        f'<body><nav><a href="index.html">Runs</a> {links}</nav>\n'
+        f"<h1>{esc(title)}</h1>\n{body}\n</body></html>\n"
+    )
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[str]], raw: bool = False) -> str:
+    """An HTML table; cells are escaped unless raw (when the caller built the markup)."""
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{cell if raw else esc(cell)}</td>" for cell in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def when(run: Run) -> str:
+    return datetime.fromtimestamp(run.started).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def runs_table(runs: Sequence[Run], targets_of: dict[str, list[str]]) -> str:
+    rows = []
+    for run in runs:
+        targets = ", ".join(
+            f"{t} ({target_accel(run, t) or 'unknown'})" for t in targets_of[run.id]
+        )
+        host = f"{run.metadata.get('hostname')}, {run.metadata.get('cpu_count')} CPUs"
+        rows.append((run.id, when(run), run.status, host, targets, run.command))
+    return table(("run", "started", "status", "host", "targets (accel)", "command"), rows)
+
+
+def results_table(rows_by_run: Sequence[tuple[Run, list[ResultRow]]]) -> str:
+    rows = []
+    for run, results in rows_by_run:
+        for r in results:
+            s = r.summary
+            rows.append(
+                (
+                    run.id,
+                    r.target,
+                    f"{r.metric} {'↓' if r.better == 'lower' else '↑'}",
+                    figures.params_label(dict(r.params)),
+                    format_value(s.median, r.unit) if s else "failed",
+                    f"{format_value(s.ci_low, r.unit)} .. {format_value(s.ci_high, r.unit)}"
+                    if s
+                    else "",
+                    str(r.n),
+                    str(r.failed or ""),
+                )
+            )
+    columns = ("run", "target", "metric", "params", "median", "95% CI", "n", "failed")
+    return table(columns, rows)
+
+
+def figure_html(drawn: figures.Drawn, site: Path) -> str:
+    src = drawn.path.relative_to(site).as_posix()
+    return (
+        f'<figure><img src="{esc(src)}" alt="{esc(drawn.title)}">'
+        f"<figcaption>{esc(drawn.caption)}</figcaption></figure>"
+    )
+
+
+def published_html(tables: Sequence[PublishedTable]) -> str:
+    if not tables:
+        return ""
+    parts = ["<h2>Published results (not measured here)</h2>"]
+    for t in tables:
+        parts.append(
+            f'<div class="published"><h3>{esc(t.title)}</h3>{table(t.columns, t.rows)}'
+            f"<p>Source: {esc(t.source)}{'' if t.source == ANCHORS else ', via ' + ANCHORS}.</p>"
+            "</div>"
+        )
+    return "\n".join(parts)
+
+
+# A suite's page.
+
+
+def suite_body(
+    store: Store,
+    suite: str,
+    selected: Sequence[tuple[Run, list[Sample]]],
+    writer: figures.FigureWriter,
+    site: Path,
+) -> str:
+    description = KNOWN_SUITES.get(suite, ("", "a suite this report has no description of"))[1]
+    parts = [f"<p>{esc(description)}.</p>"]
+    if not selected:
+        parts.append(
+            '<p class="empty">No samples of this suite in the selected runs.</p>'
+            + published_html(tables_for(suite))
+        )
+        return "\n".join(parts)
+    targets_of = {
+        run.id: list(dict.fromkeys(s.target for s in samples)) for run, samples in selected
+    }
+    parts += ["<h2>Runs</h2>", runs_table([run for run, _ in selected], targets_of)]
+    parts += ["<h2>Results</h2>", results_table([(r, result_rows(s)) for r, s in selected])]
+    frame = figures.sample_frame(selected)
+    parts.append("<h2>Figures</h2>")
+    if frame.empty:
+        parts.append('<p class="empty">Every repeat of this suite failed: nothing to draw.</p>')
+    else:
+        figures_html: list[str] = []
+        for metric in dict.fromkeys(frame["metric"]):
+            rows = frame[frame["metric"] == metric].dropna(axis="columns", how="all")
+            drawn = [figures.overview(writer, suite, rows)]
+            drawn += [
+                figures.against_param(writer, suite, rows, p) for p in figures.numeric_sweeps(rows)
+            ]
+            if figures.is_distribution(metric):
+                drawn.append(figures.cdf(writer, suite, rows))
+            figures_html += [figure_html(d, site) for d in drawn]
+        parts.append(f'<div class="figures">{"".join(figures_html)}</div>')
+    parts.append(history_html(store, suite, selected, writer, site))
+    parts.append(published_html(tables_for(suite)))
+    return "\n".join(parts)
+
+
+def history_html(
+    store: Store,
+    suite: str,
+    selected: Sequence[tuple[Run, list[Sample]]],
+    writer: figures.FigureWriter,
+    site: Path,
+) -> str:
+    """The history of each selected metric over every stored run up to the newest selected."""
+    newest = max(run.started for run, _ in selected)
+    wanted = {(s.target, s.metric) for _, samples in selected for s in samples}
+    stored = [(run, samples) for run, samples in store.series(suite) if run.started <= newest]
+    found = [h for h in histories(stored) if (h.target, h.metric) in wanted and len(h.points) >= 2]
+    parts = ["<h2>History</h2>"]
+    if not found:
+        parts.append(
+            f'<p class="empty">History needs two or more stored runs with values; the store '
+            f"holds {len(stored)} run(s) of this suite.</p>"
+        )
+        return "\n".join(parts)
+    by_metric: dict[str, list[History]] = {}
+    for h in found:
+        by_metric.setdefault(h.metric, []).append(h)
+    drawn = [figures.history_figure(writer, suite, group) for group in by_metric.values()]
+    parts.append(f'<div class="figures">{"".join(figure_html(d, site) for d in drawn)}</div>')
+    steps = [(h, s) for h in found for s in h.steps]
+    if steps:
+        rows = [
+            (h.target, h.metric, figures.params_label(dict(h.params)), describe_step(h, s))
+            for h, s in steps
+        ]
+        parts.append(table(("target", "metric", "params", "step"), rows))
+    return "\n".join(parts)
+
+
+# The index page.
+
+
+def comparisons_html(comparisons: Sequence[RunComparison]) -> str:
+    parts = []
+    for result in comparisons:
+        parts.append(f"<h2>{esc(result.base.id)} (BASE) → {esc(result.new.id)} (NEW)</h2>")
+        rows = []
+        for c in result.comparisons:
+            ratio = (
+                f"{c.ratio:.3f} [{c.ratio_low:.3f}, {c.ratio_high:.3f}]"
+                if math.isfinite(c.ratio)
+                else "—"
+            )
+            rows.append(
+                (
+                    esc(c.suite),
+                    esc(c.target),
+                    esc(f"{c.metric} {'↓' if c.better == 'lower' else '↑'}"),
+                    esc(figures.params_label(dict(c.params))),
+                    esc(ratio),
+                    esc(f"{c.p_value:.2g}"),
+                    f'<span class="{c.verdict}">{c.verdict}</span>',
+                    esc(c.reason),
+                )
+            )
+        columns = ("suite", "target", "metric", "params", "ratio [95% CI]", "p", "verdict", "why")
+        parts.append(table(columns, rows, raw=True))
+        parts += [f"<p>{esc(note)}</p>" for note in comparison_notes(result)]
+    return "\n".join(parts)
+
+
+def build_site(
+    store: Store,
+    run_ids: Sequence[str],
+    out: Path,
+    comparisons: Sequence[RunComparison] = (),
+) -> list[Path]:
+    """Writes index.html and one page per suite into out; returns the pages written."""
+    runs = list({run.id: run for run in (store.run(r) for r in run_ids)}.values())
+    samples = {run.id: store.samples(run.id) for run in runs}
+    in_data = [s for run in runs for s in store.suites(run.id)]
+    suites = list(dict.fromkeys([*KNOWN_SUITES, *in_data]))
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suite in suites:
+        selected = [
+            (run, [s for s in samples[run.id] if s.suite == suite])
+            for run in runs
+            if suite in store.suites(run.id)
+        ]
+        writer = figures.FigureWriter(out, suite)
+        title = f"{KNOWN_SUITES.get(suite, (suite,))[0]} suite"
+        path = out / f"{suite}.html"
+        path.write_text(page(title, suites, suite_body(store, suite, selected, writer, out)))
+        written.append(path)
+    targets_of = {r.id: list(dict.fromkeys(s.target for s in samples[r.id])) for r in runs}
+    counts = [(s, str(sum(s in store.suites(r.id) for r in runs))) for s in suites]
+    index = [
+        f"<p>Generated {esc(datetime.now().strftime('%Y-%m-%d %H:%M:%S'))} "
+        f"from {esc(store.path)}.</p>",
+        "<h2>Selected runs</h2>",
+        runs_table(runs, targets_of),
+        "<h2>Suites</h2>",
+        table(
+            ("suite", "selected runs holding it"),
+            [(f'<a href="{esc(s)}.html">{esc(s)}</a>', n) for s, n in counts],
+            raw=True,
+        ),
+        comparisons_html(comparisons),
+    ]
+    (out / "index.html").write_text(page("unibench results", suites, "\n".join(index)))
+    return [out / "index.html", *written]
+
+
+def newest_run_per_suite(store: Store) -> list[str]:
+    """The default selection: for each suite, the newest run holding it."""
+    chosen: dict[str, str] = {}
+    for run in store.runs():
+        for suite in store.suites(run.id):
+            chosen.setdefault(suite, run.id)
+    return list(dict.fromkeys(chosen.values()))
+
+
+@click.command(name="report")
+@click.argument("run_ids", nargs=-1, metavar="[RUN]...")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write the site into.",
+)
+@click.pass_context
+def report_command(ctx: click.Context, run_ids: tuple[str, ...], out: Path) -> None:
+    """A static HTML site of the runs (default: the newest run of each suite)."""
+    with cli_store(ctx) as store:
+        chosen = list(run_ids) or newest_run_per_suite(store)
+        if not chosen:
+            raise click.ClickException(f"no runs stored in {store.path} yet: nothing to report")
+        pages = build_site(store, chosen, out)
+    console().print(f"wrote {len(pages)} pages to {out}; open {out / 'index.html'}")

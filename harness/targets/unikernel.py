@@ -1,0 +1,107 @@
+"""The unikernel targets: our Python library OS, hosted as a process or booted under QEMU.
+
+`prepare` builds the workload's unikernel application for the target (the image is cached by
+the build in the application's _build folder); each launch is then one process: the hosted
+interpreter, or QEMU booting the image. QEMU runs under KVM when a test boot shows KVM works
+here, else under TCG; the choice is recorded with every sample as `accel`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from harness.targets.base import (
+    Availability,
+    Instance,
+    LaunchSettings,
+    Log,
+    Target,
+    Workload,
+)
+from harness.targets.process import ProcessInstance
+from unikernel.build.accel import choose_accel
+from unikernel.build.app import AppError, load_app
+from unikernel.build.image import BuildResult, build
+from unikernel.build.qemu import qemu_command
+from unikernel.build.runtime import PYTHON
+
+
+class UnikernelTarget(Target):
+    def __init__(self, name: str, platform: str, kernel: str, description: str) -> None:
+        self.name = name
+        self.platform = platform  # "hosted" or "qemu"
+        self.kernel = kernel
+        self.description = description
+        self._builds: dict[str, BuildResult] = {}
+        self._memory: dict[str, int] = {}
+
+    def availability(self) -> Availability:
+        if self.platform == "qemu" and shutil.which("qemu-system-x86_64") is None:
+            return Availability(
+                False,
+                "qemu-system-x86_64 is not installed",
+                "apt-get install --no-install-recommends qemu-system-x86",
+            )
+        if shutil.which("debootstrap") is None:
+            return Availability(
+                False,
+                "debootstrap (for the image's Python runtime) is missing",
+                "apt-get install debootstrap",
+            )
+        return Availability(True)
+
+    def prepare(self, workload: Workload, log: Log) -> None:
+        if workload.unikernel_app is None:
+            raise AppError(f"workload {workload.name} has no unikernel application")
+        loaded = load_app(workload.unikernel_app)
+        self._builds[workload.name] = build(loaded, self.platform, self.kernel, log=log)
+        self._memory[workload.name] = loaded.app.memory_mib
+
+    def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
+        built = self._builds.get(workload.name)
+        if built is None:
+            raise RuntimeError(f"{self.name}: prepare() was not called for {workload.name}")
+        if self.platform == "hosted":
+            argv = [PYTHON, "-I", "-S", str(built.outputs["app"])]
+        else:
+            memory = settings.memory_mib or self._memory[workload.name]
+            argv = qemu_command(built.qemu_image(), choose_accel(), memory)
+        return ProcessInstance(workload.name, argv, ports={}, settings=settings)
+
+    def metadata(self) -> dict[str, object]:
+        facts: dict[str, object] = {"kernel": self.kernel, **self.sample_params()}
+        for name, built in self._builds.items():
+            facts[name] = {
+                "parts": built.report.get("parts"),
+                "outputs": built.report.get("outputs"),
+            }
+        if self.platform == "qemu":
+            done = subprocess.run(
+                ["qemu-system-x86_64", "--version"], capture_output=True, text=True, check=False
+            )
+            facts["qemu"] = done.stdout.splitlines()[0] if done.stdout else None
+        return facts
+
+    def sample_params(self) -> dict[str, str]:
+        return {"accel": choose_accel() if self.platform == "qemu" else "native"}
+
+
+def unikernel_targets() -> list[Target]:
+    return [
+        UnikernelTarget(
+            "unikernel-hosted", "hosted", "none", "the unikernel as a process on the host"
+        ),
+        UnikernelTarget(
+            "unikernel-qemu",
+            "qemu",
+            "specialized",
+            "the unikernel image under QEMU, specialized kernel",
+        ),
+        UnikernelTarget(
+            "unikernel-qemu-generic",
+            "qemu",
+            "generic",
+            "the unikernel image under QEMU, Debian's cloud kernel",
+        ),
+    ]

@@ -1,0 +1,352 @@
+"""bench report: the static site, its figures, and a real headless browser loading every page.
+
+The browser is Debian's chromium, driven over the DevTools protocol on a pipe
+(--remote-debugging-pipe: JSON messages ending in NUL on file descriptors 3 and 4), so no
+WebSocket client is needed. The site is served from a local HTTP server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from harness.report.site import KNOWN_SUITES, build_site
+from harness.store import Store
+from tests.harness.test_compare import BOOT, invoke, noisy, store_run
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+# Figures from controlled samples: the figures that need a sweep or a distribution.
+
+
+def test_a_memory_sweep_is_drawn_against_memory_beside_figure_5(tmp_path: Path) -> None:
+    with Store(tmp_path / "b.sqlite") as store:
+        service = ("process", "time_to_service", "s", "lower")
+        for i, memory in enumerate((64, 256, 1024)):
+            store_run(
+                store,
+                f"sweep{i}",
+                float(i),
+                {service: noisy(0.03 + memory * 1e-5)},
+                params={"memory": memory},
+            )
+        build_site(store, ["sweep0", "sweep1", "sweep2"], tmp_path / "site")
+    boot = (tmp_path / "site" / "boot.html").read_text()
+    assert "time_to_service against memory" in boot
+    assert "published: MirageOS (Madhavapeddy et al., ASPLOS 2013), Figure 5" in boot
+    assert "runs: sweep0, sweep1, sweep2" in boot and "process (native)" in boot
+    loaded = check_site(tmp_path / "site")["boot.html"]
+    assert loaded.errors == [] and len(loaded.images) == 2
+    assert all(int(str(image["width"])) > 0 for image in loaded.images)
+
+
+def test_a_lateness_distribution_gets_a_cdf_and_empty_suites_say_so(tmp_path: Path) -> None:
+    with Store(tmp_path / "b.sqlite") as store:
+        lateness = ("process", "wakeup_lateness", "s", "lower")
+        store_run(store, "jitter", 1.0, {lateness: noisy(50e-6, n=500)}, suite="threads")
+        pages = build_site(store, ["jitter"], tmp_path / "site")
+    assert {p.name for p in pages} == {"index.html", *(f"{s}.html" for s in KNOWN_SUITES)}
+    threads = (tmp_path / "site" / "threads.html").read_text()
+    assert "wakeup_lateness CDF" in threads and "Figure 7b" in threads
+    assert "n = 500 per series" in threads
+    for suite in ("boot", "tcp", "block", "web", "size"):
+        page = (tmp_path / "site" / f"{suite}.html").read_text()
+        assert "No samples of this suite in the selected runs." in page, suite
+        assert "<img" not in page
+    assert "1590" in (tmp_path / "site" / "tcp.html").read_text()  # Fig. 8, labelled published
+
+
+def test_history_marks_steps_on_the_report(tmp_path: Path) -> None:
+    with Store(tmp_path / "b.sqlite") as store:
+        for i in range(8):
+            store_run(store, f"run{i}", float(i), {BOOT: noisy(0.03 if i < 4 else 0.05, seed=i)})
+        build_site(store, ["run7"], tmp_path / "site")
+    boot = (tmp_path / "site" / "boot.html").read_text()
+    assert "history of time_to_ready" in boot
+    assert "regressed from run run4" in boot
+
+
+# The browser.
+
+
+@dataclass
+class PageCheck:
+    url: str
+    errors: list[str] = field(default_factory=list)
+    images: list[dict[str, object]] = field(default_factory=list)
+    text: str = ""
+
+
+class Chromium:
+    """A headless chromium driven over --remote-debugging-pipe."""
+
+    def __init__(self, profile: Path) -> None:
+        to_browser_r, self._to_browser = os.pipe()
+        self._from_browser, from_browser_w = os.pipe()
+        # The browser reads fd 3 and writes fd 4; bash moves the pipe ends there.
+        command = f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w}'
+        self.process = subprocess.Popen(
+            [
+                "bash",
+                "-c",
+                command,
+                CHROMIUM,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--remote-debugging-pipe",
+                "about:blank",
+            ],
+            pass_fds=(to_browser_r, from_browser_w),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+        self._buffer = b""
+        self._next_id = 0
+        self.events: list[dict[str, object]] = []
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.send("Browser.close")
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self._to_browser)
+        os.close(self._from_browser)
+
+    def _read_message(self, deadline: float) -> dict[str, object]:
+        while b"\0" not in self._buffer:
+            ready, _, _ = select.select([self._from_browser], [], [], deadline - time.time())
+            if not ready:
+                raise TimeoutError("chromium did not answer in time")
+            chunk = os.read(self._from_browser, 1 << 20)
+            if not chunk:
+                raise ConnectionError("chromium closed its DevTools pipe")
+            self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        parsed: dict[str, object] = json.loads(message)
+        return parsed
+
+    def send(
+        self, method: str, params: Mapping[str, object] | None = None, session: str | None = None
+    ) -> dict[str, object]:
+        self._next_id += 1
+        message: dict[str, object] = {"id": self._next_id, "method": method}
+        message["params"] = dict(params or {})
+        if session:
+            message["sessionId"] = session
+        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        deadline = time.time() + 30
+        while True:
+            reply = self._read_message(deadline)
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                result = reply.get("result", {})
+                assert isinstance(result, dict)
+                return result
+            self.events.append(reply)
+
+    def wait_for(self, method: str, session: str, timeout: float = 30) -> None:
+        deadline = time.time() + timeout
+        while not any(
+            e.get("method") == method and e.get("sessionId") == session for e in self.events
+        ):
+            self.events.append(self._read_message(deadline))
+
+    def check(self, url: str) -> PageCheck:
+        """Loads url in a new tab; returns its errors, its images' load state, and its text."""
+        target = self.send("Target.createTarget", {"url": "about:blank"})
+        attached = self.send(
+            "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
+        )
+        session = str(attached["sessionId"])
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self.send(f"{domain}.enable", session=session)
+        self.events.clear()
+        self.send("Page.navigate", {"url": url}, session)
+        self.wait_for("Page.loadEventFired", session)
+        images = self.send(
+            "Runtime.evaluate",
+            {
+                "expression": "JSON.stringify(Array.from(document.images).map(i => ("
+                "{src: i.src, complete: i.complete, width: i.naturalWidth})))",
+                "returnByValue": True,
+            },
+            session,
+        )
+        text = self.send(
+            "Runtime.evaluate",
+            {"expression": "document.body.innerText", "returnByValue": True},
+            session,
+        )
+        check = PageCheck(url, text=str(text["result"]["value"]))  # type: ignore[index]
+        check.images = json.loads(images["result"]["value"])  # type: ignore[index]
+        for event in self.events:
+            if event.get("sessionId") != session:
+                continue
+            params = event.get("params", {})
+            assert isinstance(params, dict)
+            method = event.get("method")
+            if method == "Runtime.exceptionThrown":
+                check.errors.append(f"exception: {params['exceptionDetails']}")
+            elif method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
+                check.errors.append(f"console.{params['type']}: {params['args']}")
+            elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+                check.errors.append(f"log: {params['entry']['text']}")
+            elif method == "Network.loadingFailed":
+                check.errors.append(f"load failed: {params.get('errorText')}")
+            elif method == "Network.responseReceived" and params["response"]["status"] >= 400:
+                check.errors.append(
+                    f"HTTP {params['response']['status']}: {params['response']['url']}"
+                )
+        self._session = session
+        return check
+
+    def screenshot(self, path: Path) -> None:
+        """A full-page PNG of the page last checked, at a desktop width."""
+        metrics = {"width": 1200, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+        self.send("Emulation.setDeviceMetricsOverride", metrics, self._session)
+        shot = self.send(
+            "Page.captureScreenshot",
+            {"format": "png", "captureBeyondViewport": True},
+            self._session,
+        )
+        path.write_bytes(base64.b64decode(str(shot["data"])))
+
+
+@contextlib.contextmanager
+def serve(directory: Path) -> Iterator[str]:
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Chromium]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed: apt-get install chromium")
+    with tempfile.TemporaryDirectory(prefix="unibench-chromium-") as profile:
+        browser = Chromium(Path(profile))
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def check_site(site: Path, screenshot: Path | None = None) -> dict[str, PageCheck]:
+    """Every page of the site, loaded in the browser; a screenshot of the boot page if asked."""
+    pages = sorted(p.name for p in site.glob("*.html"))
+    checks = {}
+    with serve(site) as base, chromium() as browser:
+        for name in pages:
+            checks[name] = browser.check(f"{base}/{name}")
+            if name == "boot.html" and screenshot:
+                browser.screenshot(screenshot)
+    return checks
+
+
+def test_the_report_of_real_boot_runs_loads_in_a_browser_with_every_figure(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "b.sqlite"
+    for _ in range(2):
+        code, output = invoke(
+            store, "run", "--suite", "boot", "--target", "process", "--repeat", "5"
+        )
+        assert code == 0, output
+    with Store(store) as opened:
+        runs = [run.id for run in opened.runs()]
+    site = tmp_path / "site"
+    code, output = invoke(store, "report", *runs, "--out", str(site))
+    assert code == 0 and "wrote 7 pages" in output, output
+
+    checks = check_site(site, screenshot=tmp_path / "boot.png")
+
+    assert set(checks) == {"index.html", *(f"{s}.html" for s in KNOWN_SUITES)}
+    for name, check in checks.items():
+        assert check.errors == [], (name, check.errors)
+        for image in check.images:
+            assert image["complete"] and int(str(image["width"])) > 0, (name, image)
+    boot = checks["boot.html"]
+    # time_to_ready, time_to_service, CPU and memory: an overview and a history each.
+    assert len(boot.images) >= 8
+    assert all(run in boot.text for run in runs)
+    assert "process (native)" in boot.text and "n = 5 per series" in boot.text
+    assert "Published results (not measured here)" in boot.text
+    for suite in ("threads", "tcp", "block", "web", "size"):
+        assert "No samples of this suite in the selected runs." in checks[f"{suite}.html"].text
+    # The screenshot is a real PNG of a long page.
+    png = (tmp_path / "boot.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert width >= 600 and height > 2000
+
+
+def test_the_browser_check_catches_a_broken_image(tmp_path: Path) -> None:
+    """The check must be able to fail: a page with a missing image and a script error."""
+    (tmp_path / "index.html").write_text(
+        '<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body>'
+        '<img src="missing.png"><script>undefinedFunction()</script></body></html>'
+    )
+    (check,) = check_site(tmp_path).values()
+    assert check.images and check.images[0]["width"] == 0
+    assert any("HTTP 404" in e for e in check.errors)
+    assert any("exception" in e for e in check.errors)
+    assert re.search(r"undefinedFunction", " ".join(check.errors))
+
+
+def test_by_default_the_report_shows_the_newest_run_of_each_suite(tmp_path: Path) -> None:
+    store = tmp_path / "b.sqlite"
+    lateness = ("process", "wakeup_lateness", "s", "lower")
+    with Store(store) as opened:
+        store_run(opened, "old-boot", 1.0, {BOOT: noisy(0.03)})
+        store_run(opened, "threads", 2.0, {lateness: noisy(5e-5)}, suite="threads")
+        store_run(opened, "new-boot", 3.0, {BOOT: noisy(0.03)})
+    code, output = invoke(store, "report", "--out", str(tmp_path / "site"))
+    assert code == 0, output
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "new-boot" in index and "threads" in index and "old-boot" not in index
+    code, output = invoke(tmp_path / "empty.sqlite", "report", "--out", str(tmp_path / "x"))
+    assert code == 1 and "no runs stored" in output

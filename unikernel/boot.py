@@ -1,0 +1,115 @@
+"""What PID 1 does in a unikernel image, and what a hosted unikernel does first.
+
+Python is the only process. Before the application runs, the boot layer mounts what the kernel
+offers (devices, proc, sys), checks entropy, brings network links up, and prints the ready marker
+with its own boot-clock time. After the application's main returns, it prints the exit marker and
+powers the VM off, carrying the exit status out where the VMM can tell it (QEMU's debug-exit port).
+
+The build compiles the application's configuration into the module `_unikernel_config`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import _unikernel_config as config
+
+from unikernel.core import lifecycle
+from unikernel.core.console import Console
+
+READY_MARKER = "UNIBENCH-READY"
+EXIT_MARKER = "UNIBENCH-EXIT"
+DEBUG_EXIT_PORT = 0xF4  # QEMU's isa-debug-exit: the VMM exits with status (value << 1) | 1
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+
+
+def in_vm() -> bool:
+    return lifecycle.should_power_off(os.getpid(), config.TARGET)
+
+
+def mount_kernel_filesystems() -> None:
+    from unikernel.core.kernel_calls import mount
+
+    if not os.path.exists("/dev/null"):  # the initramfs has static nodes; devtmpfs has them all
+        mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID)
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def bring_links_up(names: tuple[str, ...]) -> None:
+    import fcntl
+    import socket
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    # A packet socket: the kernel may have no INET at all, our stack owns IP.
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+        for name in names:
+            request = struct.pack("16sH22x", name.encode(), 0)
+            flags = struct.unpack("16sH22x", fcntl.ioctl(sock, siocgifflags, request))[1]
+            fcntl.ioctl(sock, siocsifflags, struct.pack("16sH22x", name.encode(), flags | iff_up))
+
+
+def report_exit(console: Console, status: int) -> None:
+    sys.stdout.flush()  # what the app print()ed comes before the marker, as it was written
+    console.line(f"{EXIT_MARKER} status={status}")
+    if in_vm() and config.TARGET == "qemu":
+        try:
+            fd = os.open("/dev/port", os.O_WRONLY)
+            os.lseek(fd, DEBUG_EXIT_PORT, os.SEEK_SET)
+            os.write(fd, bytes([status & 0xFF]))  # QEMU exits here when the device is present
+            os.close(fd)
+        except OSError:
+            pass  # a kernel without /dev/port: the status is on the console, power off below
+
+
+def power_off(console: Console) -> None:
+    from unikernel.core.kernel_calls import power_off as kernel_power_off
+
+    try:
+        kernel_power_off()
+    except OSError as error:
+        console.line(f"boot: power-off failed ({error}); exiting PID 1 instead")
+
+
+def run_main() -> int:
+    module_name, _, function_name = config.MAIN.partition(":")
+    module = __import__(module_name, fromlist=[function_name])
+    main = getattr(module, function_name)
+    result = main()
+    if hasattr(result, "__await__"):  # an async main runs on our scheduler
+        from unikernel.core.scheduler import run
+
+        async def entry() -> object:
+            return await result
+
+        result = run(entry)
+    return result if isinstance(result, int) else 0
+
+
+def main() -> None:
+    booted = time.clock_gettime(time.CLOCK_BOOTTIME)
+    console = Console(1)
+    vm = in_vm()
+    if vm:
+        mount_kernel_filesystems()
+    if config.NETWORK:
+        bring_links_up(config.NETWORK)
+    console.line(
+        f"{READY_MARKER} boottime={booted:.6f} ready={time.clock_gettime(time.CLOCK_BOOTTIME):.6f}"
+        f" target={config.TARGET} app={config.APP}"
+    )
+    try:
+        status = run_main()
+    except BaseException as exc:  # whatever the app raised becomes its exit status
+        if not isinstance(exc, SystemExit):
+            import traceback
+
+            console.write("".join(traceback.format_exception(exc)).encode())
+        status = lifecycle.exit_code(exc)
+    report_exit(console, status)
+    if vm:
+        power_off(console)
+    sys.exit(status)

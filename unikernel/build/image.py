@@ -1,0 +1,258 @@
+"""Building an application into an image: walk its imports, compile what it uses, and wrap that
+with Debian's interpreter and a kernel.
+
+Outputs, under the application's _build/<target>/:
+- hosted: app.zip, run by the host's python3.11 (`python3.11 -I -S app.zip`);
+- qemu/xen: initramfs.cpio, and with the specialized kernel one image file, unikernel.vmlinux,
+  with the initramfs built in (plus its bzImage); with the generic kernel, Debian's bzImage and
+  the initramfs beside it;
+- report.json: what was kept and dropped, and the bytes of each part.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from unikernel.build import cpio, kernel, runtime
+from unikernel.build.app import App, AppError, Block, Data, LoadedApp, Network
+from unikernel.build.bytecode import SourceModule, build_archive, compile_pyc
+from unikernel.build.pruning import ImportGraph, stdlib_modules, walk_imports
+from unikernel.build.qemu import QemuImage
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TARGETS = ("hosted", "qemu", "xen")
+KERNEL_PROFILES = ("specialized", "generic")
+CONFIG_MODULE = "_unikernel_config"
+DATA_MODULE = "_unikernel_data"
+ARCHIVE_PATH = "/usr/lib/python311.zip"
+INIT = f"#!{runtime.PYTHON} -IS\nimport unikernel.boot\nunikernel.boot.main()\n"
+HOSTED_MAIN = "import unikernel.boot\nunikernel.boot.main()\n"
+# Nodes the kernel and Python need before anything is mounted: the kernel opens /dev/console
+# for PID 1, and Python reads /dev/urandom if getrandom() would block.
+DEVICE_NODES = (
+    ("dev/console", 5, 1),
+    ("dev/null", 1, 3),
+    ("dev/urandom", 1, 9),
+    ("dev/port", 1, 4),
+)
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class BuildResult:
+    target: str
+    kernel_profile: str | None
+    outputs: dict[str, Path] = field(default_factory=dict)
+    report: dict[str, object] = field(default_factory=dict)
+
+    def qemu_image(self) -> QemuImage:
+        if "image" in self.outputs:
+            return QemuImage(kernel=self.outputs["image"])
+        return QemuImage(kernel=self.outputs["kernel"], initrd=self.outputs["initramfs"])
+
+
+def config_source(app: App, target: str) -> str:
+    """The application's configuration, compiled into the image as a module."""
+    networks = tuple(f"eth{i}" for i, _ in enumerate(app.devices_of(Network)))
+    blocks = tuple(device.name for device in app.devices_of(Block) if isinstance(device, Block))
+    return (
+        f"TARGET = {target!r}\nAPP = {app.name!r}\nMAIN = {app.main!r}\n"
+        f"NETWORK = {networks!r}\nBLOCK = {blocks!r}\n"
+    )
+
+
+def data_source(loaded: LoadedApp) -> str | None:
+    """The application's data folders as one read-only key-value module: {path: bytes}."""
+    folders = [device for device in loaded.app.devices if isinstance(device, Data)]
+    if not folders:
+        return None
+    files: dict[str, bytes] = {}
+    for device in folders:
+        root = loaded.folder / device.folder
+        if not root.is_dir():
+            raise AppError(f"Data({device.folder!r}): {root} is not a folder")
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            files[str(path.relative_to(loaded.folder))] = path.read_bytes()
+    return f"FILES = {files!r}\n"
+
+
+def walk_app(loaded: LoadedApp, target: str, rt: runtime.Runtime) -> tuple[ImportGraph, Path]:
+    generated = loaded.build_dir / target / "generated"
+    shutil.rmtree(generated, ignore_errors=True)
+    generated.mkdir(parents=True)
+    (generated / f"{CONFIG_MODULE}.py").write_text(config_source(loaded.app, target))
+    roots = ["unikernel.boot", CONFIG_MODULE, loaded.app.main_module, *loaded.app.extra_modules]
+    data = data_source(loaded)
+    if data is not None:
+        (generated / f"{DATA_MODULE}.py").write_text(data)
+        roots.append(DATA_MODULE)
+    search_path = [generated, loaded.folder, REPO_ROOT, rt.stdlib, rt.dynload]
+    our_code = [generated, loaded.folder, REPO_ROOT / "unikernel"]
+    graph = walk_imports(roots, search_path, rt.builtin_modules, our_code)
+    outside = [
+        m.name
+        for m in graph.modules.values()
+        if m.file is not None
+        and m.file.is_relative_to(REPO_ROOT)
+        and not m.file.is_relative_to(REPO_ROOT / "unikernel")
+        and not m.file.is_relative_to(loaded.folder)
+    ]
+    if outside:
+        raise AppError(f"image code imports host-only modules: {', '.join(sorted(outside))}")
+    return graph, generated
+
+
+def sources_of(graph: ImportGraph) -> list[SourceModule]:
+    return [
+        SourceModule(name=m.name, source=m.file.read_bytes(), is_package=m.is_package)
+        for m in graph.python_modules()
+        if m.file is not None
+    ]
+
+
+def part_report(name: str, data: bytes) -> dict[str, object]:
+    return {"part": name, "bytes": len(data), "compressed": len(zlib.compress(data, 9))}
+
+
+def build(
+    loaded: LoadedApp, target: str, kernel_profile: str = "specialized", log: Log = print
+) -> BuildResult:
+    if target not in TARGETS:
+        raise AppError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    rt = runtime.ensure_runtime(log)
+    graph, _ = walk_app(loaded, target, rt)
+    sources = sources_of(graph)
+    out = loaded.build_dir / target
+    result = BuildResult(
+        target=target, kernel_profile=None if target == "hosted" else kernel_profile
+    )
+    kept = {m.name for m in graph.modules.values()}
+    dropped = sorted(set(stdlib_modules(rt.stdlib)) - kept)
+    if target == "hosted":
+        archive = build_archive(
+            [*sources, SourceModule("__main__", HOSTED_MAIN.encode(), is_package=False)]
+        )
+        (out / "app.zip").write_bytes(archive.data)
+        result.outputs["app"] = out / "app.zip"
+        parts = [part_report("bytecode", archive.data)]
+    else:
+        archive = build_archive(sources)
+        extensions = sorted(str(m.file) for m in graph.extensions() if m.file is not None)
+        initramfs, parts = write_initramfs(rt, archive.data, extensions, out / "initramfs.cpio")
+        result.outputs["initramfs"] = initramfs
+        needs_drivers = bool(loaded.app.devices_of(Network) or loaded.app.devices_of(Block))
+        parts += attach_kernel(result, target, kernel_profile, initramfs, out, needs_drivers, log)
+    result.report = {
+        "app": loaded.app.name,
+        "target": target,
+        "kernel_profile": result.kernel_profile,
+        "parts": parts,
+        "kept_modules": {name: archive.sizes.get(name, 0) for name in sorted(kept)},
+        "dropped_stdlib_modules": len(dropped),
+        "dropped_stdlib_bytes": sum(stdlib_modules(rt.stdlib)[n].stat().st_size for n in dropped),
+        "missing_imports": list(graph.missing),
+        "outputs": {name: str(path) for name, path in result.outputs.items()},
+    }
+    (out / "report.json").write_text(json.dumps(result.report, indent=1))
+    return result
+
+
+def write_initramfs(
+    rt: runtime.Runtime, archive: bytes, extensions: list[str], path: Path
+) -> tuple[Path, list[dict[str, object]]]:
+    """The initramfs: /init, the interpreter and its libraries, the kept extension modules, the
+    bytecode archive, and the device nodes needed before devtmpfs is mounted."""
+    buffer = io.BytesIO()
+    writer = cpio.CpioWriter(buffer)
+    interpreter = b""
+    libraries = b""
+    extension_paths = ["/" + str(Path(e).relative_to(rt.root)) for e in extensions]
+    files = rt.closure([runtime.PYTHON, *extension_paths])
+
+    def parents(image_path: str) -> None:
+        parts = image_path.strip("/").split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            folder = "/".join(parts[:depth])
+            if not writer.has(folder):
+                writer.directory(folder)
+
+    for folder in ("dev", "proc", "sys", "tmp", "run"):
+        writer.directory(folder)
+    for name, major, minor in DEVICE_NODES:
+        writer.char_device(name, major, minor)
+    for image_path in files:
+        host = rt.host_path(image_path)
+        parents(image_path)
+        if host.is_symlink():
+            writer.symlink(image_path, str(host.readlink()))
+            continue
+        data = host.read_bytes()
+        writer.file(image_path, data, mode=host.stat().st_mode & 0o777)
+        if image_path == runtime.PYTHON:
+            interpreter += data
+        elif image_path not in extension_paths:
+            libraries += data
+    # The landmark by which CPython finds its prefix; and lib-dynload, that of its exec_prefix.
+    parents(runtime.DYNLOAD + "/x")
+    if not writer.has(runtime.DYNLOAD):
+        writer.directory(runtime.DYNLOAD)
+    os_module = rt.stdlib / "os.py"
+    writer.file(
+        runtime.STDLIB + "/os.pyc",
+        compile_pyc(SourceModule("os", os_module.read_bytes(), is_package=False)),
+    )
+    parents(ARCHIVE_PATH)
+    writer.file(ARCHIVE_PATH, archive)
+    writer.file("init", INIT.encode(), mode=0o755)
+    writer.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buffer.getvalue())
+    extension_bytes = b"".join(rt.host_path(p).read_bytes() for p in extension_paths)
+    parts = [
+        part_report("interpreter", interpreter),
+        part_report("libraries", libraries),
+        part_report("extension_modules", extension_bytes),
+        part_report("bytecode", archive),
+        part_report("initramfs", buffer.getvalue()),
+    ]
+    return path, parts
+
+
+def attach_kernel(
+    result: BuildResult,
+    target: str,
+    profile: str,
+    initramfs: Path,
+    out: Path,
+    needs_drivers: bool,
+    log: Log,
+) -> list[dict[str, object]]:
+    if profile == "generic":
+        generic = kernel.generic_kernel()
+        if needs_drivers and generic.modules_for(target):
+            raise AppError(
+                f"Debian's cloud kernel builds {target}'s drivers as modules; the initramfs does"
+                " not load modules yet: use the specialized kernel"
+            )
+        result.outputs["kernel"] = generic.vmlinuz
+        return [part_report("kernel", generic.vmlinuz.read_bytes())]
+    if profile != "specialized":
+        raise AppError(f"unknown kernel profile {profile!r}; choose {' or '.join(KERNEL_PROFILES)}")
+    specialized = kernel.specialized_kernel(target)
+    log(f"embedding the initramfs into the {target} kernel ({specialized.config_hash[:12]})")
+    image = kernel.embed_initramfs(
+        specialized, initramfs, out / "unikernel.vmlinux", bzimage=out / "unikernel.bzImage"
+    )
+    result.outputs["image"] = image
+    result.outputs["bzimage"] = out / "unikernel.bzImage"
+    return [
+        part_report("kernel", specialized.vmlinux.read_bytes()),
+        part_report("image", image.read_bytes()),
+    ]

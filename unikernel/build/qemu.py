@@ -1,0 +1,55 @@
+"""The QEMU command line that boots an image, for `unikernel run` and the harness alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEBUG_EXIT = "isa-debug-exit,iobase=0xf4,iosize=0x04"
+KERNEL_ARGS = (
+    "console=ttyS0",
+    "panic=-1",  # a dying PID 1 reboots at once, and -no-reboot turns that into QEMU's exit
+    "quiet",
+    "random.trust_cpu=on",  # seed the entropy pool from RDRAND: Python needs it at start-up
+    "tsc=reliable",  # skip calibration, which can stall under TCG
+    "UNIKERNEL_TARGET=qemu",
+)
+
+
+@dataclass(frozen=True)
+class QemuImage:
+    kernel: Path  # a vmlinux with the initramfs built in, or a bzImage
+    initrd: Path | None = None  # the initramfs, for kernels that do not carry it
+
+
+def qemu_command(
+    image: QemuImage, accel: str, memory_mib: int, cpus: int = 1, extra_args: tuple[str, ...] = ()
+) -> list[str]:
+    command = [
+        "qemu-system-x86_64",
+        "-M", "pc",
+        "-accel", accel,
+        "-cpu", "max",  # RDRAND for random.trust_cpu
+        "-m", str(memory_mib),
+        "-smp", str(cpus),
+        "-nodefaults",
+        "-no-user-config",
+        "-display", "none",
+        "-serial", "stdio",
+        "-monitor", "none",
+        "-no-reboot",
+        "-device", DEBUG_EXIT,
+        "-kernel", str(image.kernel),
+        "-append", " ".join((*KERNEL_ARGS, *extra_args)),
+    ]  # fmt: skip
+    if image.initrd is not None:
+        command += ["-initrd", str(image.initrd)]
+    return command
+
+
+def guest_status(qemu_exit_code: int) -> int | None:
+    """The guest's exit status from QEMU's: odd codes come from the debug-exit port; 0 is a
+    power-off that reported nothing there; anything else is QEMU's own failure."""
+    if qemu_exit_code % 2 == 1:
+        return qemu_exit_code >> 1
+    return None

@@ -95,7 +95,7 @@ class Runner:
         return run
 
     def _run_target(self, run: Run, suite: Suite, target: Target) -> None:
-        param_sets = suite.param_sets(self.settings.params)
+        param_sets = suite.param_sets(self.settings.params, target)
         recorded_params = [self._sample_params(params, target) for params in param_sets]
         availability = target.availability()
         if not availability.ok:
@@ -172,7 +172,8 @@ class Runner:
                 self._record_failures(run, suite, target, [params], failure, repeat=index)
         elif not warmup:
             for measurement in measurements:
-                self.store.add_sample(self._sample(run, suite, target, params, index, measurement))
+                sample = self._sample(run, suite, target, params, index, measurement)
+                self.store.add_sample(sample, measurement.distribution)
         headline = measurements[0] if measurements else None
         self.progress.repeat_done(
             f"{headline.metric.name} {format_value(headline.value, headline.metric.unit)}"
@@ -212,7 +213,7 @@ class Runner:
         repeat: int = 0,
     ) -> None:
         for params in param_sets:
-            for metric in suite.metrics:
+            for metric in suite.metrics_for(params):
                 self.store.add_sample(
                     Sample(
                         run_id=run.id,

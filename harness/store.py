@@ -49,6 +49,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX samples_by_run ON samples (run_id);
     CREATE INDEX samples_by_series ON samples (suite, target, metric);
     """,
+    # 2 -> 3: a sample may carry the distribution it summarises (quantiles, for CDFs).
+    """
+    CREATE TABLE distributions (
+        sample_id INTEGER PRIMARY KEY REFERENCES samples(id) ON DELETE CASCADE,
+        quantiles TEXT NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -109,8 +116,19 @@ class Store:
             (run.id, run.started, run.ended, run.command, json.dumps(run.metadata), run.status),
         )
 
-    def add_sample(self, sample: Sample) -> None:
-        self._conn.execute(
+    def add_sample(self, sample: Sample, distribution: Sequence[float] | None = None) -> None:
+        """Stores a sample and, if given, the distribution it summarises, in one transaction."""
+        with self._conn:
+            self._conn.execute("BEGIN")
+            cursor = self._insert_sample(sample)
+            if distribution is not None:
+                self._conn.execute(
+                    "INSERT INTO distributions (sample_id, quantiles) VALUES (?, ?)",
+                    (cursor.lastrowid, json.dumps(list(distribution))),
+                )
+
+    def _insert_sample(self, sample: Sample) -> sqlite3.Cursor:
+        return self._conn.execute(
             "INSERT INTO samples (run_id, suite, target, metric, unit, better, params,"
             " repeat, time, value, failure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -163,6 +181,18 @@ class Store:
         if not runs:
             raise StoreError(f"no runs stored in {self.path} yet; start one with `bench run`")
         return runs[0]
+
+    def distributions(self, run_id: str) -> list[tuple[Sample, list[float]]]:
+        """The samples of a run that carry a distribution, with its quantiles."""
+        rows = self._conn.execute(
+            "SELECT samples.*, distributions.quantiles FROM samples JOIN distributions"
+            " ON distributions.sample_id = samples.id WHERE run_id = ? ORDER BY samples.id",
+            (run_id,),
+        ).fetchall()
+        return [
+            (sample, json.loads(row["quantiles"]))
+            for sample, row in zip(_samples_from_rows(rows), rows, strict=True)
+        ]
 
     def samples(self, run_id: str) -> list[Sample]:
         rows = self._conn.execute(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from harness.suites.base import Suite
 from harness.suites.boot import BootSuite
+from harness.suites.threads import ThreadsSuite
 
 
 def all_suites() -> dict[str, Suite]:
-    suites: list[Suite] = [BootSuite()]
+    suites: list[Suite] = [BootSuite(), ThreadsSuite()]
     return {suite.name: suite for suite in suites}

@@ -68,16 +68,21 @@ class Suite(ABC):
     def workload(self, target: Target) -> Workload:
         """What this suite runs on the given target."""
 
-    def param_sets(self, requested: Mapping[str, Sequence[str]]) -> list[Params]:
-        """The parameter combinations to measure: the cross product of what the user asked."""
+    def param_sets(self, requested: Mapping[str, Sequence[str]], target: Target) -> list[Params]:
+        """The parameter combinations to measure on `target`: by default the cross product of
+        what the user asked."""
         names = sorted(requested)
         return [
             dict(zip(names, values, strict=True))
             for values in itertools.product(*(requested[n] for n in names))
         ]
 
+    def metrics_for(self, params: Params) -> tuple[Metric, ...]:
+        """The metrics a repeat with these parameters measures: recorded failed if it fails."""
+        return self.metrics
+
     def launch_settings(self, params: Params, cpus: int | None) -> LaunchSettings:
-        return LaunchSettings(cpus=cpus)
+        return LaunchSettings(cpus=cpus, workload_params=params)
 
     @abstractmethod
     def run_once(self, target: Target, params: Params, ctx: RepeatContext) -> list[Measurement]:

@@ -58,7 +58,11 @@ class BootSuite(Suite):
 
     def launch_settings(self, params: Params, cpus: int | None) -> LaunchSettings:
         memory = params.get("memory")
-        return LaunchSettings(cpus=cpus, memory_mib=int(memory) if memory is not None else None)
+        return LaunchSettings(
+            cpus=cpus,
+            memory_mib=int(memory) if memory is not None else None,
+            workload_params=params,
+        )
 
     def run_once(self, target: Target, params: Params, ctx: RepeatContext) -> list[Measurement]:
         instance = ctx.create(self._workload)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from harness.console import ConsoleWatcher
+from harness.model import ParamValue
 
 Log = Callable[[str], None]
 
@@ -52,10 +53,13 @@ class Workload:
     ready_marker: str = "UNIBENCH-READY"
     unikernel_app: Path | None = None  # the same workload as a unikernel application folder
 
-    def argv(self, listen: Mapping[str, str], script_path: str) -> list[str]:
-        """The interpreter's arguments, with the script where the target keeps it."""
+    def argv(
+        self, listen: Mapping[str, str], script_path: str, params: Mapping[str, ParamValue]
+    ) -> list[str]:
+        """The interpreter's arguments, with the script where the target keeps it, and the
+        listening addresses and parameters in place of their "{name}"."""
         # -I: isolated from the host's environment; -S: no site import, as in the unikernel.
-        script_args = [arg.format_map(listen) for arg in self.args]
+        script_args = [arg.format_map({**params, **listen}) for arg in self.args]
         return ["-I", "-S", script_path, *script_args]
 
     def digest(self) -> str:
@@ -68,11 +72,18 @@ class Workload:
 
 @dataclass(frozen=True)
 class LaunchSettings:
-    """How to launch: CPU pinning and, for VMs, memory and vCPUs."""
+    """How to launch: CPU pinning, for VMs memory, and the parameters the workload reads (as
+    "{name}" in a Linux workload's arguments, as UNIBENCH_NAME in a unikernel's environment)."""
 
     cpus: int | None = None
     memory_mib: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    workload_params: Mapping[str, ParamValue] = field(default_factory=dict)
+
+    def workload_environment(self) -> dict[str, str]:
+        return {
+            f"UNIBENCH_{name.upper()}": str(value) for name, value in self.workload_params.items()
+        }
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,7 @@ class Instance(ABC):
 class Target(ABC):
     name: str
     description: str
+    family = "linux"  # or "unikernel": which workload a suite runs on it
 
     @abstractmethod
     def availability(self) -> Availability: ...

@@ -114,7 +114,12 @@ class ContainerInstance(Instance):
         began = time.perf_counter()
         self._container = client.containers.create(
             image,
-            command=["python3", *workload.argv(listen, f"{WORKDIR}/{workload.script.name}")],
+            command=[
+                "python3",
+                *workload.argv(
+                    listen, f"{WORKDIR}/{workload.script.name}", settings.workload_params
+                ),
+            ],
             ports=published,
             labels={LABEL: str(os.getpid()), **settings.labels},
             cpuset_cpus=",".join(map(str, sorted(cpus))) if cpus else None,

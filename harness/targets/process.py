@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import psutil
 
@@ -89,9 +89,11 @@ class ProcessInstance(Instance):
         argv: list[str],
         ports: dict[str, tuple[str, int]],
         settings: LaunchSettings,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         self._ports = ports
         self._argv = argv
+        self._environment = {**os.environ, **(environment or {})}
         self._cpus = pinned_cpus(settings.cpus) if settings.cpus else None
         self._read_fd, self._write_fd = os.pipe()
         self._pid: int | None = None
@@ -109,7 +111,7 @@ class ProcessInstance(Instance):
             self._pid = os.posix_spawnp(
                 self._argv[0],
                 self._argv,
-                os.environ,
+                self._environment,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                     (os.POSIX_SPAWN_DUP2, self._write_fd, 1),
@@ -168,7 +170,10 @@ class ProcessTarget(Target):
     def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
         ports = {port.name: ("127.0.0.1", free_port(port.protocol)) for port in workload.ports}
         listen = {name: f"{host}:{port}" for name, (host, port) in ports.items()}
-        argv = [host_python(), *workload.argv(listen, str(workload.script))]
+        argv = [
+            host_python(),
+            *workload.argv(listen, str(workload.script), settings.workload_params),
+        ]
         return ProcessInstance(workload.name, argv, ports, settings)
 
     def metadata(self) -> dict[str, object]:

@@ -28,6 +28,8 @@ from unikernel.build.runtime import PYTHON
 
 
 class UnikernelTarget(Target):
+    family = "unikernel"
+
     def __init__(self, name: str, platform: str, kernel: str, description: str) -> None:
         self.name = name
         self.platform = platform  # "hosted" or "qemu"
@@ -62,12 +64,15 @@ class UnikernelTarget(Target):
         built = self._builds.get(workload.name)
         if built is None:
             raise RuntimeError(f"{self.name}: prepare() was not called for {workload.name}")
+        environment = settings.workload_environment()
         if self.platform == "hosted":
             argv = [PYTHON, "-I", "-S", str(built.outputs["app"])]
-        else:
-            memory = settings.memory_mib or self._memory[workload.name]
-            argv = qemu_command(built.qemu_image(), choose_accel(), memory)
-        return ProcessInstance(workload.name, argv, ports={}, settings=settings)
+            return ProcessInstance(workload.name, argv, {}, settings, environment)
+        # The kernel hands name=value arguments it does not know to PID 1 as its environment.
+        memory = settings.memory_mib or self._memory[workload.name]
+        kernel_args = tuple(f"{name}={value}" for name, value in environment.items())
+        argv = qemu_command(built.qemu_image(), choose_accel(), memory, extra_args=kernel_args)
+        return ProcessInstance(workload.name, argv, {}, settings)
 
     def metadata(self) -> dict[str, object]:
         facts: dict[str, object] = {"kernel": self.kernel, **self.sample_params()}

@@ -133,3 +133,13 @@ def test_a_killed_run_keeps_what_it_measured(tmp_path: Path) -> None:
         values = [s.value for s in store.samples("k1")]
     assert not run.complete and run.status == "running" and run.ended is None
     assert values == pytest.approx([0.1, 0.2, 0.3])
+
+
+def test_a_distribution_is_kept_with_its_sample(tmp_path: Path) -> None:
+    with Store(tmp_path / "b.sqlite") as store:
+        store.begin_run(Run(id="r1", started=1.0, command="bench run"))
+        store.add_sample(sample("r1", 0, 0.5))
+        store.add_sample(sample("r1", 1, 0.7), distribution=[0.1, 0.7, 2.0])
+        kept = store.distributions("r1")
+        assert [(s.repeat, q) for s, q in kept] == [(1, [0.1, 0.7, 2.0])]
+        assert len(store.samples("r1")) == 2

@@ -7,6 +7,8 @@ Outputs, under the application's _build/<target>/:
   with the initramfs built in (plus its bzImage); with the generic kernel, Debian's bzImage and
   the initramfs beside it;
 - report.json: what was kept and dropped, and the bytes of each part.
+With prune=False, the standard build (the whole standard library and every extension module, the
+baseline pruning is measured against) goes to _build/<target>-unpruned/ instead.
 """
 
 from __future__ import annotations
@@ -121,20 +123,60 @@ def part_report(name: str, data: bytes) -> dict[str, object]:
     return {"part": name, "bytes": len(data), "compressed": len(zlib.compress(data, 9))}
 
 
+def standard_build(
+    graph: ImportGraph, stdlib: dict[str, Path]
+) -> tuple[list[SourceModule], list[str], list[str]]:
+    """What an unpruned image holds: our modules, every module of the standard library as
+    unpacked in the runtime, and every extension module of lib-dynload. Returns the sources,
+    the extensions' host paths, and the modules left out because they do not compile (test
+    data in Python 2 syntax, such as lib2to3's)."""
+    sources = [s for s in sources_of(graph) if s.name not in stdlib]  # ours
+    extensions: list[str] = []
+    uncompilable: list[str] = []
+    for name, path in sorted(stdlib.items()):
+        if path.suffix == ".so":
+            extensions.append(str(path))
+            continue
+        module = SourceModule(name, path.read_bytes(), is_package=path.name == "__init__.py")
+        try:
+            compile_pyc(module)  # compiled again in the archive: a second pass keeps this simple
+        except (SyntaxError, ValueError):
+            uncompilable.append(name)
+            continue
+        sources.append(module)
+    return sources, extensions, uncompilable
+
+
 def build(
-    loaded: LoadedApp, target: str, kernel_profile: str = "specialized", log: Log = print
+    loaded: LoadedApp,
+    target: str,
+    kernel_profile: str = "specialized",
+    log: Log = print,
+    prune: bool = True,
 ) -> BuildResult:
+    """Builds the application for `target`; with prune=False, the standard build instead."""
     if target not in TARGETS:
         raise AppError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     rt = runtime.ensure_runtime(log)
     graph, _ = walk_app(loaded, target, rt)
-    sources = sources_of(graph)
-    out = loaded.build_dir / target
+    stdlib = stdlib_modules(rt.stdlib)
+    if prune:
+        sources = sources_of(graph)
+        extensions = sorted(str(m.file) for m in graph.extensions() if m.file is not None)
+        uncompilable: list[str] = []
+        out = loaded.build_dir / target
+    else:
+        sources, extensions, uncompilable = standard_build(graph, stdlib)
+        if uncompilable:
+            log(f"standard build: {len(uncompilable)} modules do not compile and are left out")
+        out = loaded.build_dir / f"{target}-unpruned"
+        out.mkdir(parents=True, exist_ok=True)
     result = BuildResult(
         target=target, kernel_profile=None if target == "hosted" else kernel_profile
     )
-    kept = {m.name for m in graph.modules.values()}
-    dropped = sorted(set(stdlib_modules(rt.stdlib)) - kept)
+    kept = {m.name for m in graph.modules.values()} | {s.name for s in sources}
+    kept |= {Path(e).name.split(".", 1)[0] for e in extensions}
+    dropped = sorted(set(stdlib) - kept)
     if target == "hosted":
         archive = build_archive(
             [*sources, SourceModule("__main__", HOSTED_MAIN.encode(), is_package=False)]
@@ -144,7 +186,6 @@ def build(
         parts = [part_report("bytecode", archive.data)]
     else:
         archive = build_archive(sources)
-        extensions = sorted(str(m.file) for m in graph.extensions() if m.file is not None)
         initramfs, parts = write_initramfs(rt, archive.data, extensions, out / "initramfs.cpio")
         result.outputs["initramfs"] = initramfs
         needs_drivers = bool(loaded.app.devices_of(Network) or loaded.app.devices_of(Block))
@@ -153,10 +194,12 @@ def build(
         "app": loaded.app.name,
         "target": target,
         "kernel_profile": result.kernel_profile,
+        "pruned": prune,
         "parts": parts,
         "kept_modules": {name: archive.sizes.get(name, 0) for name in sorted(kept)},
         "dropped_stdlib_modules": len(dropped),
-        "dropped_stdlib_bytes": sum(stdlib_modules(rt.stdlib)[n].stat().st_size for n in dropped),
+        "dropped_stdlib_bytes": sum(stdlib[n].stat().st_size for n in dropped),
+        "uncompilable_stdlib_modules": uncompilable,
         "missing_imports": list(graph.missing),
         "outputs": {name: str(path) for name, path in result.outputs.items()},
     }

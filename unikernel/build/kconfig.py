@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-# True: =y; False: "is not set"; str: a string option's value.
-Value = bool | str
+# True: =y; False: "is not set"; int and str: the value of an int or string option.
+Value = bool | int | str
 Fragment = Mapping[str, Value]
 
 PROFILES = ("qemu", "xen")
@@ -202,6 +202,8 @@ def _raw(value: Value) -> str | None:
         return "y"
     if value is False:
         return None
+    if isinstance(value, int):
+        return str(value)
     return _quote(value)
 
 

@@ -266,7 +266,16 @@ def embed_initramfs(
     if not cpio_archive.is_file():
         raise FileNotFoundError(cpio_archive)
     canonical = kernel.config.read_text()
-    embedded = kconfig.merge(canonical, {"INITRAMFS_SOURCE": str(_embedded_archive(kernel))})
+    # A source makes INITRAMFS_ROOT_UID and _GID visible: give them values, or Kconfig restarts
+    # its questions (answered with defaults) on every relink.
+    embedded = kconfig.merge(
+        canonical,
+        {
+            "INITRAMFS_SOURCE": str(_embedded_archive(kernel)),
+            "INITRAMFS_ROOT_UID": 0,
+            "INITRAMFS_ROOT_GID": 0,
+        },
+    )
     config_path = kernel.build_dir / ".config"
     with _locked(kernel.directory):
         # A fresh copy gets a fresh mtime, which is how Kbuild notices a new archive.

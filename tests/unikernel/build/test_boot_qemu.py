@@ -84,12 +84,17 @@ int main(void) {
 """
 
 
-def newc(entries: list[tuple[str, int, bytes]]) -> bytes:
-    """An uncompressed cpio archive in the kernel's newc format: (name, mode, data) entries."""
+CONSOLE = (5, 1)  # /dev/console: the kernel opens it for init's stdio before devtmpfs is mounted
+
+
+def newc(entries: list[tuple[str, int, bytes, tuple[int, int]]]) -> bytes:
+    """An uncompressed cpio archive in the kernel's newc format, from (name, mode, data,
+    (major, minor) of a device node) entries."""
     archive = bytearray()
-    for inode, (name, mode, data) in enumerate([*entries, ("TRAILER!!!", 0, b"")], start=1):
+    trailer = ("TRAILER!!!", 0, b"", (0, 0))
+    for inode, (name, mode, data, rdev) in enumerate([*entries, trailer], start=1):
         encoded = name.encode() + b"\0"
-        fields = [inode, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0]
+        fields = [inode, mode, 0, 0, 1, 0, len(data), 0, 0, *rdev, len(encoded), 0]
         archive += b"070701" + b"".join(b"%08X" % field for field in fields) + encoded
         archive += b"\0" * (-len(archive) % 4) + data
         archive += b"\0" * (-len(archive) % 4)
@@ -106,7 +111,14 @@ def test_an_embedded_initramfs_runs_its_init_and_powers_off(tmp_path: Path) -> N
     subprocess.run(["gcc", "-static", "-Os", "-o", str(init), str(source)], check=True)
     archive = tmp_path / "initramfs.cpio"
     archive.write_bytes(
-        newc([("dev", 0o40755, b""), ("proc", 0o40755, b""), ("init", 0o100755, init.read_bytes())])
+        newc(
+            [
+                ("dev", 0o40755, b"", (0, 0)),
+                ("dev/console", 0o20600, b"", CONSOLE),
+                ("proc", 0o40755, b"", (0, 0)),
+                ("init", 0o100755, init.read_bytes(), (0, 0)),
+            ]
+        )
     )
     image = kernel.embed_initramfs(
         found, archive, tmp_path / "vmlinux", bzimage=tmp_path / "bzImage"

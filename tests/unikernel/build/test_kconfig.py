@@ -43,11 +43,14 @@ def test_an_unknown_profile_is_refused() -> None:
 
 
 def test_render_writes_kconfig_lines() -> None:
-    text = kconfig.render({"PVH": True, "INET": False, "INITRAMFS_SOURCE": 'a "b"'})
+    text = kconfig.render(
+        {"PVH": True, "INET": False, "INITRAMFS_SOURCE": 'a "b"', "INITRAMFS_ROOT_UID": 0}
+    )
     assert text.splitlines() == [
         "CONFIG_PVH=y",
         "# CONFIG_INET is not set",
         'CONFIG_INITRAMFS_SOURCE="a \\"b\\""',
+        "CONFIG_INITRAMFS_ROOT_UID=0",
     ]
 
 

@@ -91,7 +91,7 @@ def test_an_app_that_raises_exits_with_status_1_and_shows_the_traceback(tmp_path
 
 def test_image_code_may_not_import_the_harness(tmp_path: Path) -> None:
     folder = make_app(tmp_path / "app", "import harness.cli\n\ndef main() -> int:\n    return 0\n")
-    with pytest.raises(AppError, match="host-only modules: .*harness.cli"):
+    with pytest.raises(AppError, match=r"host-only modules: .*harness\.cli"):
         build(load_app(folder), "hosted", log=lambda _: None)
 
 

@@ -294,6 +294,43 @@ def cdf(writer: FigureWriter, suite: str, metric: pd.DataFrame) -> Drawn:
     return writer.save(fig, title, caption)
 
 
+@dataclass(frozen=True)
+class QuantileCurve:
+    """One series' distribution: its quantiles (evenly spaced fractions), pooled over repeats by
+    taking each quantile's median, and where it came from."""
+
+    label: str
+    run: str
+    accel: str
+    repeats: int
+    quantiles: tuple[float, ...]
+
+
+def quantile_cdf(
+    writer: FigureWriter, suite: str, metric: str, curves: Sequence[QuantileCurve]
+) -> Drawn:
+    """The CDF of every wake-up's lateness, from the quantiles each repeat kept (Fig. 7b)."""
+    factor, unit = display_unit("s", [v for c in curves for v in c.quantiles])
+    fig, ax = new_figure()
+    for curve, colour in zip(curves, sns.color_palette(PALETTE, len(curves)), strict=True):
+        last = len(curve.quantiles) - 1
+        fractions = [i / last for i in range(last + 1)]
+        ax.plot([v * factor for v in curve.quantiles], fractions, color=colour, label=curve.label)
+    caption = "runs: " + ", ".join(dict.fromkeys(c.run for c in curves))
+    caption += " · " + ", ".join(f"{c.label} ({c.accel}, n = {c.repeats})" for c in curves)
+    for published in series_for(suite, metric, None):
+        for p in published.points:  # x is the fraction of wake-ups, value the lateness
+            plot_published(ax, [p.value * factor], [p.x or 0.0], p.system)
+        caption += f" · published: {published.source}"
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlabel(f"lateness of each wake-up ({unit})")
+    ax.set_ylabel("fraction of wake-ups")
+    title = f"{suite}: wake-up lateness CDF (lower is better)"
+    ax.set_title(title, fontsize=10)
+    outside_legend(ax)
+    return writer.save(fig, title, caption)
+
+
 def history_figure(writer: FigureWriter, suite: str, found: Sequence[History]) -> Drawn:
     """Per-run medians of one metric over the stored runs; steps as dashed lines."""
     first = found[0]

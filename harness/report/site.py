@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+import statistics
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -163,19 +164,54 @@ def suite_body(
         parts.append('<p class="empty">Every repeat of this suite failed: nothing to draw.</p>')
     else:
         figures_html: list[str] = []
+        # Where repeats kept their whole distribution, it alone is drawn as the CDF.
+        has_distributions = any(store.distributions(run.id) for run, _ in selected)
         for metric in dict.fromkeys(frame["metric"]):
             rows = frame[frame["metric"] == metric].dropna(axis="columns", how="all")
             drawn = [figures.overview(writer, suite, rows)]
             drawn += [
                 figures.against_param(writer, suite, rows, p) for p in figures.numeric_sweeps(rows)
             ]
-            if figures.is_distribution(metric):
+            curves = quantile_curves(store, selected, metric)
+            if curves:
+                drawn.append(figures.quantile_cdf(writer, suite, metric, curves))
+            elif figures.is_distribution(metric) and not has_distributions:
                 drawn.append(figures.cdf(writer, suite, rows))
             figures_html += [figure_html(d, site) for d in drawn]
         parts.append(f'<div class="figures">{"".join(figures_html)}</div>')
     parts.append(history_html(store, suite, selected, writer, site))
     parts.append(published_html(tables_for(suite)))
     return "\n".join(parts)
+
+
+def quantile_curves(
+    store: Store, selected: Sequence[tuple[Run, list[Sample]]], metric: str
+) -> list[figures.QuantileCurve]:
+    """The distributions stored with this metric's samples, one curve per series."""
+    grouped: dict[tuple[str, str, str], list[list[float]]] = {}
+    accel: dict[tuple[str, str, str], str] = {}
+    for run, _ in selected:
+        for sample, quantiles in store.distributions(run.id):
+            if sample.metric != metric:
+                continue
+            label = " ".join(
+                [sample.target, *(str(v) for k, v in sorted(sample.params.items()) if k == "kind")]
+            )
+            key = (run.id, label, figures.params_label(dict(sample.params)))
+            grouped.setdefault(key, []).append(quantiles)
+            accel[key] = str(sample.params.get("accel", "native"))
+    return [
+        figures.QuantileCurve(
+            label=label,
+            run=run_id,
+            accel=accel[(run_id, label, params)],
+            repeats=len(repeats),
+            quantiles=tuple(
+                float(statistics.median(column)) for column in zip(*repeats, strict=True)
+            ),
+        )
+        for (run_id, label, params), repeats in grouped.items()
+    ]
 
 
 def history_html(

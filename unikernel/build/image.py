@@ -288,6 +288,8 @@ def attach_kernel(
         return [part_report("kernel", generic.vmlinuz.read_bytes())]
     if profile != "specialized":
         raise AppError(f"unknown kernel profile {profile!r}; choose {' or '.join(KERNEL_PROFILES)}")
+    if kernel.find_specialized_kernel(target) is None:
+        log(f"building the specialized {target} kernel (10 to 15 minutes on 2 cores, once)")
     specialized = kernel.specialized_kernel(target)
     log(f"embedding the initramfs into the {target} kernel ({specialized.config_hash[:12]})")
     image = kernel.embed_initramfs(

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from baselines.apt_sources import debian_mirror
-from baselines.cache import cache_dir, exclusive_lock
 from baselines.errors import BaselineError
+from unikernel.build import cache
 
 # Bump when the build below changes what ends up in a tarball, so old caches are not reused.
 ROOTFS_CODE_VERSION = 1
@@ -53,7 +53,7 @@ class RootfsRecipe:
 
 def rootfs_path(recipe: RootfsRecipe) -> Path:
     """Where the tarball of `recipe` is (or will be) cached."""
-    return cache_dir("rootfs") / f"{recipe.recipe_hash()}.tar"
+    return cache.directory("rootfs") / f"{recipe.recipe_hash()}.tar"
 
 
 def ensure_rootfs(recipe: RootfsRecipe, log: Callable[[str], None] | None = None) -> Path:
@@ -61,7 +61,7 @@ def ensure_rootfs(recipe: RootfsRecipe, log: Callable[[str], None] | None = None
     target = rootfs_path(recipe)
     if target.exists():
         return target
-    with exclusive_lock(target.with_suffix(".lock")):
+    with cache.locked(target.with_suffix(".lock")):
         if not target.exists():  # another process may have built it while we waited
             _build(recipe, target, log or (lambda _message: None))
     return target

@@ -22,9 +22,9 @@ import docker
 import docker.errors
 
 from baselines import debian_slim, python_minimal
-from baselines.cache import cache_dir, exclusive_lock
 from baselines.debootstrap import RootfsRecipe, ensure_rootfs
 from baselines.errors import BaselineError
+from unikernel.build import cache
 
 REPOSITORY_PREFIX = "unibench/"
 
@@ -101,7 +101,7 @@ def ensure_image(
     rootfs = ensure_rootfs(recipe.rootfs, say)
     say(f"rootfs {rootfs} ready after {time.monotonic() - started:.1f} s")
     # Serialise imports of one image across processes; a racing import would only waste time.
-    with exclusive_lock(cache_dir("images") / f"{name}.lock"):
+    with cache.locked(cache.directory("images") / f"{name}.lock"):
         if not _has_image(client, tag):
             started = time.monotonic()
             _build(client, recipe, rootfs, tag)
@@ -135,7 +135,7 @@ def _has_image(client: docker.DockerClient, tag: str) -> bool:
 
 def _build(client: docker.DockerClient, recipe: ImageRecipe, rootfs: Path, tag: str) -> None:
     # An anonymous temporary file vanishes even if we are killed while writing it.
-    with tempfile.TemporaryFile(dir=cache_dir("images")) as stream:
+    with tempfile.TemporaryFile(dir=cache.directory("images")) as stream:
         recipe.write_tar(rootfs, stream)
         stream.seek(0)
         image_id = _import(client, stream, recipe.changes, tag)

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import shlex
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from harness.compare import compare_command
 from harness.doctor import run_checks
 from harness.export import FORMATS, export
-from harness.history import history_command
 from harness.model import Run
-from harness.nightly import nightly_command
 from harness.progress import progress_for
-from harness.report.site import report_command
 from harness.runner import Runner, RunSettings
 from harness.store import Store, StoreError, default_path, open_store
 from harness.suites import all_suites
@@ -46,7 +44,30 @@ def parse_params(values: Sequence[str]) -> dict[str, list[str]]:
     return params
 
 
-@click.group()
+class LazyGroup(click.Group):
+    """Imports a command's module only when that command runs: the analysis commands pull in
+    pandas, seaborn and matplotlib, a second of start-up that `bench run` should not pay."""
+
+    LAZY: ClassVar[dict[str, str]] = {
+        "compare": "harness.compare:compare_command",
+        "history": "harness.history:history_command",
+        "nightly": "harness.nightly:nightly_command",
+        "report": "harness.report.site:report_command",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.LAZY:
+            return super().get_command(ctx, name)
+        module, attribute = self.LAZY[name].split(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup)
 @click.option(
     "--store",
     "store_path",
@@ -91,8 +112,8 @@ def choose_targets(names: Sequence[str], known: dict[str, Target]) -> list[Targe
 @cli.command()
 @click.option("--suite", "suite_name", required=True, help="Suite to run (see `bench list`).")
 @click.option("--target", "target_names", multiple=True, help="Target; repeat for several.")
-@click.option("--repeat", default=10, show_default=True, type=click.IntRange(min=1))
-@click.option("--warmup", default=1, show_default=True, type=click.IntRange(min=0))
+@click.option("--repeat", type=click.IntRange(min=1), help="[default: the suite's; 10 for most]")
+@click.option("--warmup", type=click.IntRange(min=0), help="[default: the suite's; 1 for most]")
 @click.option(
     "--timeout",
     default=120.0,
@@ -112,8 +133,8 @@ def run(
     ctx: click.Context,
     suite_name: str,
     target_names: tuple[str, ...],
-    repeat: int,
-    warmup: int,
+    repeat: int | None,
+    warmup: int | None,
     timeout: float,
     cpus: int | None,
     param_values: tuple[str, ...],
@@ -124,8 +145,13 @@ def run(
         raise click.BadParameter(
             f"unknown suite {suite_name!r}; known suites: {', '.join(suites)}", param_hint="--suite"
         )
+    suite = suites[suite_name]
     settings = RunSettings(
-        repeat=repeat, warmup=warmup, timeout=timeout, cpus=cpus, params=parse_params(param_values)
+        repeat=suite.default_repeat if repeat is None else repeat,
+        warmup=suite.default_warmup if warmup is None else warmup,
+        timeout=timeout,
+        cpus=cpus,
+        params=parse_params(param_values),
     )
     targets = choose_targets(target_names, all_targets())
     if not targets:
@@ -134,7 +160,7 @@ def run(
         runner = Runner(store, settings, progress_for(err))
         command = shlex.join(["bench", *sys.argv[1:]])
         try:
-            finished = runner.run(suites[suite_name], targets, command)
+            finished = runner.run(suite, targets, command)
         except KeyboardInterrupt:
             err.print("interrupted: the samples measured so far are stored, the run is incomplete")
             sys.exit(EXIT_INTERRUPTED)
@@ -244,12 +270,6 @@ def export_(ctx: click.Context, run_id: str, fmt: str, output: Path | None) -> N
         click.echo(text)
     else:
         output.write_text(text)
-
-
-cli.add_command(compare_command)
-cli.add_command(history_command)
-cli.add_command(nightly_command)
-cli.add_command(report_command)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from harness.model import Better, Params, Run, Sample, canonical_params
+from harness.model import Better, Run, Sample, Series, group_series
 from harness.stats import (
     Summary,
     mann_whitney_p,
@@ -37,7 +37,6 @@ from harness.store import Store, StoreError, open_store
 from harness.summary import format_value
 
 Verdict = Literal["improved", "regressed", "unchanged"]
-SeriesKey = tuple[str, str, str, str]  # suite, target, metric, canonical params
 
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_ALPHA = 0.01
@@ -110,13 +109,7 @@ def metadata_differences(
 
 
 @dataclass(frozen=True)
-class Comparison:
-    suite: str
-    target: str
-    metric: str
-    unit: str
-    better: Better
-    params: Params
+class Comparison(Series):
     base: Summary | None
     new: Summary | None
     ratio: float  # median(NEW) / median(BASE); NaN when undefined
@@ -130,21 +123,12 @@ class Comparison:
     def change(self) -> float:
         return self.ratio - 1
 
-    @property
-    def label(self) -> str:
-        return series_label((self.suite, self.target, self.metric, canonical_params(self.params)))
-
     def to_json(self) -> dict[str, object]:
         def finite(x: float) -> float | None:
             return x if math.isfinite(x) else None
 
         return {
-            "suite": self.suite,
-            "target": self.target,
-            "metric": self.metric,
-            "unit": self.unit,
-            "better": self.better,
-            "params": dict(self.params),
+            **self.series_json(),
             "base": {"n": self.base.n, "median": self.base.median} if self.base else None,
             "new": {"n": self.new.n, "median": self.new.median} if self.new else None,
             "ratio": finite(self.ratio),
@@ -206,12 +190,7 @@ def compare_series(
         if failed:
             reason += f"; {failed} of {len(new)} repeats failed in NEW"
     return Comparison(
-        suite=first.suite,
-        target=first.target,
-        metric=first.metric,
-        unit=first.unit,
-        better=first.better,
-        params=first.params,
+        **Series.fields_of(first),
         base=summarize(base_values) if base_values else None,
         new=summarize(new_values) if new_values else None,
         ratio=ratio,
@@ -224,20 +203,6 @@ def compare_series(
 
 
 # Two runs.
-
-
-def group_series(samples: Iterable[Sample]) -> dict[SeriesKey, list[Sample]]:
-    groups: dict[SeriesKey, list[Sample]] = {}
-    for s in samples:
-        key = (s.suite, s.target, s.metric, canonical_params(s.params))
-        groups.setdefault(key, []).append(s)
-    return groups
-
-
-def series_label(key: SeriesKey) -> str:
-    suite, target, metric, params = key
-    shown = " ".join(f"{k}={v}" for k, v in json.loads(params).items())
-    return " ".join(part for part in (suite, target, metric, shown) if part)
 
 
 @dataclass(frozen=True)
@@ -297,8 +262,8 @@ def compare_runs(
         comparisons=[
             compare_series(base_groups[key], new_groups[key], threshold, alpha) for key in shared
         ],
-        only_in_base=[series_label(k) for k in base_groups if k not in new_groups],
-        only_in_new=[series_label(k) for k in new_groups if k not in base_groups],
+        only_in_base=[Series.of(g[0]).label for k, g in base_groups.items() if k not in new_groups],
+        only_in_new=[Series.of(g[0]).label for k, g in new_groups.items() if k not in base_groups],
         refused_for=blocking,
         also_differs=informational,
     )

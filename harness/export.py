@@ -11,13 +11,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections import defaultdict
 from datetime import UTC, datetime
 
 from pytest_benchmark import __version__ as pytest_benchmark_version
 from pytest_benchmark.stats import Stats
 
-from harness.model import Run, Sample, canonical_params
+from harness.model import Run, Sample, canonical_params, group_series
 
 FORMATS = ("pytest-benchmark", "csv", "json")
 
@@ -28,13 +27,8 @@ def _series_name(sample: Sample) -> str:
 
 
 def pytest_benchmark_json(run: Run, samples: list[Sample]) -> dict[str, object]:
-    series: dict[tuple[str, str, str, str], list[Sample]] = defaultdict(list)
-    for sample in samples:
-        series[
-            (sample.suite, sample.target, sample.metric, canonical_params(sample.params))
-        ].append(sample)
     benchmarks = []
-    for members in series.values():
+    for members in group_series(samples).values():
         first = members[0]
         values = [s.value for s in members if s.value is not None]
         if not values:

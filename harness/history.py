@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from harness.compare import cli_store, comparability_key, console, parse_fraction
-from harness.model import Better, Params, Run, Sample, canonical_params
+from harness.model import Run, Sample, Series, series_key
 from harness.summary import format_value
 
 MIN_RUNS = 3
@@ -158,13 +158,7 @@ class Point:
 
 
 @dataclass(frozen=True)
-class History:
-    suite: str
-    target: str
-    metric: str
-    unit: str
-    better: Better
-    params: Params
+class History(Series):
     conditions: tuple[object, ...]  # hostname, cpu model, cpu count, accel
     points: list[Point]  # runs with at least one value, oldest first
     steps: list[Step]
@@ -175,12 +169,7 @@ class History:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "suite": self.suite,
-            "target": self.target,
-            "metric": self.metric,
-            "unit": self.unit,
-            "better": self.better,
-            "params": dict(self.params),
+            **self.series_json(),
             "conditions": list(self.conditions),
             "points": [
                 {"run": p.run.id, "started": p.run.started, "n": len(p.values), "median": p.median}
@@ -211,8 +200,7 @@ def histories(
     for run, samples in series:
         by_key: dict[tuple[object, ...], list[Sample]] = {}
         for s in samples:
-            name = (s.suite, s.target, s.metric, canonical_params(s.params))
-            key = (*name, *comparability_key(run, s.target))
+            key = (*series_key(s), *comparability_key(run, s.target))
             by_key.setdefault(key, []).append(s)
         for key, group in by_key.items():
             values = tuple(s.value for s in group if s.value is not None)
@@ -224,12 +212,7 @@ def histories(
         s = first[key]
         result.append(
             History(
-                suite=s.suite,
-                target=s.target,
-                metric=s.metric,
-                unit=s.unit,
-                better=s.better,
-                params=s.params,
+                **Series.fields_of(s),
                 conditions=key[4:],
                 points=points,
                 steps=detect_steps([p.median for p in points], min_runs, threshold),

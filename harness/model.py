@@ -7,9 +7,9 @@ target, in one suite, under one set of parameters. Every sample is kept; summari
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Better = Literal["lower", "higher"]
 ParamValue = str | int | float | bool
@@ -57,6 +57,70 @@ class Sample:
     @property
     def failed(self) -> bool:
         return self.failure is not None
+
+
+SeriesKey = tuple[str, str, str, str]  # suite, target, metric, canonical params
+
+
+@dataclass(frozen=True)
+class Series:
+    """What a stream of samples measures across repeats and runs: one metric of one suite, on
+    one target, under one set of parameters. Summaries, comparisons and histories are each
+    about one series, and extend this class."""
+
+    suite: str
+    target: str
+    metric: str
+    unit: str
+    better: Better
+    params: Params
+
+    @staticmethod
+    def fields_of(sample: Sample) -> dict[str, Any]:
+        """The series fields of a sample, to build a Series or a subclass from."""
+        return {
+            "suite": sample.suite,
+            "target": sample.target,
+            "metric": sample.metric,
+            "unit": sample.unit,
+            "better": sample.better,
+            "params": sample.params,
+        }
+
+    @classmethod
+    def of(cls, sample: Sample) -> Series:
+        return Series(**Series.fields_of(sample))
+
+    @property
+    def key(self) -> SeriesKey:
+        return (self.suite, self.target, self.metric, canonical_params(self.params))
+
+    @property
+    def label(self) -> str:
+        shown = " ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return " ".join(part for part in (self.suite, self.target, self.metric, shown) if part)
+
+    def series_json(self) -> dict[str, object]:
+        return {
+            "suite": self.suite,
+            "target": self.target,
+            "metric": self.metric,
+            "unit": self.unit,
+            "better": self.better,
+            "params": dict(self.params),
+        }
+
+
+def series_key(sample: Sample) -> SeriesKey:
+    return (sample.suite, sample.target, sample.metric, canonical_params(sample.params))
+
+
+def group_series(samples: Iterable[Sample]) -> dict[SeriesKey, list[Sample]]:
+    """Samples by series, in the order each series was first measured."""
+    groups: dict[SeriesKey, list[Sample]] = {}
+    for sample in samples:
+        groups.setdefault(series_key(sample), []).append(sample)
+    return groups
 
 
 RunStatus = Literal["running", "complete", "interrupted"]

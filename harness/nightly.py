@@ -49,11 +49,9 @@ from harness.compare import (
     comparison_notes,
     comparison_table,
     console,
-    group_series,
     parse_fraction,
-    series_label,
 )
-from harness.model import Run
+from harness.model import Run, Series, group_series
 from harness.progress import progress_for
 from harness.report.site import build_site
 from harness.runner import Runner, RunSettings
@@ -181,8 +179,8 @@ def run_job(store: Store, job: Job, config: NightlyConfig) -> JobResult:
     samples = store.samples(run.id)
     failed = sorted(
         {
-            series_label(key)
-            for key, group in group_series(samples).items()
+            Series.of(group[0]).label
+            for group in group_series(samples).values()
             if any(s.failed for s in group)
         }
     )

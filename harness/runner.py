@@ -8,16 +8,14 @@ Ctrl-C and SIGTERM stop the run after cleaning up, and mark it interrupted.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
 
+from harness.interrupts import terminate_as_interrupt
 from harness.metadata import capture_host
 from harness.model import Measurement, Metric, Params, Run, Sample
 from harness.progress import RunProgress
@@ -38,26 +36,6 @@ class RunSettings:
     timeout: float = 120.0
     cpus: int | None = None
     params: Mapping[str, Sequence[str]] = field(default_factory=dict)
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM, turned into an exception so that clean-up runs as it does for Ctrl-C."""
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def raise_interrupted(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, raise_interrupted)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def new_run_id() -> str:
@@ -106,6 +84,7 @@ class Runner:
         workload = suite.workload(target)
         try:
             target.prepare(workload, self.progress.message)
+            suite.prepare(target, workload, param_sets, self.progress.message)
             targets_metadata = run.metadata["targets"]
             assert isinstance(targets_metadata, dict)
             targets_metadata[target.name] = target.metadata()

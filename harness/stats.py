@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
 RESAMPLES = 5000
@@ -49,6 +48,8 @@ def median_ci(
     data = np.asarray(values, dtype=float)
     if data.size < 2 or np.all(data == data[0]):
         return float(np.median(data)), float(np.median(data))
+    from scipy import stats as scipy_stats  # here: its import costs most of a second
+
     result = scipy_stats.bootstrap(
         (data,),
         np.median,
@@ -123,6 +124,8 @@ def mann_whitney_p(base: Sequence[float], new: Sequence[float]) -> float:
     pooled = np.concatenate([np.asarray(base, dtype=float), np.asarray(new, dtype=float)])
     if len(base) == 0 or len(new) == 0 or np.all(pooled == pooled[0]):
         return 1.0
+    from scipy import stats as scipy_stats
+
     result = scipy_stats.mannwhitneyu(new, base, alternative="two-sided")
     return float(result.pvalue)
 

@@ -6,24 +6,17 @@ the values measured and the count of failed repeats. The JSON form is a public, 
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from rich.table import Table
 
-from harness.model import Better, Params, Run, Sample, canonical_params
+from harness.model import Run, Sample, Series, group_series
 from harness.stats import Summary, summarize
 
 
 @dataclass(frozen=True)
-class ResultRow:
-    suite: str
-    target: str
-    metric: str
-    unit: str
-    better: Better
-    params: Params
+class ResultRow(Series):
     failed: int
     summary: Summary | None  # None when every repeat failed
     failures: tuple[str, ...]  # distinct reasons, for the reader who asks why
@@ -35,12 +28,7 @@ class ResultRow:
     def to_json(self) -> dict[str, object]:
         s = self.summary
         return {
-            "suite": self.suite,
-            "target": self.target,
-            "metric": self.metric,
-            "unit": self.unit,
-            "better": self.better,
-            "params": dict(self.params),
+            **self.series_json(),
             "n": self.n,
             "failed": self.failed,
             "median": s.median if s else None,
@@ -52,24 +40,14 @@ class ResultRow:
 
 
 def result_rows(samples: Iterable[Sample]) -> list[ResultRow]:
-    """Groups samples into series, in the order their first sample was measured."""
-    groups: dict[tuple[str, str, str, str], list[Sample]] = defaultdict(list)
-    for sample in samples:
-        key = (sample.suite, sample.target, sample.metric, canonical_params(sample.params))
-        groups[key].append(sample)
+    """One row per series, in the order each was first measured."""
     rows = []
-    for series in groups.values():
-        first = series[0]
+    for series in group_series(samples).values():
         values = [s.value for s in series if s.value is not None]
         failures = [s.failure for s in series if s.failure is not None]
         rows.append(
             ResultRow(
-                suite=first.suite,
-                target=first.target,
-                metric=first.metric,
-                unit=first.unit,
-                better=first.better,
-                params=first.params,
+                **Series.fields_of(series[0]),
                 failed=len(failures),
                 summary=summarize(values) if values else None,
                 failures=tuple(dict.fromkeys(failures)),
@@ -88,6 +66,8 @@ def format_value(value: float, unit: str) -> str:
         return f"{value * 1000:.1f} ms" if abs(value) < 10 else f"{value:.2f} s"
     if unit == "bytes":
         return f"{value / 2**20:.1f} MiB"
+    if unit == "lines":
+        return f"{value:,.0f} lines"
     return f"{value:.4g} {unit}"
 
 

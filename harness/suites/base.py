@@ -9,8 +9,9 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 
+from harness.interrupts import signals_deferred
 from harness.model import Measurement, Metric, Params
-from harness.targets.base import Instance, LaunchSettings, Target, Usage, Workload
+from harness.targets.base import Instance, LaunchSettings, Log, Target, Usage, Workload
 
 
 class RepeatContext:
@@ -50,11 +51,12 @@ class RepeatContext:
 
     def stop_all(self) -> None:
         errors = []
-        for instance in self.instances:
-            try:
-                instance.stop()
-            except Exception as exc:  # one instance failing to stop must not keep others alive
-                errors.append(exc)
+        with signals_deferred():  # a Ctrl-C half-way through a stop would leak what it stops
+            for instance in self.instances:
+                try:
+                    instance.stop()
+                except Exception as exc:  # one failing to stop must not keep others alive
+                    errors.append(exc)
         if errors:
             raise errors[0]
 
@@ -63,6 +65,9 @@ class Suite(ABC):
     name: str
     description: str
     metrics: tuple[Metric, ...]  # recorded as failed, each, when a repeat fails
+    # What `bench run` does unless told: deterministic measurements need one repeat, no warm-up.
+    default_repeat = 10
+    default_warmup = 1
 
     @abstractmethod
     def workload(self, target: Target) -> Workload:
@@ -76,6 +81,13 @@ class Suite(ABC):
             dict(zip(names, values, strict=True))
             for values in itertools.product(*(requested[n] for n in names))
         ]
+
+    def prepare(  # noqa: B027
+        self, target: Target, workload: Workload, param_sets: Sequence[Params], log: Log
+    ) -> None:
+        """Builds what measuring these parameter sets needs beyond what the target's prepare
+        built: once per run and target, before the repeats and outside their timeouts. By
+        default nothing."""
 
     def metrics_for(self, params: Params) -> tuple[Metric, ...]:
         """The metrics a repeat with these parameters measures: recorded failed if it fails."""

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 import psutil
 
 from harness.console import ConsoleWatcher
+from harness.interrupts import signals_deferred
 from harness.targets.base import (
     Availability,
     Instance,
@@ -51,18 +52,6 @@ def peak_rss_bytes(pid: int) -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     return 0
-
-
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Holds Ctrl-C and SIGTERM back while a child is spawned, so the interrupt never lands
-    between the spawn and our keeping its pid, which would leave a child nobody stops."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextlib.contextmanager

@@ -60,10 +60,15 @@ class UnikernelTarget(Target):
         self._builds[workload.name] = build(loaded, self.platform, self.kernel, log=log)
         self._memory[workload.name] = loaded.app.memory_mib
 
-    def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
+    def build_result(self, workload: Workload) -> BuildResult:
+        """The build prepare() made for the workload."""
         built = self._builds.get(workload.name)
         if built is None:
             raise RuntimeError(f"{self.name}: prepare() was not called for {workload.name}")
+        return built
+
+    def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
+        built = self.build_result(workload)
         environment = settings.workload_environment()
         if self.platform == "hosted":
             argv = [PYTHON, "-I", "-S", str(built.outputs["app"])]

@@ -26,6 +26,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from unikernel.build import cache
+
 QEMU = "qemu-system-x86_64"
 KVM_DEVICE = Path("/dev/kvm")
 
@@ -501,7 +503,7 @@ def forget_verdict() -> None:
 
 
 def cache_file() -> Path:
-    return Path(os.environ.get("UNIBENCH_CACHE", "/var/cache/unibench")) / "accel.json"
+    return cache.root() / "accel.json"
 
 
 def _cache_key() -> str:

@@ -1,4 +1,5 @@
-"""The build cache: where kernels and other costly artifacts are kept between runs.
+"""The build cache: where kernels, rootfs tarballs, images and other costly artifacts are kept
+between runs, outside the repository, each named by the hash of its recipe.
 
 Artifacts appear only finished: each is written under a temporary name beside its final one and
 renamed into place, so a build killed half-way leaves nothing that looks done. Builds of the same
@@ -9,11 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ROOT = Path("/var/cache/unibench")
 
@@ -21,6 +25,18 @@ DEFAULT_ROOT = Path("/var/cache/unibench")
 def root() -> Path:
     """$UNIBENCH_CACHE, else /var/cache/unibench."""
     return Path(os.environ.get("UNIBENCH_CACHE") or DEFAULT_ROOT)
+
+
+def directory(name: str) -> Path:
+    """The cache's folder `name`, created if missing."""
+    path = root() / name
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(
+            f"cannot create the cache folder {path}: {error}; set UNIBENCH_CACHE to a writable one"
+        ) from error
+    return path
 
 
 def kernels_dir() -> Path:
@@ -34,7 +50,11 @@ def locked(lock_path: Path) -> Iterator[None]:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for %s: another process is building there", lock_path)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # closing releases the lock

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from unikernel.build.app import AppError, LoadedApp, load_app
-from unikernel.build.image import KERNEL_PROFILES, TARGETS, BuildResult, build
+from unikernel.build.image import KERNEL_PROFILES, TARGETS, BuildResult, build, output_dir
 from unikernel.build.qemu import guest_status, qemu_command
 from unikernel.build.runtime import PYTHON
 
@@ -111,8 +111,9 @@ def build_command(folder: Path) -> None:
 def run(accel: str, memory_mib: int | None, timeout: float, folder: Path) -> None:
     """Run the built image (hosted: a process; qemu: a VM); exit with the application's status."""
     loaded = _load(folder)
-    target = configured(loaded)["target"]
-    report_path = loaded.build_dir / target / "report.json"
+    settings = configured(loaded)
+    target = settings["target"]
+    report_path = output_dir(loaded, target, settings["kernel"]) / "report.json"
     if not report_path.is_file():
         raise click.ClickException(f"nothing built for {target}: run `unikernel build {folder}`")
     outputs = json.loads(report_path.read_text())["outputs"]

@@ -147,6 +147,13 @@ def standard_build(
     return sources, extensions, uncompilable
 
 
+def output_dir(loaded: LoadedApp, target: str, kernel_profile: str, prune: bool = True) -> Path:
+    """Where a build's outputs go: one folder per target, kernel and variant, so that no build
+    overwrites another's."""
+    name = target if target == "hosted" else f"{target}-{kernel_profile}"
+    return loaded.build_dir / (name if prune else f"{name}-unpruned")
+
+
 def build(
     loaded: LoadedApp,
     target: str,
@@ -164,13 +171,13 @@ def build(
         sources = sources_of(graph)
         extensions = sorted(str(m.file) for m in graph.extensions() if m.file is not None)
         uncompilable: list[str] = []
-        out = loaded.build_dir / target
     else:
         sources, extensions, uncompilable = standard_build(graph, stdlib)
         if uncompilable:
             log(f"standard build: {len(uncompilable)} modules do not compile and are left out")
-        out = loaded.build_dir / f"{target}-unpruned"
-        out.mkdir(parents=True, exist_ok=True)
+
+    out = output_dir(loaded, target, kernel_profile, prune)
+    out.mkdir(parents=True, exist_ok=True)
     result = BuildResult(
         target=target, kernel_profile=None if target == "hosted" else kernel_profile
     )

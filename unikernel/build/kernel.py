@@ -93,7 +93,12 @@ class GenericKernel:
         """The module files an initramfs for `target` must load, in loading order."""
         ordered: list[Path] = []
         for option, module in GUEST_DRIVERS[target].items():
-            if self.features.get(option) == "m":
+            state = self.features.get(option, "n")
+            if state == "n":
+                raise KernelBuildError(
+                    f"{self.package} lacks CONFIG_{option}, which {target} needs"
+                )
+            if state == "m":
                 ordered.extend(path for path in self.modules[module] if path not in ordered)
         return ordered
 
@@ -265,6 +270,9 @@ def embed_initramfs(
     a file that may vanish."""
     if not cpio_archive.is_file():
         raise FileNotFoundError(cpio_archive)
+    if not (kernel.build_dir / "vmlinux").exists():
+        # Relinking without the objects would be a full build, in the caller's time.
+        raise KernelBuildError(f"the build tree {kernel.build_dir} is gone: build the kernel again")
     canonical = kernel.config.read_text()
     # A source makes INITRAMFS_ROOT_UID and _GID visible: give them values, or Kconfig restarts
     # its questions (answered with defaults) on every relink.

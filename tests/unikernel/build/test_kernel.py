@@ -50,7 +50,14 @@ def test_generic_modules_for_a_target_skip_built_in_drivers(tmp_path: Path) -> N
         vmlinuz=tmp_path / "vmlinuz",
         config=tmp_path / "config",
         modules_dir=tmp_path,
-        features={"VIRTIO_NET": "m", "VIRTIO_BLK": "y", "PACKET": "m", "VIRTIO_PCI": "m"},
+        features={
+            "VIRTIO_PCI": "m",
+            "VIRTIO_MMIO": "y",
+            "VIRTIO_NET": "m",
+            "VIRTIO_BLK": "y",
+            "HW_RANDOM_VIRTIO": "y",
+            "PACKET": "m",
+        },
         modules={
             "virtio_net": (shared, tmp_path / "virtio_net.ko"),
             "virtio_pci": (shared, tmp_path / "virtio_pci.ko"),
@@ -64,6 +71,9 @@ def test_generic_modules_for_a_target_skip_built_in_drivers(tmp_path: Path) -> N
         tmp_path / "virtio_net.ko",
         tmp_path / "af_packet.ko",
     ]
+    # A driver neither built in nor a module is an error, not a silently missing device.
+    with pytest.raises(kernel.KernelBuildError, match="CONFIG_XEN_NETDEV_FRONTEND"):
+        generic.modules_for("xen")
 
 
 def test_the_cache_root_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import shutil
 import zlib
 from collections.abc import Callable
@@ -25,7 +26,8 @@ from unikernel.build import cpio, kernel, runtime
 from unikernel.build.app import App, AppError, Block, Data, LoadedApp, Network
 from unikernel.build.bytecode import SourceModule, build_archive, compile_pyc
 from unikernel.build.pruning import ImportGraph, stdlib_modules, walk_imports
-from unikernel.build.qemu import QemuImage
+from unikernel.build.qemu import QemuImage, qemu_command
+from unikernel.build.xl import xl_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TARGETS = ("hosted", "qemu", "xen")
@@ -197,6 +199,7 @@ def build(
         result.outputs["initramfs"] = initramfs
         needs_drivers = bool(loaded.app.devices_of(Network) or loaded.app.devices_of(Block))
         parts += attach_kernel(result, target, kernel_profile, initramfs, out, needs_drivers, log)
+        write_launcher(result, loaded.app, out)
     result.report = {
         "app": loaded.app.name,
         "target": target,
@@ -273,6 +276,28 @@ def write_initramfs(
         part_report("initramfs", buffer.getvalue()),
     ]
     return path, parts
+
+
+def write_launcher(result: BuildResult, app: App, out: Path) -> None:
+    """What starts the image, written beside it: QEMU's command line, or an `xl` config."""
+    if result.target == "qemu":
+        command = qemu_command(result.qemu_image(), "tcg", app.memory_mib)
+        path = out / "qemu-command.sh"
+        path.write_text(
+            "#!/bin/sh\n# accel: kvm where a test boot shows it works\nexec "
+            + shlex.join(command)
+            + ' "$@"\n'
+        )
+        path.chmod(0o755)
+        result.outputs["qemu_command"] = path
+    elif result.target == "xen":
+        if "image" not in result.outputs:
+            raise AppError(
+                "a Xen PVH guest boots the specialized kernel's image: --kernel specialized"
+            )
+        path = out / "unikernel.xl"
+        path.write_text(xl_config(f"unikernel-{app.name}", result.outputs["image"], app.memory_mib))
+        result.outputs["xl_config"] = path
 
 
 def attach_kernel(

@@ -1,0 +1,43 @@
+"""Drivers: the only code that does device I/O, under sans-IO protocol engines.
+
+A network driver is a `Netif`: it moves whole Ethernet frames (no FCS) in batches, never
+blocks, and tells the scheduler when it is ready through a file descriptor.
+`unikernel.net.interface.Interface` runs a Netif under a `unikernel.net.stack.Stack`.
+
+- `tap`: a TAP device (hosted target); `packet`: an AF_PACKET socket on the raw interface
+  (inside the image), batched with recvmmsg/sendmmsg where the kernel has them;
+- `vnet`: an in-memory switch joining several stacks in one process, for tests.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    Buffer = bytes | bytearray | memoryview
+
+
+class Netif:
+    """A network interface, as the stack's driver loop uses it."""
+
+    mac: bytes  # the interface's own address, 6 bytes
+    mtu: int  # the largest IP datagram a frame carries (1500 on Ethernet)
+
+    def fileno(self) -> int:
+        """Readable when frames wait to be read; writable when write_batch() would take more."""
+        raise NotImplementedError
+
+    def read_batch(self, limit: int) -> list[Buffer]:
+        """Up to `limit` received frames, [] when none waits. A frame may be a view into a
+        buffer that the next read_batch() reuses: the stack copies what it keeps."""
+        raise NotImplementedError
+
+    def write_batch(self, frames: Sequence[Buffer]) -> int:
+        """Queue frames for transmission in order, without blocking; how many were taken.
+        Fewer than all means the device is full: wait for fileno() to be writable and offer
+        the rest again."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError

@@ -1,0 +1,140 @@
+"""The driver loop: a Stack joined to a Netif on the cooperative scheduler.
+
+Three threads per interface. The reader waits for the netif's descriptor, feeds the stack a
+batch of frames at a time and transmits what it produced. The timer sleeps until the stack's
+next deadline and ticks it; whoever makes the stack's deadline earlier (a reply sent, a
+packet queued for ARP) wakes it through flush(). The writer drains the backlog when the
+netif is full, so that nobody else ever blocks on a write.
+
+Applications that feed the stack themselves (sockets sending) call flush() afterwards.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from unikernel.core.scheduler import (
+    move_on_after,
+    now,
+    spawn,
+    wait_readable,
+    wait_writable,
+    yield_,
+)
+from unikernel.core.sync import Event
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from unikernel.core.scheduler import Thread
+    from unikernel.drivers import Netif
+    from unikernel.net.stack import Stack
+
+_NEVER = float("inf")
+
+
+class Interface:
+    def __init__(
+        self, stack: Stack, netif: Netif, *, batch: int = 64, max_backlog: int = 4096
+    ) -> None:
+        self.stack = stack
+        self.netif = netif
+        self.batch = batch
+        self.max_backlog = max_backlog
+        self.configured = Event()  # set once the stack first has an address
+        self.backlog_drops = 0  # frames dropped because the netif stayed full
+        self._backlog: deque[bytes] = deque()
+        self._threads: list[Thread[Any]] = []
+        self._timer_wakeup = Event()
+        self._timer_deadline = _NEVER
+        self._backlog_waiting = Event()
+        self._backlog_drained = Event()
+
+    def start(self) -> Interface:
+        """Start the driver threads (inside scheduler.run())."""
+        if not self._threads:
+            self._threads = [spawn(self._read), spawn(self._time), spawn(self._write)]
+            self.flush()
+        return self
+
+    def close(self) -> None:
+        """Stop the driver threads; the netif stays open (its owner closes it)."""
+        for thread in self._threads:
+            thread.cancel()
+        self._threads = []
+
+    def flush(self) -> None:
+        """Transmit what the stack has produced, and re-arm the timer for its deadlines."""
+        stack = self.stack
+        frames = stack.take_frames()
+        if frames:
+            if self._backlog:
+                self._queue(frames)  # behind what is already waiting, to keep the order
+            else:
+                taken = self.netif.write_batch(frames)
+                if taken < len(frames):
+                    self._queue(frames[taken:])
+        if stack.config is not None:
+            self.configured.set()
+        deadline = stack.next_deadline()
+        if deadline is not None and deadline < self._timer_deadline:
+            self._timer_wakeup.set()
+
+    async def drain(self) -> None:
+        """Wait while the backlog is over half full: how senders feel a full link."""
+        while len(self._backlog) > self.max_backlog // 2:
+            drained = self._backlog_drained = Event()
+            await drained.wait()
+
+    async def _read(self) -> None:
+        netif, stack, batch = self.netif, self.stack, self.batch
+        fd = netif.fileno()
+        while True:
+            frames = netif.read_batch(batch)
+            if frames:
+                received_at = now()
+                for frame in frames:
+                    stack.receive(frame, received_at)
+                self.flush()
+            if len(frames) < batch:
+                await wait_readable(fd)
+            else:
+                await yield_()  # more may be waiting: let the others run first
+
+    async def _time(self) -> None:
+        stack = self.stack
+        while True:
+            wakeup = self._timer_wakeup = Event()
+            deadline = stack.next_deadline()
+            self._timer_deadline = _NEVER if deadline is None else deadline
+            if deadline is None:
+                await wakeup.wait()
+            else:
+                with move_on_after(deadline - now()):
+                    await wakeup.wait()
+            stack.tick(now())
+            self.flush()
+
+    async def _write(self) -> None:
+        netif, backlog = self.netif, self._backlog
+        while True:
+            if not backlog:
+                waiting = self._backlog_waiting = Event()
+                await waiting.wait()
+                continue
+            await wait_writable(netif.fileno())
+            frames = [backlog[i] for i in range(min(self.batch, len(backlog)))]
+            for _ in range(netif.write_batch(frames)):
+                backlog.popleft()
+            if len(backlog) <= self.max_backlog // 2:
+                self._backlog_drained.set()
+
+    def _queue(self, frames: list[bytes]) -> None:
+        backlog = self._backlog
+        room = self.max_backlog - len(backlog)
+        if len(frames) > room:
+            self.backlog_drops += len(frames) - max(room, 0)
+            frames = frames[: max(room, 0)]
+        backlog.extend(frames)
+        self._backlog_waiting.set()

@@ -1,0 +1,129 @@
+"""Socket-like UDP and ping for applications on cooperative threads.
+
+Addresses are (dotted-quad string, port) as in Python's socket module. A socket runs over an
+Interface (a Stack and its driver threads); receiving waits without blocking other threads,
+with an optional timeout that raises TimeoutError.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from unikernel.core.entropy import random_below
+from unikernel.core.scheduler import fail_after, now
+from unikernel.core.sync import Event, Queue
+from unikernel.net.ipv4 import format_address, parse_address
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from unikernel.net.interface import Interface
+
+    Buffer = bytes | bytearray | memoryview
+    Address = tuple[str, int]
+
+
+class UdpSocket:
+    def __init__(self, interface: Interface, *, max_queued: int = 256) -> None:
+        self._interface = interface
+        self._stack = interface.stack
+        self._queue: Queue[tuple[bytes, Address]] = Queue(max_queued)
+        self.port = 0  # bound port, 0 until bound
+        self.dropped = 0  # datagrams that found the receive queue full
+        self._closed = False
+
+    def bind(self, port: int = 0) -> int:
+        """Receive what is sent to `port` (0: an ephemeral port); returns the port."""
+        self._check_open()
+        if self.port:
+            raise OSError(errno.EINVAL, "the socket is bound already")
+        self.port = self._stack.udp_bind(port, self._deliver)
+        return self.port
+
+    def getsockname(self) -> Address:
+        address = self._stack.address
+        return ("0.0.0.0" if address is None else format_address(address), self.port)
+
+    async def sendto(self, data: Buffer, address: Address) -> int:
+        """Send one datagram; binds an ephemeral port first if need be. OSError when it cannot
+        go out at all (no address yet, no route, too long)."""
+        self._check_open()
+        if not self.port:
+            self.bind()
+        host, port = address
+        try:
+            sent = self._stack.udp_send(self.port, parse_address(host), port, data, now())
+        except ValueError as error:
+            raise OSError(errno.EMSGSIZE, str(error)) from None
+        if not sent:
+            raise OSError(errno.ENETUNREACH, f"no route to {host}")
+        self._interface.flush()
+        await self._interface.drain()
+        return len(data)
+
+    async def recvfrom(self, timeout: float | None = None) -> tuple[bytes, Address]:
+        """The next datagram and its sender; TimeoutError after `timeout` seconds."""
+        self._check_open()
+        if timeout is None:
+            return await self._queue.get()
+        with fail_after(timeout):
+            received = await self._queue.get()
+        return received
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self.port:
+                self._stack.udp_unbind(self.port)
+
+    def __enter__(self) -> UdpSocket:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _deliver(
+        self, source: bytes, source_port: int, destination: bytes, payload: memoryview, at: float
+    ) -> None:
+        # Copied: the payload is a view into a receive buffer.
+        if not self._queue.try_put((bytes(payload), (format_address(source), source_port))):
+            self.dropped += 1
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OSError(errno.EBADF, "the socket is closed")
+
+
+async def ping(
+    interface: Interface, host: str, *, timeout: float = 1.0, data: bytes = b"", sequence: int = 0
+) -> float:
+    """Send one ICMP echo request; the round-trip time in seconds, or TimeoutError."""
+    stack = interface.stack
+    ident = random_below(0x10000)
+    answered = Event()
+    rtt = 0.0
+
+    def on_reply(source: bytes, reply_sequence: int, body: memoryview, at: float) -> None:
+        nonlocal rtt
+        if source == destination and reply_sequence == sequence and bytes(body) == data:
+            rtt = at - sent_at
+            answered.set()
+
+    destination = parse_address(host)
+    stack.bind_echo(ident, on_reply)
+    try:
+        sent_at = now()
+        if not stack.ping(destination, ident, sequence, data, sent_at):
+            raise OSError(errno.ENETUNREACH, f"no route to {host}")
+        interface.flush()
+        with fail_after(timeout):
+            await answered.wait()
+    finally:
+        stack.unbind_echo(ident)
+    return rtt

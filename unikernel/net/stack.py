@@ -1,0 +1,363 @@
+"""One network interface's protocols joined together: still sans-IO.
+
+A Stack owns an interface's MAC address and IPv4 configuration. A driver feeds it received
+frames and the time, and transmits what it produces:
+
+    stack.receive(frame, now)       # for every received frame
+    stack.tick(now)                 # at stack.next_deadline(), or more often
+    frames = stack.take_frames()    # after either (and after anything an application does)
+
+It answers ARP and ICMP echo requests by itself, reassembles fragments, runs the DHCP client
+if started, and counts every frame it drops by reason (drop_counts()). Applications reach UDP
+through udp_bind()/udp_send() (or the sockets module above this one).
+
+Transport protocols plug in by IP protocol number; TCP (6) is one:
+
+    send = stack.register_protocol(6, receive, tick=tick, next_deadline=next_deadline)
+
+- `receive(source, destination, segment, now)` gets each datagram of that protocol addressed
+  to us: `source` and `destination` are 4-byte addresses, `segment` a memoryview of the IP
+  payload, valid only during the call (copy what you keep), fragments already reassembled and
+  the IP header checked. The transport checks its own checksum: it is right when
+  `ipv4.checksum(segment, ipv4.pseudo_header_sum(source, destination, 6, len(segment)))` is 0.
+- `send(destination, payload, now) -> bool` sends `payload` (any bytes-like, copied once into
+  the frame) as one datagram from our address; the stack routes, resolves the next hop with
+  ARP (holding the packet meanwhile) and fragments if needed. False: dropped at once (no
+  address yet, no route). It is `stack.send_ipv4(protocol, destination, payload, now)`.
+- `tick(now)` (optional) is called by every stack.tick(), and `next_deadline()` (optional,
+  float or None) tells the driver when the transport next needs one.
+- `stack.address` is our address (None while unconfigured); `stack.mtu` bounds datagrams
+  (an MSS of mtu - 40). Frames a handler makes go out with the driver's next take_frames().
+"""
+
+from __future__ import annotations
+
+from unikernel.core.entropy import random_below
+from unikernel.net import dhcp, ethernet, icmp, ipv4, udp
+from unikernel.net.arp import ArpEngine
+from unikernel.net.ipv4 import ANY, BROADCAST, HEADER_LEN
+from unikernel.net.malformed import Malformed
+from unikernel.net.reassembly import Reassembler
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from unikernel.net.config import Ipv4Config
+    from unikernel.net.dhcp import Outgoing
+
+    Buffer = bytes | bytearray | memoryview
+    Receive = Callable[[bytes, bytes, memoryview, float], None]
+    Send = Callable[[bytes, Buffer, float], bool]
+    Tick = Callable[[float], object]
+    Deadline = Callable[[], float | None]
+    # (source address, sequence, data view, now)
+    EchoHandler = Callable[[bytes, int, memoryview, float], None]
+
+
+class Stack:
+    def __init__(self, mac: bytes, *, mtu: int = 1500, config: Ipv4Config | None = None) -> None:
+        if len(mac) != 6 or ethernet.is_group(mac):
+            raise ValueError("an interface needs a unicast MAC address")
+        self.mac = mac
+        self.mtu = mtu
+        self.config: Ipv4Config | None = None
+        self.arp = ArpEngine(mac)
+        self.reassembler = Reassembler()
+        self.udp = udp.Demux()
+        self.dhcp: dhcp.DhcpClient | None = None
+        self.frames_received = 0
+        self.frames_sent = 0
+        self.dropped: dict[str, int] = {}
+        self._frames: list[bytes] = []
+        self._protocols: dict[int, Receive] = {}
+        self._timers: list[tuple[Tick | None, Deadline | None]] = []
+        self._echo_handlers: dict[int, EchoHandler] = {}
+        self._ident = random_below(0x10000)
+        if config is not None:
+            self.configure(config)
+
+    # Configuration.
+
+    @property
+    def address(self) -> bytes | None:
+        return None if self.config is None else self.config.address
+
+    def configure(self, config: Ipv4Config | None) -> None:
+        """Take an address (announced with a gratuitous ARP), or give it up (None)."""
+        self.config = config
+        self.arp.address = None if config is None else config.address
+        if config is not None:
+            self._frames.append(self.arp.announce())
+
+    def start_dhcp(self, now: float, hostname: str | None = None) -> None:
+        """Get the configuration from a DHCP server; `config` is set once a lease is bound."""
+        if self.dhcp is None:
+            self.udp.bind(dhcp.CLIENT_PORT, self._receive_dhcp)
+        self.dhcp = dhcp.DhcpClient(self.mac, hostname=hostname)
+        self._follow_dhcp(self.dhcp.start(now), now)
+
+    def stop_dhcp(self, now: float) -> None:
+        """Release the lease, if any, and drop the address."""
+        client = self.dhcp
+        if client is None:
+            return
+        self._send_dhcp(client.release(), now)  # from the address being released
+        self.dhcp = None
+        self.udp.unbind(dhcp.CLIENT_PORT)
+        self.configure(None)
+
+    # What the driver calls.
+
+    def receive(self, frame: Buffer, now: float) -> None:
+        self.frames_received += 1
+        try:
+            eth = ethernet.parse(frame)
+        except Malformed as error:
+            self._drop("ethernet", error.reason)
+            return
+        destination = eth.destination
+        if destination != self.mac and destination != ethernet.BROADCAST:
+            self._drop("ethernet", "not-for-us")  # another host's, or multicast we never join
+        elif eth.ethertype == ethernet.IPV4:
+            self._receive_ipv4(eth.payload, now)
+        elif eth.ethertype == ethernet.ARP:
+            try:
+                self._frames += self.arp.receive(eth.payload, now)
+            except Malformed as error:
+                self._drop("arp", error.reason)
+        else:
+            self._drop("ethernet", "ethertype")
+
+    def tick(self, now: float) -> None:
+        self._frames += self.arp.tick(now)
+        self.reassembler.expire(now)
+        if self.dhcp is not None:
+            self._follow_dhcp(self.dhcp.tick(now), now)
+        for tick, _ in self._timers:
+            if tick is not None:
+                tick(now)
+
+    def next_deadline(self) -> float | None:
+        """When tick() next has work to do; None: not until something is received or sent."""
+        deadlines = [self.arp.next_deadline(), self.reassembler.next_deadline()]
+        if self.dhcp is not None:
+            deadlines.append(self.dhcp.next_deadline())
+        deadlines += [deadline() for _, deadline in self._timers if deadline is not None]
+        return min((d for d in deadlines if d is not None), default=None)
+
+    def take_frames(self) -> list[bytes]:
+        """The frames to transmit, oldest first; the stack forgets them."""
+        frames, self._frames = self._frames, []
+        self.frames_sent += len(frames)
+        return frames
+
+    def drop_counts(self) -> dict[str, int]:
+        """Frames and packets dropped, by "layer.reason"."""
+        counts = dict(self.dropped)
+        for layer, dropped in (("arp", self.arp.dropped), ("ipv4", self.reassembler.dropped)):
+            for reason, n in dropped.items():
+                counts[f"{layer}.{reason}"] = counts.get(f"{layer}.{reason}", 0) + n
+        return counts
+
+    # Sending.
+
+    def send_ipv4(
+        self, protocol: int, destination: bytes, payload: Buffer, now: float, *, ttl: int = 64
+    ) -> bool:
+        """Send one datagram from our address; False if it was dropped at once."""
+        config = self.config
+        source = ANY if config is None else config.address
+        next_hop = None
+        if destination == BROADCAST or (config is not None and destination == config.broadcast):
+            mac: bytes | None = ethernet.BROADCAST
+        elif config is None:
+            self._drop("ipv4", "no-address")
+            return False
+        elif destination == config.address:
+            packet = ipv4.build(source, destination, protocol, payload, self._next_ident(), ttl=ttl)
+            self._receive_ipv4(memoryview(packet), now)  # loopback
+            return True
+        else:
+            next_hop = destination if config.on_link(destination) else config.gateway
+            if next_hop is None:
+                self._drop("ipv4", "no-route")
+                return False
+            mac = self.arp.lookup(next_hop, now)
+        ident = self._next_ident()
+        if mac is not None and len(payload) + HEADER_LEN <= self.mtu:
+            # The common case: the frame is put together with one copy of the payload.
+            header = ipv4.build_header(source, destination, protocol, len(payload), ident, ttl=ttl)
+            ether = ethernet.header(mac, self.mac, ethernet.IPV4)
+            self._frames.append(b"".join((ether, header, payload)))
+            return True
+        for packet in ipv4.fragment(
+            source, destination, protocol, payload, ident, self.mtu, ttl=ttl
+        ):
+            if mac is not None:
+                self._frames.append(ethernet.build(mac, self.mac, ethernet.IPV4, packet))
+            else:
+                assert next_hop is not None
+                self._frames += self.arp.queue(next_hop, packet, now)
+        return True
+
+    def register_protocol(
+        self,
+        protocol: int,
+        receive: Receive,
+        *,
+        tick: Tick | None = None,
+        next_deadline: Deadline | None = None,
+    ) -> Send:
+        """Plug a transport in (see the module's docstring); returns its send function."""
+        if protocol in (ipv4.ICMP, ipv4.UDP) or protocol in self._protocols:
+            raise ValueError(f"IP protocol {protocol} is taken")
+        self._protocols[protocol] = receive
+        if tick is not None or next_deadline is not None:
+            self._timers.append((tick, next_deadline))
+
+        def send(destination: bytes, payload: Buffer, now: float) -> bool:
+            return self.send_ipv4(protocol, destination, payload, now)
+
+        return send
+
+    # UDP and ICMP for applications.
+
+    def udp_bind(self, port: int, handler: udp.Handler) -> int:
+        """handler(source, source_port, destination, payload view, now) gets `port`'s
+        datagrams; port 0 picks an ephemeral one. Returns the port."""
+        return self.udp.bind(port, handler)
+
+    def udp_unbind(self, port: int) -> None:
+        self.udp.unbind(port)
+
+    def udp_send(
+        self,
+        source_port: int,
+        destination: bytes,
+        destination_port: int,
+        payload: Buffer,
+        now: float,
+    ) -> bool:
+        source = ANY if self.config is None else self.config.address
+        datagram = udp.build(source, destination, source_port, destination_port, payload)
+        return self.send_ipv4(ipv4.UDP, destination, datagram, now)
+
+    def bind_echo(self, ident: int, handler: EchoHandler) -> None:
+        """handler(source, sequence, data view, now) gets echo replies with this identifier."""
+        self._echo_handlers[ident] = handler
+
+    def unbind_echo(self, ident: int) -> None:
+        self._echo_handlers.pop(ident, None)
+
+    def ping(self, destination: bytes, ident: int, sequence: int, data: Buffer, now: float) -> bool:
+        return self.send_ipv4(ipv4.ICMP, destination, icmp.echo_request(ident, sequence, data), now)
+
+    # Receiving.
+
+    def _receive_ipv4(self, data: memoryview, now: float) -> None:
+        try:
+            packet = ipv4.parse(data)
+        except Malformed as error:
+            self._drop("ipv4", error.reason)
+            return
+        if not self._accepts(packet.destination):
+            self._drop("ipv4", "not-for-us")
+            return
+        if packet.is_fragment:
+            try:
+                whole = self.reassembler.add(packet, now)
+            except Malformed as error:
+                self._drop("ipv4", error.reason)
+                return
+            if whole is None:
+                return
+            packet = whole
+        protocol = packet.protocol
+        transport = self._protocols.get(protocol)
+        if transport is not None:
+            transport(packet.source, packet.destination, packet.payload, now)
+        elif protocol == ipv4.UDP:
+            self._receive_udp(packet, now)
+        elif protocol == ipv4.ICMP:
+            self._receive_icmp(packet, now)
+        else:
+            self._drop("ipv4", "protocol")
+
+    def _accepts(self, destination: bytes) -> bool:
+        config = self.config
+        if config is None:
+            # A DHCP server may send its offer to the very address it offers.
+            return self.dhcp is not None or destination == BROADCAST
+        return destination in (config.address, BROADCAST, config.broadcast)
+
+    def _receive_udp(self, packet: ipv4.Packet, now: float) -> None:
+        try:
+            datagram = udp.parse(packet.payload, packet.source, packet.destination)
+        except Malformed as error:
+            self._drop("udp", error.reason)
+            return
+        handler = self.udp.handler(datagram.destination_port)
+        if handler is None:
+            self._drop("udp", "no-port")
+            if packet.destination == self.address:
+                quote = b"".join((packet.header, packet.payload[:8]))
+                message = icmp.unreachable(icmp.PORT_UNREACHABLE, quote)
+                self.send_ipv4(ipv4.ICMP, packet.source, message, now)
+            return
+        handler(packet.source, datagram.source_port, packet.destination, datagram.payload, now)
+
+    def _receive_icmp(self, packet: ipv4.Packet, now: float) -> None:
+        try:
+            message = icmp.parse(packet.payload)
+        except Malformed as error:
+            self._drop("icmp", error.reason)
+            return
+        if message.type == icmp.ECHO_REQUEST:
+            if packet.destination != self.address:
+                self._drop("icmp", "broadcast-echo")  # no smurf amplifier, as Linux by default
+                return
+            self.send_ipv4(ipv4.ICMP, packet.source, icmp.echo_reply(message), now)
+        elif message.type == icmp.ECHO_REPLY:
+            handler = self._echo_handlers.get(message.ident)
+            if handler is None:
+                self._drop("icmp", "unexpected-reply")
+            else:
+                handler(packet.source, message.sequence, message.body, now)
+        else:
+            self._drop("icmp", "type")  # errors are not passed up to transports yet
+
+    def _receive_dhcp(
+        self, source: bytes, source_port: int, destination: bytes, payload: memoryview, now: float
+    ) -> None:
+        client = self.dhcp
+        if client is None or source_port != dhcp.SERVER_PORT:
+            return
+        try:
+            outgoing = client.receive(payload, now)
+        except Malformed as error:
+            self._drop("dhcp", error.reason)
+            return
+        self._follow_dhcp(outgoing, now)
+
+    def _follow_dhcp(self, outgoing: list[Outgoing], now: float) -> None:
+        """Take the client's configuration (before sending, so that a DISCOVER after a lost
+        lease goes out from 0.0.0.0), then send its messages."""
+        assert self.dhcp is not None
+        lease = self.dhcp.lease
+        config = None if lease is None else lease.config
+        if config != self.config:
+            self.configure(config)
+        self._send_dhcp(outgoing, now)
+
+    def _send_dhcp(self, outgoing: list[Outgoing], now: float) -> None:
+        for destination, message in outgoing:
+            self.udp_send(dhcp.CLIENT_PORT, destination, dhcp.SERVER_PORT, message, now)
+
+    def _next_ident(self) -> int:
+        self._ident = (self._ident + 1) & 0xFFFF
+        return self._ident
+
+    def _drop(self, layer: str, reason: str) -> None:
+        key = f"{layer}.{reason}"
+        self.dropped[key] = self.dropped.get(key, 0) + 1

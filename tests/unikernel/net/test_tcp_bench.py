@@ -1,0 +1,95 @@
+"""Microbenchmarks of TCP's hot paths.
+
+Run them with `pytest tests/unikernel/net/test_tcp_bench.py --benchmark-enable`; by default
+(--benchmark-disable) each body runs once, as a test. Batches report per-batch times: divide
+by BATCH for one segment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.unikernel.net.test_tcp_wire import A_IP, B_IP, PEER_ISN, RawPeer, seeded
+from unikernel.net.tcp import ACK, PSH, SYN, Connection, TcpLayer, build_segment, parse_segment
+from unikernel.net.tcp.segment import syn_options, timestamp_option
+
+BATCH = 128
+MSS = 1448  # with timestamps, as on Ethernet
+PAYLOAD = bytes(i % 251 for i in range(MSS))
+
+
+def _established(wscale: int = -1) -> tuple[TcpLayer, RawPeer, Connection, int]:
+    """Layer A connected to a raw peer, with timestamps; returns the peer's TSval clock."""
+    layer = TcpLayer(seeded(1), local_ip=A_IP)
+    peer = RawPeer(layer)
+    conn = layer.connect(B_IP, peer.port, 0.0)
+    (syn,) = peer.take()
+    options = syn_options(1460, wscale, False, (1000, syn.tsval))
+    peer.send(conn.local_port, PEER_ISN, syn.seq + 1, SYN | ACK, options=options)
+    peer.take()
+    assert conn.timestamps
+    return layer, peer, conn, syn.tsval
+
+
+def test_parse_a_data_segment(benchmark: Any) -> None:
+    data = build_segment(
+        A_IP, B_IP, 4000, 80, 1, 2, ACK | PSH, 1000, timestamp_option(5, 6), PAYLOAD
+    )
+    seg = benchmark(parse_segment, A_IP, B_IP, data)
+    assert seg is not None and len(seg.payload) == MSS and seg.has_ts
+
+
+def test_build_a_data_segment(benchmark: Any) -> None:
+    options = timestamp_option(5, 6)
+    payload = PAYLOAD
+    data = benchmark(build_segment, A_IP, B_IP, 4000, 80, 1, 2, ACK | PSH, 1000, options, payload)
+    assert len(data) == 20 + 12 + MSS
+
+
+def _receive_setup() -> tuple[tuple[TcpLayer, Connection, list[bytes]], dict[str, Any]]:
+    layer, peer, conn, tsecr = _established()
+    segments = [
+        build_segment(
+            B_IP,
+            A_IP,
+            peer.port,
+            conn.local_port,
+            (PEER_ISN + 1 + i * MSS) & 0xFFFFFFFF,
+            (conn.iss + 1) & 0xFFFFFFFF,
+            ACK | PSH,
+            65535,
+            timestamp_option(1001 + i, tsecr),
+            PAYLOAD,
+        )
+        for i in range(BATCH)
+    ]
+    return (layer, conn, segments), {}
+
+
+def _receive(layer: TcpLayer, conn: Connection, segments: list[bytes]) -> int:
+    for data in segments:
+        layer.input(B_IP, A_IP, data, 0.001)
+    layer.take_output()
+    return conn.readable
+
+
+def test_receive_path_of_in_order_data_segments(benchmark: Any) -> None:
+    received = benchmark.pedantic(_receive, setup=_receive_setup, rounds=50)
+    assert received == BATCH * MSS
+
+
+def _send_setup() -> tuple[tuple[Connection, TcpLayer], dict[str, Any]]:
+    layer, peer, conn, _ = _established(wscale=7)
+    peer.send(conn.local_port, PEER_ISN + 1, conn.iss + 1)  # the first scaled window: 8 MiB
+    conn._cc.cwnd = 1 << 30  # measure the sending, not slow start
+    return (conn, layer), {}
+
+
+def _send(conn: Connection, layer: TcpLayer) -> int:
+    conn.send(PAYLOAD * BATCH, 0.001)
+    return len(layer.take_output())
+
+
+def test_send_path_of_a_bulk_write(benchmark: Any) -> None:
+    sent = benchmark.pedantic(_send, setup=_send_setup, rounds=50)
+    assert sent == BATCH

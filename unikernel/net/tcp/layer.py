@@ -1,0 +1,345 @@
+"""The TCP layer: every connection of one stack, its listeners, its timers and its memory.
+
+See the package docstring (unikernel/net/tcp/__init__.py) for how the IP layer drives it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from heapq import heapify, heappop, heappush
+
+from unikernel.net.tcp.connection import (
+    CLOSED,
+    EV_ACCEPTABLE,
+    EV_CLOSED,
+    EV_WRITABLE,
+    TIME_WAIT,
+    Connection,
+    TcpConfig,
+)
+from unikernel.net.tcp.segment import ACK, RST, SYN, build_segment, parse_segment
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from unikernel.net.tcp.segment import Buffer, Segment
+
+    Key = tuple[bytes, int, bytes, int]  # remote ip, remote port, local ip, local port
+    Datagram = tuple[bytes, bytes, bytes]  # destination ip, source ip, TCP segment
+
+_MASK = 0xFFFFFFFF
+_HALF = 0x80000000
+_INF = float("inf")
+_EPHEMERAL_FIRST = 49152  # RFC 6335 6: the dynamic port range, 49152 to 65535
+_EPHEMERAL_COUNT = 16384
+
+
+class Listener:
+    """A port in LISTEN (RFC 9293 3.10.1 passive OPEN), with a bounded backlog: connections
+    in SYN-RECEIVED plus those established and not accepted yet never exceed `backlog`; SYNs
+    beyond it are dropped, and the peer's SYN retransmission tries again later."""
+
+    __slots__ = ("_events", "_layer", "_pending", "_ready", "backlog", "local_ip", "port", "user")
+
+    def __init__(self, layer: TcpLayer, port: int, backlog: int, local_ip: bytes | None) -> None:
+        self._layer = layer
+        self.port = port
+        self.backlog = max(1, backlog)
+        self.local_ip = local_ip  # None: every address of the stack
+        self.user: object = None
+        self._events = 0
+        self._pending: dict[Connection, None] = {}  # SYN-RECEIVED children
+        self._ready: deque[Connection] = deque()  # established, waiting for accept()
+
+    def __repr__(self) -> str:
+        return f"<Listener :{self.port} {len(self._ready)} ready, {len(self._pending)} pending>"
+
+    @property
+    def queued(self) -> int:
+        """Connections counted against the backlog."""
+        return len(self._pending) + len(self._ready)
+
+    @property
+    def ready(self) -> int:
+        """Established connections waiting for accept()."""
+        return len(self._ready)
+
+    @property
+    def listening(self) -> bool:
+        return self._layer._listeners.get(self.port) is self
+
+    def accept(self) -> Connection | None:
+        """The oldest established connection not accepted yet, if any."""
+        return self._ready.popleft() if self._ready else None
+
+    def close(self, now: float) -> None:
+        """Stop listening; reset the connections nobody accepted."""
+        layer = self._layer
+        if layer._listeners.get(self.port) is self:
+            del layer._listeners[self.port]
+        for conn in [*self._pending, *self._ready]:
+            conn.abort(now)
+        self._ready.clear()
+
+    def _established(self, conn: Connection) -> None:
+        self._pending.pop(conn, None)
+        conn._listener = None
+        if self.listening:
+            self._ready.append(conn)
+            if not self._events:
+                self._layer._events.append(self)
+            self._events |= EV_ACCEPTABLE
+
+
+class TcpLayer:
+    """Every TCP connection of one stack.
+
+    `isn` gives initial sequence numbers (and the other values that must not be guessed:
+    timestamp offsets, the first ephemeral port); pass unikernel.core.entropy.random_u32.
+    """
+
+    def __init__(
+        self,
+        isn: Callable[[], int],
+        config: TcpConfig | None = None,
+        local_ip: bytes = bytes(4),
+    ) -> None:
+        self.config = config if config is not None else TcpConfig()
+        self.local_ip = local_ip  # the source address of connect() by default
+        self._isn = isn
+        self._conns: dict[Key, Connection] = {}
+        self._listeners: dict[int, Listener] = {}
+        self._out: list[Datagram] = []
+        self._events: list[Connection | Listener] = []
+        self._heap: list[tuple[float, int, Connection]] = []
+        self._heap_seq = 0
+        self._time_waits: deque[Connection] = deque()
+        self._memory_waiters: dict[Connection, None] = {}
+        self._next_port = _EPHEMERAL_FIRST + isn() % _EPHEMERAL_COUNT
+        self.memory_used = 0  # bytes in every connection's buffers
+        self.stats = {
+            "segments_in": 0,
+            "dropped_malformed": 0,
+            "dropped_memory": 0,
+            "rst_sent": 0,
+            "syn_dropped": 0,
+            "retransmits": 0,
+        }
+
+    def __len__(self) -> int:
+        """Connections in the table, TIME-WAIT included."""
+        return len(self._conns)
+
+    @property
+    def connections(self) -> list[Connection]:
+        return list(self._conns.values())
+
+    # The IP layer's side.
+
+    def input(self, src_ip: Buffer, dst_ip: Buffer, segment: Buffer, now: float) -> None:
+        """A TCP segment (header and payload) arrived in an IPv4 datagram from `src_ip` to
+        `dst_ip`, one of our unicast addresses."""
+        self.stats["segments_in"] += 1
+        seg = parse_segment(src_ip, dst_ip, segment)
+        if seg is None:
+            self.stats["dropped_malformed"] += 1
+            return
+        src = src_ip if type(src_ip) is bytes else bytes(src_ip)
+        dst = dst_ip if type(dst_ip) is bytes else bytes(dst_ip)
+        conn = self._conns.get((src, seg.src_port, dst, seg.dst_port))
+        if conn is not None:
+            if conn.state != TIME_WAIT or not self._reopens(conn, seg):
+                conn.input(seg, now)
+                return
+            conn._free(EV_CLOSED)  # a new incarnation replaces the TIME-WAIT one
+        listener = self._listeners.get(seg.dst_port)
+        if listener is not None and (listener.local_ip is None or listener.local_ip == dst):
+            self._listen_input(listener, src, dst, seg, now)
+        else:
+            self._send_rst(dst, src, seg, now)
+
+    def tick(self, now: float) -> None:
+        """Fire every timer due by `now`."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            deadline, _, conn = heappop(heap)
+            if deadline != conn._heap_deadline:
+                continue  # superseded by an earlier entry
+            conn._heap_deadline = _INF
+            if conn.state != CLOSED:
+                conn.on_timer(now)
+
+    def next_deadline(self) -> float | None:
+        """When tick() next has work, or None if no timer is armed."""
+        heap = self._heap
+        while heap and heap[0][0] != heap[0][2]._heap_deadline:
+            heappop(heap)
+        return heap[0][0] if heap else None
+
+    def take_output(self) -> list[Datagram]:
+        """The segments to send since the last call, as (destination, source, segment)."""
+        out = self._out
+        self._out = []
+        return out
+
+    def take_events(self) -> list[tuple[Connection | Listener, int]]:
+        """What happened since the last call: each subject once, with its EV_* bits."""
+        if self._memory_waiters and self.memory_used <= self.config.memory_limit * 3 // 4:
+            waiters = self._memory_waiters
+            self._memory_waiters = {}
+            for conn in waiters:
+                conn._emit(EV_WRITABLE)
+        subjects = self._events
+        if not subjects:
+            return []
+        self._events = []
+        events: list[tuple[Connection | Listener, int]] = []
+        for subject in subjects:
+            events.append((subject, subject._events))
+            subject._events = 0
+        return events
+
+    # The application's side.
+
+    def connect(
+        self,
+        remote_ip: bytes,
+        remote_port: int,
+        now: float,
+        *,
+        local_ip: bytes | None = None,
+        local_port: int = 0,
+    ) -> Connection:
+        """Active open (RFC 9293 3.10.1): send a SYN; EV_CONNECTED follows, or EV_RESET
+        (refused) or EV_TIMED_OUT."""
+        local = self.local_ip if local_ip is None else local_ip
+        if not self._make_room():
+            raise OSError(f"too many connections ({len(self._conns)})")
+        if local_port == 0:
+            local_port = self._ephemeral_port(remote_ip, remote_port, local)
+        elif (remote_ip, remote_port, local, local_port) in self._conns:
+            raise OSError(f"port {local_port} already connected to that peer")
+        conn = Connection(self, local, local_port, remote_ip, remote_port, self._isn(), self._isn())
+        self._conns[conn.key] = conn
+        conn._open_active(now)
+        return conn
+
+    def listen(self, port: int, backlog: int = 128, local_ip: bytes | None = None) -> Listener:
+        """Passive open on `port`; EV_ACCEPTABLE on the Listener when accept() has one."""
+        if port in self._listeners:
+            raise OSError(f"port {port} is already listening")
+        listener = Listener(self, port, backlog, local_ip)
+        self._listeners[port] = listener
+        return listener
+
+    def listener(self, port: int) -> Listener | None:
+        return self._listeners.get(port)
+
+    # Inside.
+
+    def _listen_input(
+        self, listener: Listener, src: bytes, dst: bytes, seg: Segment, now: float
+    ) -> None:
+        """RFC 9293 3.10.7.2, a segment for a port in LISTEN."""
+        flags = seg.flags
+        if flags & RST:
+            return
+        if flags & ACK:
+            self._send_rst(dst, src, seg, now)
+            return
+        if not flags & SYN:
+            return
+        if listener.queued >= listener.backlog or not self._make_room():
+            self.stats["syn_dropped"] += 1
+            return
+        if self.memory_used >= self.config.memory_limit:
+            self.stats["syn_dropped"] += 1
+            return
+        conn = Connection(self, dst, seg.dst_port, src, seg.src_port, self._isn(), self._isn())
+        conn._listener = listener
+        listener._pending[conn] = None
+        self._conns[conn.key] = conn
+        conn._open_passive(seg, now)
+
+    def _reopens(self, conn: Connection, seg: Segment) -> bool:
+        """Whether a SYN may end TIME-WAIT early for a new connection: its timestamp, or else
+        its sequence number, is past the old connection's (RFC 9293 3.10.7.4; RFC 6191)."""
+        if seg.flags & (SYN | ACK | RST) != SYN:
+            return False
+        if conn._ts_ok and seg.has_ts:
+            return 0 < (seg.tsval - conn._ts_recent) & _MASK < _HALF
+        return 0 < (seg.seq - conn.irs - conn.rcv_nxt) & _MASK < _HALF
+
+    def _send_rst(self, local_ip: bytes, remote_ip: bytes, seg: Segment, now: float) -> None:
+        """The reset for a segment that belongs to no connection (RFC 9293 3.10.7.1): never
+        in answer to a reset."""
+        flags = seg.flags
+        if flags & RST:
+            return
+        if flags & ACK:
+            seq, ack, flags = seg.ack, 0, RST
+        else:
+            seq, ack, flags = 0, (seg.seq + seg.seg_len) & _MASK, RST | ACK
+        segment = build_segment(local_ip, remote_ip, seg.dst_port, seg.src_port, seq, ack, flags, 0)
+        self._out.append((remote_ip, local_ip, segment))
+        self.stats["rst_sent"] += 1
+
+    def _schedule(self, conn: Connection, deadline: float) -> None:
+        conn._heap_deadline = deadline
+        self._heap_seq += 1
+        heappush(self._heap, (deadline, self._heap_seq, conn))
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Superseded entries pile up when deadlines move earlier or connections go: drop
+        them once they could outnumber the live ones."""
+        heap = self._heap
+        if len(heap) > 2 * len(self._conns) + 64:
+            heap[:] = [entry for entry in heap if entry[0] == entry[2]._heap_deadline]
+            heapify(heap)
+
+    def _forget(self, conn: Connection) -> None:
+        if self._conns.get(conn.key) is conn:
+            del self._conns[conn.key]
+            self._sweep()
+        listener = conn._listener
+        if listener is not None:
+            listener._pending.pop(conn, None)
+        self._memory_waiters.pop(conn, None)
+
+    def _time_wait(self, conn: Connection) -> None:
+        """Bound TIME-WAIT: past max_time_wait, the oldest go early (as Linux's
+        tcp_max_tw_buckets does); the ISN and timestamp checks protect their successors."""
+        waits = self._time_waits
+        waits.append(conn)
+        while len(waits) > self.config.max_time_wait:
+            old = waits.popleft()
+            if old.state == TIME_WAIT:
+                old._free(EV_CLOSED)
+
+    def _make_room(self) -> bool:
+        """Whether one more connection fits, recycling a TIME-WAIT one if need be."""
+        if len(self._conns) < self.config.max_connections:
+            return True
+        waits = self._time_waits
+        while waits:
+            old = waits.popleft()
+            if old.state == TIME_WAIT:
+                old._free(EV_CLOSED)
+                return True
+        return False
+
+    def _wait_for_memory(self, conn: Connection) -> None:
+        """`conn` could not queue data because all connections together hold the limit."""
+        self._memory_waiters[conn] = None
+
+    def _ephemeral_port(self, remote_ip: bytes, remote_port: int, local_ip: bytes) -> int:
+        for _ in range(_EPHEMERAL_COUNT):
+            port = self._next_port
+            self._next_port = _EPHEMERAL_FIRST + (port - _EPHEMERAL_FIRST + 1) % _EPHEMERAL_COUNT
+            if port not in self._listeners and (
+                (remote_ip, remote_port, local_ip, port) not in self._conns
+            ):
+                return port
+        raise OSError("no ephemeral port is free")

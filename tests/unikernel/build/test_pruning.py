@@ -103,3 +103,26 @@ def test_bad_configs_say_what_is_wrong(tmp_path: Path) -> None:
     )
     with pytest.raises(AppError, match="write it as 'module:function'"):
         load_app(tmp_path)
+
+
+def test_data_files_are_compiled_into_the_image(tmp_path: Path) -> None:
+    folder = tmp_path / "app"
+    (folder / "pages").mkdir(parents=True)
+    (folder / "pages" / "index.html").write_bytes(b"<h1>hello</h1>")
+    (folder / "config.py").write_text(
+        "from unikernel.build.app import App, Console, Data\n"
+        "app = App(name='site', main='site_main:main', devices=(Console(), Data('pages')))\n"
+    )
+    (folder / "site_main.py").write_text(
+        "import _unikernel_data\n\n"
+        "def main() -> int:\n"
+        "    print(_unikernel_data.FILES['pages/index.html'].decode())\n"
+        "    return 0\n"
+    )
+    result = build(load_app(folder), "hosted", log=lambda _: None)
+    assert "_unikernel_data" in archive_modules(result.outputs["app"])
+    done = subprocess.run(
+        [PYTHON, "-I", "-S", str(result.outputs["app"])], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "<h1>hello</h1>" in done.stdout.splitlines()

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from struct import Struct
 
+from unikernel.net.ipv4 import checksum as internet_checksum
+from unikernel.net.ipv4 import ones_sum, pseudo_header_sum
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     Buffer = bytes | bytearray | memoryview
@@ -108,33 +111,18 @@ class Segment:
         )
 
 
-# The Internet checksum (RFC 1071) over the IPv4 pseudo-header (RFC 9293 3.1).
-#
-# Read as one big-endian number, the data is the sum of word_i * 2**(16 i), and 2**16 is 1
-# modulo 0xFFFF: one big-int division, done in C, folds every word at once. Sums of pieces of
-# even length therefore just add up.
-
-
-def _pseudo_sum(src_ip: Buffer, dst_ip: Buffer, length: int) -> int:
-    return int.from_bytes(src_ip, "big") + int.from_bytes(dst_ip, "big") + PROTOCOL + length
-
-
-def _data_sum(data: Buffer) -> int:
-    value = int.from_bytes(data, "big")
-    return value << 8 if len(data) & 1 else value  # an odd length is padded with a zero byte
+# The Internet checksum over the IPv4 pseudo-header (RFC 9293 3.1), computed as IPv4 and UDP do.
 
 
 def checksum(src_ip: Buffer, dst_ip: Buffer, segment: Buffer) -> int:
     """The value for the checksum field of `segment`, whose own checksum field reads zero."""
-    folded = (_pseudo_sum(src_ip, dst_ip, len(segment)) + _data_sum(segment)) % 0xFFFF
-    # The one's complement sum is `folded`, or 0xFFFF (negative zero) when folded is 0: the
-    # pseudo-header's protocol word makes the true sum nonzero.
-    return 0xFFFF - folded if folded else 0
+    pseudo = pseudo_header_sum(bytes(src_ip), bytes(dst_ip), PROTOCOL, len(segment))
+    return internet_checksum(segment, pseudo)
 
 
 def checksum_ok(src_ip: Buffer, dst_ip: Buffer, segment: Buffer) -> bool:
     """Whether the segment, checksum field included, sums to negative zero as it must."""
-    return (_pseudo_sum(src_ip, dst_ip, len(segment)) + _data_sum(segment)) % 0xFFFF == 0
+    return checksum(src_ip, dst_ip, segment) == 0
 
 
 # Parsing.
@@ -218,9 +206,8 @@ def build_segment(
     offset = (header_len >> 2) << 4
     blank = _HEADER.pack(src_port, dst_port, seq, ack, offset, flags, window, 0, 0)
     # Even-length pieces sum independently: sum the parts rather than join them twice.
-    total = _pseudo_sum(src_ip, dst_ip, header_len + len(payload)) + int.from_bytes(blank, "big")
-    folded = (total + int.from_bytes(options, "big") + _data_sum(payload)) % 0xFFFF
-    check = 0xFFFF - folded if folded else 0
+    pseudo = pseudo_header_sum(bytes(src_ip), bytes(dst_ip), PROTOCOL, header_len + len(payload))
+    check = internet_checksum(payload, pseudo + ones_sum(blank) + ones_sum(options))
     header = _HEADER.pack(src_port, dst_port, seq, ack, offset, flags, window, check, 0)
     return b"".join((header, options, payload))
 

@@ -212,13 +212,18 @@ def overview(writer: FigureWriter, suite: str, metric: pd.DataFrame) -> Drawn:
 
 
 def numeric_sweeps(metric: pd.DataFrame) -> list[str]:
-    """Parameters with two or more numeric values: worth a line against them."""
+    """Numeric parameters that take two or more values on one target with every other parameter
+    the same: worth a line against them. (A count that differs only because the kind of thread
+    differs is no sweep.)"""
+    params = [column for column in metric.columns if column.startswith("param:")]
     swept = []
-    for column in metric.columns:
-        if not column.startswith("param:"):
-            continue
+    for column in params:
         values = pd.to_numeric(metric[column], errors="coerce")
-        if values.notna().all() and values.nunique() >= 2:
+        if not values.notna().all() or values.nunique() < 2:
+            continue
+        others = ["target", *(c for c in params if c != column)]
+        per_group = metric.assign(_v=values).groupby(others, dropna=False)["_v"].nunique()
+        if (per_group >= 2).any():
             swept.append(column.removeprefix("param:"))
     return swept
 

@@ -350,3 +350,20 @@ def test_by_default_the_report_shows_the_newest_run_of_each_suite(tmp_path: Path
     assert "new-boot" in index and "threads" in index and "old-boot" not in index
     code, output = invoke(tmp_path / "empty.sqlite", "report", "--out", str(tmp_path / "x"))
     assert code == 1 and "no runs stored" in output
+
+
+def test_a_parameter_is_a_sweep_only_where_it_varies_alone() -> None:
+    import pandas as pd
+
+    from harness.report.figures import numeric_sweeps
+
+    by_kind = pd.DataFrame(
+        {
+            "target": ["process", "process"],
+            "param:kind": ["asyncio", "pthread"],
+            "param:count": [100000, 1000],
+        }
+    )
+    assert numeric_sweeps(by_kind) == []
+    by_memory = pd.DataFrame({"target": ["qemu", "qemu", "qemu"], "param:memory": [64, 128, 256]})
+    assert numeric_sweeps(by_memory) == ["memory"]

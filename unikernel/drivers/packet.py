@@ -1,0 +1,215 @@
+"""packet: an AF_PACKET socket on a raw Ethernet interface as the netif, inside the image.
+
+In the VM the kernel owns the NIC's driver (virtio-net, xen-netfront) but configures no
+address on it: every frame it receives is ours, and we transmit whole frames. The stack
+takes the interface's own MAC, as the NIC is ours alone.
+
+    netif = PacketNetif("eth0")
+
+Needs CAP_NET_RAW (and CAP_NET_ADMIN to bring a link up that is down). The image kernel may
+have no INET and no UNIX sockets, so every ioctl goes through the packet socket itself.
+Binding takes the interface of the caller's network namespace.
+"""
+
+from __future__ import annotations
+
+import _socket  # not `socket`, which imports enum: too heavy for the image
+import errno
+import fcntl
+import struct
+
+from unikernel.drivers import Netif
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    Buffer = bytes | bytearray | memoryview
+
+# From <linux/if_ether.h>, <linux/if_packet.h>, <linux/socket.h>, <linux/sockios.h>,
+# <linux/if.h> and <linux/if_arp.h>; Python 3.11's _socket lacks most of them.
+_ETH_P_ALL = 0x0003
+_SOL_PACKET = 263
+_PACKET_IGNORE_OUTGOING = 23  # Linux 4.20 and later
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_SIOCGIFMTU = 0x8921
+_SIOCGIFHWADDR = 0x8927
+_IFF_UP = 0x1
+_ARPHRD_ETHER = 1
+_IFNAMSIZ = 16
+
+# struct ifreq is 40 bytes: the name, then a union read as flags, an MTU or a sockaddr.
+_IFREQ_FLAGS = "16sH22x"
+_IFREQ_MTU = "16si20x"
+_IFREQ_HWADDR = "16sH6s16x"
+
+_ETHERNET_MTU = 1500
+_FRAME_OVERHEAD = 18  # Ethernet header plus one VLAN tag, over the MTU
+
+# Send errors that lose one frame, as a NIC drops frames, rather than break the driver:
+# ENETDOWN while the link is down, EINVAL/EMSGSIZE for a frame the device will not take.
+_DROPPING_ERRNOS = (errno.ENETDOWN, errno.ENXIO, errno.EINVAL, errno.EMSGSIZE, errno.ENOBUFS)
+
+
+class PacketNetif(Netif):
+    def __init__(self, name: str) -> None:
+        """Bind interface `name`, bringing its link up if it is down."""
+        raw = name.encode()
+        if not raw or len(raw) >= _IFNAMSIZ:
+            raise ValueError(f"interface names are 1 to {_IFNAMSIZ - 1} bytes: {name!r}")
+        self.name = name
+        sock = _open_socket()
+        try:
+            fd = sock.fileno()
+            try:
+                self.mac = _hardware_address(fd, name)
+            except OSError as error:
+                raise _explain(error, name) from None
+            self.mtu = _mtu(fd, name)
+            # Up before bind(): binding a down interface leaves ENETDOWN pending on the socket.
+            _bring_up(fd, name)
+            try:
+                # Protocol 0 at creation receives nothing; bind() then asks for every
+                # ethertype on this interface only, so no other interface's frame slips in.
+                sock.bind((name, _ETH_P_ALL))
+            except OSError as error:
+                raise _explain(error, name) from None
+            try:
+                sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
+                self.filters_outgoing = False  # the kernel drops our echoes for us
+            except OSError:
+                self.filters_outgoing = True  # an older kernel: drop them in read_batch()
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self.write_errors = 0  # frames lost to _DROPPING_ERRNOS
+        self.oversize_drops = 0  # frames over our buffer (MTU plus header), dropped whole
+        self._buffer_size = self.mtu + _FRAME_OVERHEAD
+        self._views: list[memoryview] = []  # receive buffers, reused by every read_batch()
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def read_batch(self, limit: int) -> list[Buffer]:
+        views = self._views
+        while len(views) < limit:
+            views.append(memoryview(bytearray(self._buffer_size)))
+        frames: list[Buffer] = []
+        sock, size = self._sock, self._buffer_size
+        # MSG_TRUNC makes a packet socket return a frame's real length, so that one larger
+        # than our buffer is dropped whole instead of handed on truncated.
+        trunc = _socket.MSG_TRUNC
+        outgoing = _socket.PACKET_OUTGOING
+        index = 0
+        while index < limit:
+            view = views[index]
+            try:
+                if self.filters_outgoing:
+                    n, address = sock.recvfrom_into(view, 0, trunc)
+                    if address[2] == outgoing:  # our own transmission, echoed to taps
+                        continue
+                else:
+                    n = sock.recv_into(view, 0, trunc)
+            except BlockingIOError:
+                break
+            except OSError as error:
+                # The link went down (or came back): reported once, then cleared. Carry on,
+                # as a NIC's driver does; send() drops frames while it is down.
+                if error.errno != errno.ENETDOWN:
+                    raise
+                continue
+            if n > size:
+                self.oversize_drops += 1
+                continue
+            frames.append(view[:n])
+            index += 1
+        return frames
+
+    def write_batch(self, frames: Sequence[Buffer]) -> int:
+        send = self._sock.send
+        taken = 0
+        for frame in frames:
+            try:
+                send(frame)
+            except BlockingIOError:
+                break
+            except OSError as error:
+                if error.errno not in _DROPPING_ERRNOS:
+                    raise
+                self.write_errors += 1
+            taken += 1
+        return taken
+
+    def close(self) -> None:
+        """Let go of the socket; the interface stays as it is (up)."""
+        self._sock.close()
+
+    def __enter__(self) -> PacketNetif:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mac = ":".join(f"{b:02x}" for b in self.mac)
+        return f"<PacketNetif {self.name} mac {mac} mtu {self.mtu}>"
+
+
+def _open_socket() -> _socket.socket:
+    flags = _socket.SOCK_RAW | _socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC
+    try:
+        return _socket.socket(_socket.AF_PACKET, flags, 0)
+    except PermissionError:
+        raise PermissionError(
+            errno.EPERM, "cannot open a packet socket: run as root or grant CAP_NET_RAW"
+        ) from None
+    except OSError as error:
+        if error.errno in (errno.EAFNOSUPPORT, errno.EINVAL):
+            raise OSError(
+                error.errno, "this kernel has no AF_PACKET sockets (CONFIG_PACKET)"
+            ) from None
+        raise
+
+
+def _explain(error: OSError, name: str) -> OSError:
+    """The first ioctl's or bind()'s errors, with what they mean."""
+    if error.errno == errno.ENODEV:
+        return OSError(errno.ENODEV, f"no interface {name!r} in this network namespace")
+    if error.errno in (errno.EPERM, errno.EACCES):
+        return PermissionError(error.errno, f"cannot bind {name!r}: run as root")
+    return OSError(error.errno, f"cannot bind interface {name!r}: {error.strerror}")
+
+
+def _hardware_address(fd: int, name: str) -> bytes:
+    answer = fcntl.ioctl(fd, _SIOCGIFHWADDR, struct.pack(_IFREQ_HWADDR, name.encode(), 0, b""))
+    family, mac = struct.unpack(_IFREQ_HWADDR, answer)[1:]
+    if family != _ARPHRD_ETHER:
+        # Our stack speaks Ethernet only: loopback, TUN or IP tunnels frame differently.
+        raise OSError(errno.EINVAL, f"{name!r} is not an Ethernet interface (type {family})")
+    return bytes(mac)
+
+
+def _mtu(fd: int, name: str) -> int:
+    try:
+        answer = fcntl.ioctl(fd, _SIOCGIFMTU, struct.pack(_IFREQ_MTU, name.encode(), 0))
+    except OSError:
+        return _ETHERNET_MTU
+    mtu: int = struct.unpack(_IFREQ_MTU, answer)[1]
+    return mtu
+
+
+def _bring_up(fd: int, name: str) -> None:
+    """Set IFF_UP unless it is set: in the VM nobody else configures the interface."""
+    raw = name.encode()
+    answer = fcntl.ioctl(fd, _SIOCGIFFLAGS, struct.pack(_IFREQ_FLAGS, raw, 0))
+    flags: int = struct.unpack(_IFREQ_FLAGS, answer)[1]
+    if flags & _IFF_UP:
+        return
+    try:
+        fcntl.ioctl(fd, _SIOCSIFFLAGS, struct.pack(_IFREQ_FLAGS, raw, flags | _IFF_UP))
+    except PermissionError:
+        raise PermissionError(
+            errno.EPERM, f"{name!r} is down and bringing it up needs CAP_NET_ADMIN"
+        ) from None

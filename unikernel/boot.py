@@ -32,24 +32,17 @@ def in_vm() -> bool:
 def mount_kernel_filesystems() -> None:
     from unikernel.core.kernel_calls import mount
 
-    if not os.path.exists("/dev/null"):  # the initramfs has static nodes; devtmpfs has them all
-        mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID)
+    # Over the initramfs's few static nodes: devtmpfs has every device, block devices included.
+    mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def bring_links_up(names: tuple[str, ...]) -> None:
-    import fcntl
-    import socket
-    import struct
+    from unikernel.drivers.packet import bring_up
 
-    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    # A packet socket: the kernel may have no INET at all, our stack owns IP.
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
-        for name in names:
-            request = struct.pack("16sH22x", name.encode(), 0)
-            flags = struct.unpack("16sH22x", fcntl.ioctl(sock, siocgifflags, request))[1]
-            fcntl.ioctl(sock, siocsifflags, struct.pack("16sH22x", name.encode(), flags | iff_up))
+    for name in names:
+        bring_up(name)
 
 
 def report_exit(console: Console, status: int) -> None:

@@ -157,6 +157,15 @@ class PacketNetif(Netif):
         return f"<PacketNetif {self.name} mac {mac} mtu {self.mtu}>"
 
 
+def bring_up(name: str) -> None:
+    """Brings the interface `name` up, as the boot layer does for every NIC before the app runs."""
+    sock = _open_socket()
+    try:
+        _bring_up(sock.fileno(), name)
+    finally:
+        sock.close()
+
+
 def _open_socket() -> _socket.socket:
     flags = _socket.SOCK_RAW | _socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC
     try:

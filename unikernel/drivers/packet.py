@@ -18,7 +18,7 @@ import errno
 import fcntl
 import struct
 
-from unikernel.drivers import Netif
+from unikernel.drivers import Netif, ifreq
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,26 +26,11 @@ if TYPE_CHECKING:
 
     Buffer = bytes | bytearray | memoryview
 
-# From <linux/if_ether.h>, <linux/if_packet.h>, <linux/socket.h>, <linux/sockios.h>,
-# <linux/if.h> and <linux/if_arp.h>; Python 3.11's _socket lacks most of them.
+# From <linux/if_ether.h>, <linux/if_packet.h> and <linux/socket.h>; Python 3.11's _socket
+# lacks them.
 _ETH_P_ALL = 0x0003
 _SOL_PACKET = 263
 _PACKET_IGNORE_OUTGOING = 23  # Linux 4.20 and later
-_SIOCGIFFLAGS = 0x8913
-_SIOCSIFFLAGS = 0x8914
-_SIOCGIFMTU = 0x8921
-_SIOCGIFHWADDR = 0x8927
-_IFF_UP = 0x1
-_ARPHRD_ETHER = 1
-_IFNAMSIZ = 16
-
-# struct ifreq is 40 bytes: the name, then a union read as flags, an MTU or a sockaddr.
-_IFREQ_FLAGS = "16sH22x"
-_IFREQ_MTU = "16si20x"
-_IFREQ_HWADDR = "16sH6s16x"
-
-_ETHERNET_MTU = 1500
-_FRAME_OVERHEAD = 18  # Ethernet header plus one VLAN tag, over the MTU
 
 # Send errors that lose one frame, as a NIC drops frames, rather than break the driver:
 # ENETDOWN while the link is down, EINVAL/EMSGSIZE for a frame the device will not take.
@@ -56,8 +41,8 @@ class PacketNetif(Netif):
     def __init__(self, name: str) -> None:
         """Bind interface `name`, bringing its link up if it is down."""
         raw = name.encode()
-        if not raw or len(raw) >= _IFNAMSIZ:
-            raise ValueError(f"interface names are 1 to {_IFNAMSIZ - 1} bytes: {name!r}")
+        if not raw or len(raw) >= ifreq.IFNAMSIZ:
+            raise ValueError(f"interface names are 1 to {ifreq.IFNAMSIZ - 1} bytes: {name!r}")
         self.name = name
         sock = _open_socket()
         try:
@@ -66,7 +51,7 @@ class PacketNetif(Netif):
                 self.mac = _hardware_address(fd, name)
             except OSError as error:
                 raise _explain(error, name) from None
-            self.mtu = _mtu(fd, name)
+            self.mtu = ifreq.mtu(fd, name)
             # Up before bind(): binding a down interface leaves ENETDOWN pending on the socket.
             _bring_up(fd, name)
             try:
@@ -86,7 +71,7 @@ class PacketNetif(Netif):
         self._sock = sock
         self.write_errors = 0  # frames lost to _DROPPING_ERRNOS
         self.oversize_drops = 0  # frames over our buffer (MTU plus header), dropped whole
-        self._buffer_size = self.mtu + _FRAME_OVERHEAD
+        self._buffer_size = self.mtu + ifreq.FRAME_OVERHEAD
         self._views: list[memoryview] = []  # receive buffers, reused by every read_batch()
 
     def fileno(self) -> int:
@@ -192,32 +177,24 @@ def _explain(error: OSError, name: str) -> OSError:
 
 
 def _hardware_address(fd: int, name: str) -> bytes:
-    answer = fcntl.ioctl(fd, _SIOCGIFHWADDR, struct.pack(_IFREQ_HWADDR, name.encode(), 0, b""))
-    family, mac = struct.unpack(_IFREQ_HWADDR, answer)[1:]
-    if family != _ARPHRD_ETHER:
+    family, mac = ifreq.hardware_address(fd, name)
+    if family != ifreq.ARPHRD_ETHER:
         # Our stack speaks Ethernet only: loopback, TUN or IP tunnels frame differently.
         raise OSError(errno.EINVAL, f"{name!r} is not an Ethernet interface (type {family})")
-    return bytes(mac)
-
-
-def _mtu(fd: int, name: str) -> int:
-    try:
-        answer = fcntl.ioctl(fd, _SIOCGIFMTU, struct.pack(_IFREQ_MTU, name.encode(), 0))
-    except OSError:
-        return _ETHERNET_MTU
-    mtu: int = struct.unpack(_IFREQ_MTU, answer)[1]
-    return mtu
+    return mac
 
 
 def _bring_up(fd: int, name: str) -> None:
     """Set IFF_UP unless it is set: in the VM nobody else configures the interface."""
     raw = name.encode()
-    answer = fcntl.ioctl(fd, _SIOCGIFFLAGS, struct.pack(_IFREQ_FLAGS, raw, 0))
-    flags: int = struct.unpack(_IFREQ_FLAGS, answer)[1]
-    if flags & _IFF_UP:
+    answer = fcntl.ioctl(fd, ifreq.SIOCGIFFLAGS, struct.pack(ifreq.IFREQ_FLAGS, raw, 0))
+    flags: int = struct.unpack(ifreq.IFREQ_FLAGS, answer)[1]
+    if flags & ifreq.IFF_UP:
         return
     try:
-        fcntl.ioctl(fd, _SIOCSIFFLAGS, struct.pack(_IFREQ_FLAGS, raw, flags | _IFF_UP))
+        fcntl.ioctl(
+            fd, ifreq.SIOCSIFFLAGS, struct.pack(ifreq.IFREQ_FLAGS, raw, flags | ifreq.IFF_UP)
+        )
     except PermissionError:
         raise PermissionError(
             errno.EPERM, f"{name!r} is down and bringing it up needs CAP_NET_ADMIN"

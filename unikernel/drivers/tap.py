@@ -21,7 +21,7 @@ import os
 import struct
 
 from unikernel.core.entropy import random_bytes
-from unikernel.drivers import Netif
+from unikernel.drivers import Netif, ifreq
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,21 +31,10 @@ if TYPE_CHECKING:
 
 TUN_PATH = "/dev/net/tun"
 
-# From <linux/if_tun.h> and <linux/sockios.h>.
+# From <linux/if_tun.h>.
 _TUNSETIFF = 0x400454CA
 _IFF_TAP = 0x0002
 _IFF_NO_PI = 0x1000  # frames only, no 4-byte packet-information header before them
-_SIOCGIFMTU = 0x8921
-_SIOCGIFHWADDR = 0x8927
-_IFNAMSIZ = 16
-
-# struct ifreq is 40 bytes: the name, then a union read as flags, an MTU or a sockaddr.
-_IFREQ_FLAGS = "16sH22x"
-_IFREQ_MTU = "16si20x"
-_IFREQ_HWADDR = "16sH6s16x"
-
-_ETHERNET_MTU = 1500
-_FRAME_OVERHEAD = 18  # Ethernet header plus one VLAN tag, over the MTU
 
 # Write errors that lose one frame, as a NIC drops frames, rather than break the driver:
 # EIO while the kernel's side is down, EINVAL for a runt frame.
@@ -57,19 +46,19 @@ class TapNetif(Netif):
         """Open TAP device `name` ("" lets the kernel pick tapN); `existing`: attach only to a
         device that is already there, never create one. `mac` is the unikernel's address
         (default: a random locally administered one, never the kernel side's)."""
-        if len(name.encode()) >= _IFNAMSIZ:
-            raise ValueError(f"interface names are shorter than {_IFNAMSIZ} bytes: {name!r}")
+        if len(name.encode()) >= ifreq.IFNAMSIZ:
+            raise ValueError(f"interface names are shorter than {ifreq.IFNAMSIZ} bytes: {name!r}")
         if existing:
             _require_interface(name)
         self._fd = -1
         fd = _open_tun()
         try:
-            flags = struct.pack(_IFREQ_FLAGS, name.encode(), _IFF_TAP | _IFF_NO_PI)
+            flags = struct.pack(ifreq.IFREQ_FLAGS, name.encode(), _IFF_TAP | _IFF_NO_PI)
             try:
                 answer = fcntl.ioctl(fd, _TUNSETIFF, flags)
             except OSError as error:
                 raise _explain(error, name) from None
-            self.name = struct.unpack(_IFREQ_FLAGS, answer)[0].rstrip(b"\0").decode()
+            self.name = struct.unpack(ifreq.IFREQ_FLAGS, answer)[0].rstrip(b"\0").decode()
             self.mtu, self.kernel_mac = _query_interface(self.name)
         except BaseException:
             os.close(fd)
@@ -77,7 +66,7 @@ class TapNetif(Netif):
         self._fd = fd
         self.mac = mac if mac is not None else _local_mac(avoid=self.kernel_mac)
         self.write_errors = 0  # frames lost to _DROPPING_ERRNOS
-        self._buffer_size = self.mtu + _FRAME_OVERHEAD
+        self._buffer_size = self.mtu + ifreq.FRAME_OVERHEAD
         self._views: list[memoryview] = []  # receive buffers, reused by every read_batch()
 
     def fileno(self) -> int:
@@ -174,14 +163,8 @@ def _query_interface(name: str) -> tuple[int, bytes]:
     """The kernel side's MTU (1500 if it will not say) and MAC."""
     control = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
     try:
-        fd, raw = control.fileno(), name.encode()
-        try:
-            answer = fcntl.ioctl(fd, _SIOCGIFMTU, struct.pack(_IFREQ_MTU, raw, 0))
-            mtu = struct.unpack(_IFREQ_MTU, answer)[1]
-        except OSError:
-            mtu = _ETHERNET_MTU
-        answer = fcntl.ioctl(fd, _SIOCGIFHWADDR, struct.pack(_IFREQ_HWADDR, raw, 0, b""))
-        kernel_mac: bytes = struct.unpack(_IFREQ_HWADDR, answer)[2]
+        mtu = ifreq.mtu(control.fileno(), name)
+        kernel_mac = ifreq.hardware_address(control.fileno(), name)[1]
     finally:
         control.close()
     return mtu, kernel_mac

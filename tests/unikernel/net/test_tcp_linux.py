@@ -1,0 +1,222 @@
+"""Our TCP against Linux's, over a TAP device: 1 MB each way with netcat, and an HTTP GET.
+
+The namespace, the TAP device and our stack come from test_linux_interop's fixtures; TCP is
+wired to the stack as tcp_sockets' docstring shows. Every transfer is checked byte for byte
+(SHA-256), and its throughput printed (run with -s to see it). Linux's side of a TAP device
+has no offloads (no IFF_VNET_HDR), so every segment we receive must fit our MSS and carry a
+correct checksum: both are checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from unikernel.core.entropy import random_u32
+from unikernel.core.scheduler import fail_after, now, sleep, spawn
+from unikernel.drivers.tap import TapNetif
+from unikernel.net.interface import Interface
+from unikernel.net.ipv4 import parse_address
+from unikernel.net.tcp import TcpConfig, TcpLayer
+from unikernel.net.tcp_sockets import TcpSocket, TcpSockets
+
+from .netns import Netns, require
+from .test_linux_interop import LINUX, OURS, netns, on_stack, tap
+
+__all__ = ["netns", "tap"]  # the fixtures, imported for pytest
+
+T = TypeVar("T")
+
+SIZE = 1 << 20
+TRANSFER_TIMEOUT = 20.0  # for one 1 MB transfer; on_stack bounds the whole body at 30 s
+
+
+@dataclass
+class Tcp:
+    """Our TCP on an interface, and what it received from Linux."""
+
+    sockets: TcpSockets
+    layer: TcpLayer
+    largest_segment: int = 0
+
+
+def tcp_on(interface: Interface) -> Tcp:
+    stack = interface.stack
+    address = stack.address
+    assert address is not None
+    layer = TcpLayer(random_u32, TcpConfig(mtu=stack.mtu), local_ip=address)
+
+    def send(destination: bytes, source: bytes, segment: bytes) -> None:
+        ip_send(destination, segment, now())
+        interface.flush()
+
+    tcp = Tcp(TcpSockets(layer, send=send), layer)
+
+    def receive(source: bytes, destination: bytes, segment: memoryview, at: float) -> None:
+        tcp.largest_segment = max(tcp.largest_segment, len(segment))
+        tcp.sockets.input(source, destination, segment, at)
+
+    ip_send = stack.register_protocol(
+        6, receive, tick=tcp.sockets.tick, next_deadline=layer.next_deadline
+    )
+    return tcp
+
+
+def on_tcp(tap: TapNetif, body: Callable[[Tcp], Coroutine[Any, Any, T]]) -> T:
+    """body(tcp) on our stack at OURS; then check that Linux sent nothing we could not take."""
+    seen: list[Tcp] = []
+
+    async def wired(interface: Interface) -> T:
+        tcp = tcp_on(interface)
+        seen.append(tcp)
+        return await body(tcp)
+
+    result = on_stack(tap, f"{OURS}/24", wired)
+    (tcp,) = seen
+    # No GSO/TSO (segments over our MSS) and no checksum offload (bad checksums) from Linux.
+    assert tcp.largest_segment <= tap.mtu - 20, tcp.largest_segment
+    assert tcp.layer.stats["dropped_malformed"] == 0, tcp.layer.stats
+    print(f"\nlargest segment from Linux: {tcp.largest_segment} bytes; {tcp.layer.stats}")
+    return result
+
+
+def report(what: str, seconds: float) -> None:
+    print(f"\n{what}: {SIZE / seconds / 1e6:.2f} MB/s ({SIZE} bytes in {seconds:.3f} s)")
+
+
+async def wait_tcp_listener(netns: Netns, port: int, timeout: float = 5.0) -> None:
+    """Until a TCP socket in the namespace listens on `port`."""
+    with fail_after(timeout):
+        while not (await netns.output(["ss", "-H", "-t", "-l", "-n", f"sport = :{port}"])):
+            await sleep(0.02)
+
+
+async def receive_all(sock: TcpSocket) -> bytes:
+    """Everything until the peer's FIN."""
+    chunks = []
+    while chunk := await sock.recv(65536, timeout=TRANSFER_TIMEOUT):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def payload(netns: Netns) -> bytes:
+    require("nc", "ss")
+    return os.urandom(SIZE)
+
+
+def test_netcat_sends_a_megabyte_through_our_echo_server(
+    netns: Netns, tap: TapNetif, payload: bytes
+) -> None:
+    # nc -N: a FIN once its input is sent; it exits once we have echoed all and closed too.
+    async def body(tcp: Tcp) -> tuple[int, bytes, str, float]:
+        listener = tcp.sockets.listen(8080)
+
+        async def echo() -> None:
+            sock = await listener.accept(timeout=5)
+            while data := await sock.recv(65536, timeout=TRANSFER_TIMEOUT):
+                await sock.send(data, timeout=TRANSFER_TIMEOUT)
+            sock.close()
+            await sock.drain(timeout=5)
+
+        server = spawn(echo)
+        started = time.perf_counter()
+        client = netns.spawn(["nc", "-N", "-w", "10", OURS, "8080"], stdin=payload)
+        try:
+            status = await client.wait(timeout=TRANSFER_TIMEOUT)
+            elapsed = time.perf_counter() - started
+            await server.join()
+        finally:
+            server.cancel()
+            listener.close()
+        return status, client.output(), client.errors(), elapsed
+
+    status, echoed, errors, elapsed = on_tcp(tap, body)
+    assert status == 0, errors
+    assert len(echoed) == SIZE and sha(echoed) == sha(payload)
+    report("Linux -> us -> Linux, echoed", elapsed)
+
+
+def test_we_send_a_megabyte_to_a_netcat_listener(
+    netns: Netns, tap: TapNetif, payload: bytes
+) -> None:
+    async def body(tcp: Tcp) -> tuple[int, bytes, str, float]:
+        server = netns.spawn(["nc", "-l", LINUX, "9000"])
+        await wait_tcp_listener(netns, 9000)
+        started = time.perf_counter()
+        sock = await tcp.sockets.connect(parse_address(LINUX), 9000, timeout=5)
+        await sock.send(payload, timeout=TRANSFER_TIMEOUT)
+        sock.close()
+        await sock.drain(timeout=TRANSFER_TIMEOUT)
+        elapsed = time.perf_counter() - started
+        status = await server.wait(timeout=5)  # nc exits on our FIN
+        return status, server.output(), server.errors(), elapsed
+
+    status, received, errors, elapsed = on_tcp(tap, body)
+    assert status == 0, errors
+    assert len(received) == SIZE and sha(received) == sha(payload)
+    report("us -> Linux", elapsed)
+
+
+def test_we_receive_a_megabyte_from_a_netcat_server(
+    netns: Netns, tap: TapNetif, payload: bytes
+) -> None:
+    # nc -N: a FIN after its input; it exits once we have closed too.
+    async def body(tcp: Tcp) -> tuple[int, bytes, str, float]:
+        server = netns.spawn(["nc", "-N", "-l", LINUX, "9001"], stdin=payload)
+        await wait_tcp_listener(netns, 9001)
+        started = time.perf_counter()
+        sock = await tcp.sockets.connect(parse_address(LINUX), 9001, timeout=5)
+        received = await receive_all(sock)
+        elapsed = time.perf_counter() - started
+        sock.close()
+        status = await server.wait(timeout=5)
+        return status, received, server.errors(), elapsed
+
+    status, received, errors, elapsed = on_tcp(tap, body)
+    assert status == 0, errors
+    assert len(received) == SIZE and sha(received) == sha(payload)
+    report("Linux -> us", elapsed)
+
+
+def test_we_get_a_file_from_pythons_http_server(
+    netns: Netns, tap: TapNetif, tmp_path: Path
+) -> None:
+    require("python3", "ss")
+    body_bytes = os.urandom(100_000)
+    (tmp_path / "blob.bin").write_bytes(body_bytes)
+
+    async def body(tcp: Tcp) -> bytes:
+        netns.spawn(
+            ["python3", "-m", "http.server", "8000", "--bind", LINUX, "--directory", str(tmp_path)]
+        )
+        await wait_tcp_listener(netns, 8000, timeout=10)
+        sock = await tcp.sockets.connect(parse_address(LINUX), 8000, timeout=5)
+        request = f"GET /blob.bin HTTP/1.0\r\nHost: {LINUX}:8000\r\nUser-Agent: unibench\r\n\r\n"
+        await sock.send(request.encode(), timeout=5)
+        response = await receive_all(sock)  # HTTP/1.0: the server closes after the body
+        sock.close()
+        return response
+
+    response = on_tcp(tap, body)
+    head, separator, content = response.partition(b"\r\n\r\n")
+    assert separator, response[:200]
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    assert status_line.startswith("HTTP/1.0 200"), status_line
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in header_lines)
+    }
+    assert headers["content-length"] == str(len(body_bytes))
+    assert content == body_bytes

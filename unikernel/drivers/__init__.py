@@ -5,7 +5,7 @@ blocks, and tells the scheduler when it is ready through a file descriptor.
 `unikernel.net.interface.Interface` runs a Netif under a `unikernel.net.stack.Stack`.
 
 - `tap`: a TAP device (hosted target); `packet`: an AF_PACKET socket on the raw interface
-  (inside the image), batched with recvmmsg/sendmmsg where the kernel has them;
+  (inside the image); both move one frame a system call (Python has no recvmmsg/sendmmsg);
 - `vnet`: an in-memory switch joining several stacks in one process, for tests.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     Buffer = bytes | bytearray | memoryview
 
@@ -41,3 +41,23 @@ class Netif:
 
     def close(self) -> None:
         raise NotImplementedError
+
+
+def write_frames(
+    write: Callable[[Buffer], object], frames: Sequence[Buffer], dropping: tuple[int, ...]
+) -> tuple[int, int]:
+    """Writes frames one at a time until the device is full: (taken, lost). A frame that fails
+    with an errno in `dropping` is lost but counts as taken, as a NIC drops frames rather than
+    stop; other errors are raised."""
+    taken = lost = 0
+    for frame in frames:
+        try:
+            write(frame)
+        except BlockingIOError:
+            break
+        except OSError as error:
+            if error.errno not in dropping:
+                raise
+            lost += 1
+        taken += 1
+    return taken, lost

@@ -18,7 +18,7 @@ import errno
 import fcntl
 import struct
 
-from unikernel.drivers import Netif, ifreq
+from unikernel.drivers import Netif, ifreq, write_frames
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -113,18 +113,8 @@ class PacketNetif(Netif):
         return frames
 
     def write_batch(self, frames: Sequence[Buffer]) -> int:
-        send = self._sock.send
-        taken = 0
-        for frame in frames:
-            try:
-                send(frame)
-            except BlockingIOError:
-                break
-            except OSError as error:
-                if error.errno not in _DROPPING_ERRNOS:
-                    raise
-                self.write_errors += 1
-            taken += 1
+        taken, lost = write_frames(self._sock.send, frames, _DROPPING_ERRNOS)
+        self.write_errors += lost
         return taken
 
     def close(self) -> None:

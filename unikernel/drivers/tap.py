@@ -21,7 +21,7 @@ import os
 import struct
 
 from unikernel.core.entropy import random_bytes
-from unikernel.drivers import Netif, ifreq
+from unikernel.drivers import Netif, ifreq, write_frames
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -89,18 +89,9 @@ class TapNetif(Netif):
         return frames
 
     def write_batch(self, frames: Sequence[Buffer]) -> int:
-        write, fd = os.write, self._fd
-        taken = 0
-        for frame in frames:
-            try:
-                write(fd, frame)
-            except BlockingIOError:
-                break
-            except OSError as error:
-                if error.errno not in _DROPPING_ERRNOS:
-                    raise
-                self.write_errors += 1
-            taken += 1
+        fd = self._fd
+        taken, lost = write_frames(lambda frame: os.write(fd, frame), frames, _DROPPING_ERRNOS)
+        self.write_errors += lost
         return taken
 
     def close(self) -> None:

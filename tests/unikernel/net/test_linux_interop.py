@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import pytest
 
 from unikernel.core.scheduler import fail_after, move_on_after, now, run, spawn
+from unikernel.drivers import Netif
 from unikernel.drivers.tap import TapNetif
 from unikernel.net.config import static
 from unikernel.net.interface import Interface
@@ -61,11 +62,11 @@ def tap(netns: Netns) -> Iterator[TapNetif]:
 
 
 def on_stack(
-    netif: TapNetif,
+    netif: Netif,
     cidr: str | None,
     body: Callable[[Interface], Coroutine[Any, Any, T]],
 ) -> T:
-    """body(interface) run on the scheduler, with our stack on the TAP device. Whatever
+    """body(interface) run on the scheduler, with our stack on the netif. Whatever
     Linux sent, we must have parsed: the only drops allowed are frames not for us (IPv6's
     multicast, for one)."""
 

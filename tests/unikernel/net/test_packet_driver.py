@@ -18,29 +18,23 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 
-from unikernel.core.scheduler import fail_after, now, run, spawn
+from unikernel.core.scheduler import now, spawn
 from unikernel.drivers.packet import PacketNetif
-from unikernel.net.config import static
 from unikernel.net.interface import Interface
 from unikernel.net.ipv4 import parse_address
 from unikernel.net.sockets import UdpSocket, ping
-from unikernel.net.stack import Stack
 
 from .netns import Netns, require
-from .test_linux_interop import echo_server, mac_text
-
-T = TypeVar("T")
+from .test_linux_interop import echo_server, mac_text, on_stack
 
 OURS_DEV, LINUX_DEV = "ub-ours", "ub-linux"
 LINUX = "10.78.0.1"
 OURS = "10.78.0.2"
-TEST_TIMEOUT = 30.0
 _TEST_ETHERTYPE = 0x88B5  # IEEE 802 local experimental: nobody else sends it
 _SIOCETHTOOL = 0x8946
 _ETHTOOL_STXCSUM = 0x17
@@ -85,25 +79,6 @@ def _disable_tx_checksum_offload(device: str) -> None:
 
 def _buffer_address(buffer: bytearray) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
-
-
-def on_stack(netif: PacketNetif, body: Callable[[Interface], Coroutine[Any, Any, T]]) -> T:
-    """body(interface) on the scheduler, our stack at OURS on the netif; whatever Linux sent
-    us, we must have parsed (IPv6 multicast is all that may be dropped)."""
-
-    async def main() -> T:
-        stack = Stack(netif.mac, mtu=netif.mtu, config=static(f"{OURS}/24"))
-        interface = Interface(stack, netif).start()
-        try:
-            with fail_after(TEST_TIMEOUT):
-                result = await body(interface)
-        finally:
-            interface.close()
-        drops = stack.drop_counts()
-        assert set(drops) <= {"ethernet.not-for-us", "ethernet.ethertype"}, drops
-        return result
-
-    return run(main)
 
 
 def _test_frame(source: bytes, payload: bytes) -> bytes:
@@ -195,7 +170,7 @@ def test_linux_pings_our_stack(
         status = await pinger.wait(timeout=10)
         return status, pinger.output().decode()
 
-    status, report = on_stack(netif, body)
+    status, report = on_stack(netif, f"{OURS}/24", body)
     assert status == 0, report
     assert "5 received" in report and "wrong data" not in report
     rtts = [float(ms) for ms in re.findall(r"time=([\d.]+) ms", report)]
@@ -212,7 +187,7 @@ def test_arp_both_ways_and_we_ping_linux(netns: Netns, netif: PacketNetif) -> No
         neighbours = await netns.output(["ip", "-json", "neigh", "show", "dev", LINUX_DEV])
         return rtt, learnt, neighbours
 
-    rtt, learnt, neighbours = on_stack(netif, body)
+    rtt, learnt, neighbours = on_stack(netif, f"{OURS}/24", body)
     assert 0.0 < rtt < 2.0
     assert learnt is not None and mac_text(learnt) == linux_mac  # we learnt Linux's MAC...
     entries = {entry["dst"]: entry for entry in json.loads(neighbours)}
@@ -237,7 +212,7 @@ def test_netcat_talks_to_our_udp_echo_server(netns: Netns, netif: PacketNetif, s
             server.cancel()
         return echoed
 
-    assert on_stack(netif, body) == payload
+    assert on_stack(netif, f"{OURS}/24", body) == payload
 
 
 def test_our_udp_socket_talks_to_a_netcat_listener(netns: Netns, netif: PacketNetif) -> None:
@@ -254,6 +229,6 @@ def test_our_udp_socket_talks_to_a_netcat_listener(netns: Netns, netif: PacketNe
         listener.kill()
         return heard, reply, peer
 
-    heard, reply, peer = on_stack(netif, body)
+    heard, reply, peer = on_stack(netif, f"{OURS}/24", body)
     assert heard == question
     assert reply == answer and peer == (LINUX, 9000)

@@ -76,7 +76,9 @@ ensure_dockerd() {
         return 0
     fi
     say "starting dockerd (log: /var/log/unibench-dockerd.log)"
-    nohup dockerd >/var/log/unibench-dockerd.log 2>&1 &
+    # Detached (setsid, stdin closed, a subshell that exits at once) so the engine is re-parented
+    # to init: otherwise the process this script execs into would inherit it as a child.
+    (setsid dockerd </dev/null >/var/log/unibench-dockerd.log 2>&1 &)
     local i
     for i in $(seq 1 60); do
         docker_engine_answers && return 0

@@ -88,7 +88,7 @@ def main() -> None:
     vm = in_vm()
     if vm:
         mount_kernel_filesystems()
-    if config.NETWORK:
+    if vm and config.NETWORK:  # hosted, the device is a TAP device its owner brought up
         bring_links_up(config.NETWORK)
     console.line(
         f"{READY_MARKER} boottime={booted:.6f} ready={time.clock_gettime(time.CLOCK_BOOTTIME):.6f}"

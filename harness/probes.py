@@ -11,14 +11,23 @@ import threading
 import time
 from types import TracebackType
 
+from harness.namespaces import entered
+
 PROBE_INTERVAL = 0.001  # a datagram a millisecond bounds the probe's own error to 1 ms
 
 
 class UdpEchoProbe:
     """Sends numbered datagrams to address until one comes back, or until the deadline."""
 
-    def __init__(self, address: tuple[str, int], deadline: float, interval: float = PROBE_INTERVAL):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        deadline: float,
+        interval: float = PROBE_INTERVAL,
+        namespace: str | None = None,
+    ):
         self.address = address
+        self.namespace = namespace  # the network namespace the workload is reached from
         self.deadline = deadline
         self.interval = interval
         self.sent = 0
@@ -41,7 +50,13 @@ class UdpEchoProbe:
             self._thread.join(timeout=5)
 
     def _probe(self) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            with entered(self.namespace):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        except BaseException:
+            self._done.set()
+            raise
+        with sock:
             sock.settimeout(self.interval)
             try:
                 while not self._stop.is_set() and time.perf_counter() < self.deadline:

@@ -38,11 +38,16 @@ def mount_kernel_filesystems() -> None:
     mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-def bring_links_up(names: tuple[str, ...]) -> None:
+def bring_links_up(names: tuple[str, ...], console: Console) -> None:
+    """Up every NIC the app declared. A missing one is said, not fatal: the app's own
+    open_network() fails with the reason if it needs that NIC (a VM launched without it)."""
     from unikernel.drivers.packet import bring_up
 
     for name in names:
-        bring_up(name)
+        try:
+            bring_up(name)
+        except OSError as error:
+            console.line(f"boot: {name} is not usable: {error}")
 
 
 def report_exit(console: Console, status: int) -> None:
@@ -89,7 +94,7 @@ def main() -> None:
     if vm:
         mount_kernel_filesystems()
     if vm and config.NETWORK:  # hosted, the device is a TAP device its owner brought up
-        bring_links_up(config.NETWORK)
+        bring_links_up(config.NETWORK, console)
     console.line(
         f"{READY_MARKER} boottime={booted:.6f} ready={time.clock_gettime(time.CLOCK_BOOTTIME):.6f}"
         f" target={config.TARGET} app={config.APP}"

@@ -22,7 +22,7 @@ BOOT_PROBE = Workload(
     name="boot-probe",
     script=script("boot_probe.py"),
     args=("--udp-echo", "{probe}"),
-    ports=(Port("probe", "udp"),),
+    ports=(Port("probe", "udp", number=7),),
     unikernel_app=WORKLOADS_DIR / "unikernel" / "boot_probe",
 )
 
@@ -75,7 +75,7 @@ class BootSuite(Suite):
                 *self._phases(instance),
                 *guest_phases(line),
             ]
-        with UdpEchoProbe(address, deadline=ctx.deadline) as probe:
+        with UdpEchoProbe(address, ctx.deadline, namespace=instance.namespace) as probe:
             if instance.probe_during_launch:
                 probe.start()
             t0 = instance.start()

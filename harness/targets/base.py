@@ -36,6 +36,7 @@ class Port:
 
     name: str
     protocol: Literal["udp", "tcp"]
+    number: int = 0  # where the workload has an address of its own (a unikernel): its port
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ class Instance(ABC):
     # Whether the host may probe the workload while the launch call still runs. Not where early
     # probes disturb what they measure (see the docker target).
     probe_during_launch: bool = True
+    # The network namespace from which address() is reached; None: the harness's own.
+    namespace: str | None = None
 
     @abstractmethod
     def start(self) -> float:

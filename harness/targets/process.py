@@ -17,6 +17,7 @@ import psutil
 
 from harness.console import ConsoleWatcher
 from harness.interrupts import signals_deferred
+from harness.namespaces import entered
 from harness.targets.base import (
     Availability,
     Instance,
@@ -79,8 +80,10 @@ class ProcessInstance(Instance):
         ports: dict[str, tuple[str, int]],
         settings: LaunchSettings,
         environment: Mapping[str, str] | None = None,
+        namespace: str | None = None,
     ) -> None:
         self._ports = ports
+        self.namespace = namespace
         self._argv = argv
         self._environment = {**os.environ, **(environment or {})}
         self._cpus = pinned_cpus(settings.cpus) if settings.cpus else None
@@ -95,7 +98,7 @@ class ProcessInstance(Instance):
     def start(self) -> float:
         # posix_spawn, not Popen: no preexec hook is needed (which would force a slow fork and
         # add to what we measure), and the child starts with no signal blocked.
-        with signals_deferred(), affinity(self._cpus):
+        with signals_deferred(), affinity(self._cpus), entered(self.namespace):
             t0 = time.perf_counter()
             self._pid = os.posix_spawnp(
                 self._argv[0],

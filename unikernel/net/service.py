@@ -63,12 +63,18 @@ def ipv4_config(environ: Mapping[str, str]) -> Ipv4Config | None:
 
 
 def open_netif(device: str, environ: Mapping[str, str]) -> Netif:
-    """The frame device: the TAP device named in the environment when hosted, else `device`."""
+    """The frame device: the TAP device named in the environment when hosted, else the VM's
+    NIC `device`. A hosted process never takes a NIC of the host: that is the host's."""
     tap = environ.get(TAP_VARIABLE)
     if tap:
         from unikernel.drivers.tap import TapNetif
 
         return TapNetif(tap, existing=True)
+    if os.getpid() != 1:
+        raise NetworkConfigError(
+            f"a hosted unikernel attaches to a TAP device: set {TAP_VARIABLE} to one that exists"
+            " (ip tuntap add dev NAME mode tap), in the network namespace we run in"
+        )
     from unikernel.drivers.packet import PacketNetif
 
     return PacketNetif(device)

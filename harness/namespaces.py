@@ -1,0 +1,168 @@
+"""Network namespaces and the links in them: where a networked guest and its peers meet.
+
+A target whose guest owns its network stack (a hosted unikernel on a TAP device, a VM on a TAP
+device) gets a fresh namespace per launch holding one TAP device. Linux's side of the device
+is the host's end of the cable (HOST_ADDRESS); the guest is GUEST_ADDRESS. The guest's process
+starts inside the namespace, and every probe and client the harness runs against it does too,
+so no frame ever leaves the namespace, and deleting it removes everything.
+
+Entering a namespace is per thread (setns(2) on the calling thread), which lets the harness
+spawn a child into it, or open a socket in it, without `ip netns exec`'s extra process and
+mounts inside what the boot suite times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+NAME_PREFIX = "unibench"
+NETNS_DIR = "/run/netns"
+TAP_DEVICE = "ubtap0"
+HOST_ADDRESS = "10.203.0.1"
+GUEST_ADDRESS = "10.203.0.2"
+PREFIX_LEN = 24
+_CLONE_NEWNET = 0x40000000  # from <sched.h>
+_OWNED = re.compile(rf"^{NAME_PREFIX}-(\d+)-\d+$")
+_serial = itertools.count()
+
+
+class NamespaceError(RuntimeError):
+    """A namespace or link could not be made; the message says what was missing."""
+
+
+def _setns(fd: int) -> None:
+    # os.setns() comes with Python 3.12; we run 3.11.
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, _CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"setns: {os.strerror(code)}")
+
+
+@contextlib.contextmanager
+def entered(name: str | None) -> Iterator[None]:
+    """The calling thread inside namespace `name` for the block (None: stay where it is).
+    Children spawned and sockets opened meanwhile belong to that namespace for good."""
+    if name is None:
+        yield
+        return
+    with open("/proc/thread-self/ns/net") as home, open(f"{NETNS_DIR}/{name}") as target:
+        _setns(target.fileno())
+        try:
+            yield
+        finally:
+            _setns(home.fileno())
+
+
+def _ip(*args: str) -> str:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=15, check=False)
+    if done.returncode:
+        raise NamespaceError(f"ip {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+class NetworkNamespace:
+    """A namespace named unibench-<our pid>-<n>, deleted by close() (or, if we die first, by
+    the next harness's remove_stale())."""
+
+    def __init__(self) -> None:
+        self.name = f"{NAME_PREFIX}-{os.getpid()}-{next(_serial)}"
+        _ip("netns", "add", self.name)
+        self._closed = False
+        try:
+            self.ip("link", "set", "lo", "up")
+        except BaseException:
+            self.close()
+            raise
+
+    def ip(self, *args: str) -> str:
+        """`ip` inside the namespace; its output."""
+        return _ip("-n", self.name, *args)
+
+    def exec_prefix(self) -> list[str]:
+        """What to put before a command to run it inside the namespace."""
+        return ["ip", "netns", "exec", self.name]
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _ip("netns", "delete", self.name)
+
+
+class TapLink:
+    """A namespace with one TAP device: Linux's side at HOST_ADDRESS, up, waiting for the guest
+    (a hosted unikernel or QEMU) to attach to it by name from inside the namespace."""
+
+    def __init__(self) -> None:
+        self.namespace = NetworkNamespace()
+        self.device = TAP_DEVICE
+        self.host_address = HOST_ADDRESS
+        self.guest_address = GUEST_ADDRESS
+        self.prefix_len = PREFIX_LEN
+        try:
+            self.namespace.ip("tuntap", "add", "dev", self.device, "mode", "tap")
+            self.namespace.ip(
+                "address", "add", f"{self.host_address}/{self.prefix_len}", "dev", self.device
+            )
+            self.namespace.ip("link", "set", self.device, "up")
+        except BaseException:
+            self.namespace.close()
+            raise
+
+    @property
+    def name(self) -> str:
+        return self.namespace.name
+
+    def guest_environment(self, hosted: bool) -> dict[str, str]:
+        """How the unikernel's network service finds and configures its device."""
+        environment = {"UNIKERNEL_IP": f"{self.guest_address}/{self.prefix_len}"}
+        if hosted:
+            environment["UNIKERNEL_TAP"] = self.device
+        return environment
+
+    def close(self) -> None:
+        self.namespace.close()
+
+
+def remove_stale() -> list[str]:
+    """Delete namespaces left by harness processes that died before cleaning up; their names."""
+    try:
+        names = os.listdir(NETNS_DIR)
+    except FileNotFoundError:
+        return []
+    removed = []
+    for name in names:
+        owner = _OWNED.match(name)
+        if owner is None or int(owner.group(1)) == os.getpid() or _alive(int(owner.group(1))):
+            continue
+        with contextlib.suppress(NamespaceError):
+            _ip("netns", "delete", name)
+            removed.append(name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def available() -> str | None:
+    """Why namespaces with TAP devices cannot be made here, or None if they can."""
+    if os.geteuid() != 0:
+        return "network namespaces and TAP devices need root"
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun is missing (modprobe tun)"
+    if shutil.which("ip") is None:
+        return "the ip tool is missing (apt-get install iproute2)"
+    return None

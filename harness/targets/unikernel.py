@@ -11,6 +11,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+from harness import namespaces
+from harness.namespaces import TapLink
 from harness.targets.base import (
     Availability,
     Instance,
@@ -21,10 +23,37 @@ from harness.targets.base import (
 )
 from harness.targets.process import ProcessInstance
 from unikernel.build.accel import choose_accel
-from unikernel.build.app import AppError, load_app
+from unikernel.build.app import AppError, Network, load_app
 from unikernel.build.image import BuildResult, build
-from unikernel.build.qemu import qemu_command
+from unikernel.build.qemu import qemu_command, tap_nic
 from unikernel.build.runtime import PYTHON
+
+
+class LinkedInstance(ProcessInstance):
+    """A unikernel process (hosted, or QEMU) and the network link it was given, if any: the
+    link goes when the instance does."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        ports: dict[str, tuple[str, int]],
+        settings: LaunchSettings,
+        environment: dict[str, str] | None,
+        namespace: str | None,
+        link: TapLink | None,
+    ) -> None:
+        super().__init__(name, argv, ports, settings, environment, namespace)
+        self._link = link
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            with self._lock:  # stop() may race itself: the link is closed once
+                link, self._link = self._link, None
+            if link is not None:
+                link.close()
 
 
 class UnikernelTarget(Target):
@@ -37,6 +66,7 @@ class UnikernelTarget(Target):
         self.description = description
         self._builds: dict[str, BuildResult] = {}
         self._memory: dict[str, int] = {}
+        self._networked: dict[str, bool] = {}
 
     def availability(self) -> Availability:
         if self.platform == "qemu" and shutil.which("qemu-system-x86_64") is None:
@@ -59,6 +89,14 @@ class UnikernelTarget(Target):
         loaded = load_app(workload.unikernel_app)
         self._builds[workload.name] = build(loaded, self.platform, self.kernel, log=log)
         self._memory[workload.name] = loaded.app.memory_mib
+        # A guest with a NIC gets a link of its own when the workload serves on a port.
+        self._networked[workload.name] = bool(loaded.app.devices_of(Network) and workload.ports)
+        if self._networked[workload.name]:
+            why_not = namespaces.available()
+            if why_not is not None:
+                raise AppError(f"{workload.name} needs a network link: {why_not}")
+            for name in namespaces.remove_stale():
+                log(f"removed network namespace {name}, left by a harness that died")
 
     def build_result(self, workload: Workload) -> BuildResult:
         """The build prepare() made for the workload."""
@@ -70,14 +108,30 @@ class UnikernelTarget(Target):
     def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
         built = self.build_result(workload)
         environment = settings.workload_environment()
-        if self.platform == "hosted":
-            argv = [PYTHON, "-I", "-S", str(built.outputs["app"])]
-            return ProcessInstance(workload.name, argv, {}, settings, environment)
-        # The kernel hands name=value arguments it does not know to PID 1 as its environment.
-        memory = settings.memory_mib or self._memory[workload.name]
-        kernel_args = tuple(f"{name}={value}" for name, value in environment.items())
-        argv = qemu_command(built.qemu_image(), choose_accel(), memory, extra_args=kernel_args)
-        return ProcessInstance(workload.name, argv, {}, settings)
+        link = TapLink() if self._networked[workload.name] else None
+        try:
+            ports: dict[str, tuple[str, int]] = {}
+            if link is not None:
+                environment.update(link.guest_environment(hosted=self.platform == "hosted"))
+                ports = {port.name: (link.guest_address, port.number) for port in workload.ports}
+            namespace = None if link is None else link.name
+            if self.platform == "hosted":
+                argv = [PYTHON, "-I", "-S", str(built.outputs["app"])]
+                return LinkedInstance(
+                    workload.name, argv, ports, settings, environment, namespace, link
+                )
+            # The kernel hands name=value arguments it does not know to PID 1 as its environment.
+            memory = settings.memory_mib or self._memory[workload.name]
+            kernel_args = tuple(f"{name}={value}" for name, value in environment.items())
+            nic = () if link is None else tuple(tap_nic(0, link.device))
+            argv = qemu_command(
+                built.qemu_image(), choose_accel(), memory, extra_args=kernel_args, devices=nic
+            )
+            return LinkedInstance(workload.name, argv, ports, settings, None, namespace, link)
+        except BaseException:
+            if link is not None:
+                link.close()
+            raise
 
     def metadata(self) -> dict[str, object]:
         facts: dict[str, object] = {"kernel": self.kernel, **self.sample_params()}

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +54,18 @@ GUEST_DRIVERS: dict[str, dict[str, str]] = {
         "XEN_BLKDEV_FRONTEND": "xen-blkfront",
         "PACKET": "af_packet",
     },
+}
+# What each of those drivers serves: an image loads the modules of the devices its app declares,
+# and the buses under them.
+DRIVER_ROLES: dict[str, str] = {
+    "VIRTIO_PCI": "bus",
+    "VIRTIO_MMIO": "bus",
+    "VIRTIO_NET": "network",
+    "VIRTIO_BLK": "block",
+    "HW_RANDOM_VIRTIO": "entropy",
+    "PACKET": "network",
+    "XEN_NETDEV_FRONTEND": "network",
+    "XEN_BLKDEV_FRONTEND": "block",
 }
 # ...and what no module can add later: it must be built in.
 GENERIC_BUILT_IN = (
@@ -89,10 +101,14 @@ class GenericKernel:
     # module name -> module files to load, dependencies first, the module itself last
     modules: dict[str, tuple[Path, ...]]
 
-    def modules_for(self, target: str) -> list[Path]:
-        """The module files an initramfs for `target` must load, in loading order."""
+    def modules_for(self, target: str, roles: Collection[str] | None = None) -> list[Path]:
+        """The module files an initramfs for `target` must load, in loading order: for every
+        driver the target lists, or, given `roles` (as in DRIVER_ROLES), for those roles' drivers
+        and, if there are any, the buses under them."""
         ordered: list[Path] = []
         for option, module in GUEST_DRIVERS[target].items():
+            if roles is not None and (not roles or DRIVER_ROLES[option] not in {*roles, "bus"}):
+                continue
             state = self.features.get(option, "n")
             if state == "n":
                 raise KernelBuildError(
@@ -105,6 +121,26 @@ class GenericKernel:
 
 def generic_kernel() -> GenericKernel:
     """Debian's cloud kernel, fetched (apt-get download, dpkg-deb -x) once per package version."""
+    package, version, directory = _generic_package()
+    with _locked(directory):
+        if not (directory / "kernel.json").exists():
+            shutil.rmtree(directory, ignore_errors=True)  # an unfinished earlier attempt
+            with cache.staging_dir(directory) as staging:
+                _fetch_generic(package, version, staging)
+    return _load_generic(directory)
+
+
+def find_generic_kernel() -> GenericKernel | None:
+    """The cached cloud kernel of the version apt would fetch, if it was fetched; never
+    downloads (apt's package lists say which version that is)."""
+    _, _, directory = _generic_package()
+    if not (directory / "kernel.json").exists():
+        return None
+    return _load_generic(directory)
+
+
+def _generic_package() -> tuple[str, str, Path]:
+    """The versioned cloud kernel package apt would install, its version and its cache folder."""
     meta_version = debian_packages.candidate_version(GENERIC_PACKAGE)
     images = [
         name
@@ -115,13 +151,7 @@ def generic_kernel() -> GenericKernel:
         raise KernelBuildError(f"{GENERIC_PACKAGE} {meta_version} depends on no linux-image")
     package = images[0]
     version = debian_packages.candidate_version(package)
-    directory = cache.kernels_dir() / "generic" / _safe_name(f"{package}_{version}")
-    with _locked(directory):
-        if not (directory / "kernel.json").exists():
-            shutil.rmtree(directory, ignore_errors=True)  # an unfinished earlier attempt
-            with cache.staging_dir(directory) as staging:
-                _fetch_generic(package, version, staging)
-    return _load_generic(directory)
+    return package, version, cache.kernels_dir() / "generic" / _safe_name(f"{package}_{version}")
 
 
 def _fetch_generic(package: str, version: str, staging: Path) -> None:

@@ -1,7 +1,12 @@
-"""The boot probe as a unikernel: the boot layer prints the ready marker; the app then reports
-and ends, so the VM powers off with status 0. (It answers the UDP probe once the network stack
-is in the image.)"""
+"""The boot probe as a unikernel: the boot layer prints the ready marker; the app then reports,
+and either ends (the VM powers off with status 0) or, given a network, echoes the host's UDP
+probe until stopped."""
 
-from unikernel.build.app import App, Console
+from unikernel.build.app import App, Console, Network
 
-app = App(name="boot-probe", main="boot_probe:main", devices=(Console(),), memory_mib=128)
+app = App(
+    name="boot-probe",
+    main="boot_probe:main",
+    devices=(Console(), Network()),
+    memory_mib=128,
+)

@@ -1,0 +1,85 @@
+"""The boot suite's time_to_service on unikernels: the guest answers the host's UDP probe over
+a TAP link in a namespace made for each launch, which is gone afterwards."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from harness import namespaces
+from harness.namespaces import TapLink, entered
+from harness.progress import QuietProgress
+from harness.runner import Runner, RunSettings
+from harness.store import Store
+from harness.suites.boot import BootSuite
+from harness.targets.base import Target
+from harness.targets.unikernel import unikernel_targets
+from unikernel.build.kernel import find_specialized_kernel
+
+
+def require_links() -> None:
+    why_not = namespaces.available()
+    if why_not is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the network boot tests: {why_not}")
+        pytest.skip(why_not)
+
+
+def ours() -> set[str]:
+    prefix = f"{namespaces.NAME_PREFIX}-{os.getpid()}-"
+    return {name for name in os.listdir(namespaces.NETNS_DIR) if name.startswith(prefix)}
+
+
+def boot_samples(tmp_path: Path, target: Target, repeat: int) -> dict[str, list[float]]:
+    store = Store(tmp_path / "bench.sqlite")
+    settings = RunSettings(repeat=repeat, warmup=0, timeout=120)
+    Runner(store, settings, QuietProgress(Console(quiet=True))).run(BootSuite(), [target], "t")
+    found: dict[str, list[float]] = {}
+    for sample in store.samples(store.last_run().id):
+        assert sample.failure is None, sample.failure
+        assert sample.value is not None
+        found.setdefault(sample.metric, []).append(sample.value)
+    return found
+
+
+def test_a_link_is_reachable_only_from_inside_its_namespace_and_goes_away() -> None:
+    require_links()
+    link = TapLink()
+    try:
+        assert link.name in os.listdir(namespaces.NETNS_DIR)
+        with entered(link.name):
+            inside = set(socket.if_nameindex())
+        assert any(name == link.device for _, name in inside)
+        assert link.device not in {name for _, name in socket.if_nameindex()}
+    finally:
+        link.close()
+    assert link.name not in os.listdir(namespaces.NETNS_DIR)
+
+
+def test_the_hosted_unikernel_serves_the_probe_after_it_is_ready(tmp_path: Path) -> None:
+    require_links()
+    hosted = next(t for t in unikernel_targets() if t.name == "unikernel-hosted")
+    found = boot_samples(tmp_path, hosted, repeat=2)
+    assert len(found["time_to_service"]) == 2
+    for ready, served in zip(found["time_to_ready"], found["time_to_service"], strict=True):
+        assert 0 < ready <= served < 60
+    assert ours() == set()  # every launch's namespace and TAP device removed
+
+
+@pytest.mark.slow
+def test_the_qemu_unikernel_serves_the_probe_over_virtio_net(tmp_path: Path) -> None:
+    require_links()
+    if shutil.which("qemu-system-x86_64") is None or find_specialized_kernel("qemu") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must pre-build the qemu kernel")
+        pytest.skip("no QEMU or no cached qemu kernel")
+    qemu = next(t for t in unikernel_targets() if t.name == "unikernel-qemu")
+    found = boot_samples(tmp_path, qemu, repeat=1)
+    (ready,), (served,) = found["time_to_ready"], found["time_to_service"]
+    assert 0 < ready <= served < 120
+    assert ours() == set()

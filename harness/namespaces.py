@@ -130,6 +130,59 @@ class TapLink:
         self.namespace.close()
 
 
+class VethLink:
+    """Two namespaces joined by a veth pair: Linux to Linux on a link of its own, the tcp
+    suite's reference. The server's side is GUEST_ADDRESS, the client's HOST_ADDRESS."""
+
+    def __init__(self, offloads: bool = True) -> None:
+        self.client = NetworkNamespace()
+        self.host_address = HOST_ADDRESS
+        self.guest_address = GUEST_ADDRESS
+        try:
+            self.server = NetworkNamespace()
+        except BaseException:
+            self.client.close()
+            raise
+        try:
+            self.client.ip(
+                "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+                "netns", self.server.name,
+            )  # fmt: skip
+            for namespace, device, address in (
+                (self.client, "veth0", self.host_address),
+                (self.server, "veth1", self.guest_address),
+            ):
+                namespace.ip("address", "add", f"{address}/{PREFIX_LEN}", "dev", device)
+                namespace.ip("link", "set", device, "up")
+                if not offloads:
+                    _without_offloads(namespace, device)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def name(self) -> str:
+        """Where the client runs."""
+        return self.client.name
+
+    def close(self) -> None:
+        try:
+            self.server.close()
+        finally:
+            self.client.close()
+
+
+def _without_offloads(namespace: NetworkNamespace, device: str) -> None:
+    # Checksums, segmentation and coalescing all done per packet, as on the paper's testbed.
+    argv = [*namespace.exec_prefix(), "ethtool", "-K", device]
+    argv += ["tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off", "sg", "off"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False)
+    if done.returncode:
+        raise NamespaceError(
+            f"ethtool -K {device} failed ({done.stderr.strip()}); apt-get install ethtool"
+        )
+
+
 def remove_stale() -> list[str]:
     """Delete namespaces left by harness processes that died before cleaning up; their names."""
     try:

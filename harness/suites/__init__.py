@@ -5,9 +5,10 @@ from __future__ import annotations
 from harness.suites.base import Suite
 from harness.suites.boot import BootSuite
 from harness.suites.size import SizeSuite
+from harness.suites.tcp import TcpSuite
 from harness.suites.threads import ThreadsSuite
 
 
 def all_suites() -> dict[str, Suite]:
-    suites: list[Suite] = [BootSuite(), ThreadsSuite(), SizeSuite()]
+    suites: list[Suite] = [BootSuite(), ThreadsSuite(), TcpSuite(), SizeSuite()]
     return {suite.name: suite for suite in suites}

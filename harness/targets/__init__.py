@@ -6,8 +6,9 @@ from harness.targets.base import Target
 from harness.targets.docker import docker_targets
 from harness.targets.process import ProcessTarget
 from harness.targets.unikernel import unikernel_targets
+from harness.targets.veth import VethTarget
 
 
 def all_targets() -> dict[str, Target]:
-    targets: list[Target] = [ProcessTarget(), *docker_targets(), *unikernel_targets()]
+    targets: list[Target] = [ProcessTarget(), *docker_targets(), *unikernel_targets(), VethTarget()]
     return {target.name: target for target in targets}

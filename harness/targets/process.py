@@ -81,9 +81,11 @@ class ProcessInstance(Instance):
         settings: LaunchSettings,
         environment: Mapping[str, str] | None = None,
         namespace: str | None = None,
+        spawn_namespace: str | None = None,
     ) -> None:
         self._ports = ports
-        self.namespace = namespace
+        self.namespace = namespace  # where its ports are reached from
+        self._spawn_namespace = spawn_namespace  # where it runs
         self._argv = argv
         self._environment = {**os.environ, **(environment or {})}
         self._cpus = pinned_cpus(settings.cpus) if settings.cpus else None
@@ -98,7 +100,7 @@ class ProcessInstance(Instance):
     def start(self) -> float:
         # posix_spawn, not Popen: no preexec hook is needed (which would force a slow fork and
         # add to what we measure), and the child starts with no signal blocked.
-        with signals_deferred(), affinity(self._cpus), entered(self.namespace):
+        with signals_deferred(), affinity(self._cpus), entered(self._spawn_namespace):
             t0 = time.perf_counter()
             self._pid = os.posix_spawnp(
                 self._argv[0],

@@ -43,7 +43,7 @@ class LinkedInstance(ProcessInstance):
         namespace: str | None,
         link: TapLink | None,
     ) -> None:
-        super().__init__(name, argv, ports, settings, environment, namespace)
+        super().__init__(name, argv, ports, settings, environment, namespace, namespace)
         self._link = link
 
     def stop(self) -> None:
@@ -123,7 +123,8 @@ class UnikernelTarget(Target):
             # The kernel hands name=value arguments it does not know to PID 1 as its environment.
             memory = settings.memory_mib or self._memory[workload.name]
             kernel_args = tuple(f"{name}={value}" for name, value in environment.items())
-            nic = () if link is None else tuple(tap_nic(0, link.device))
+            offloads = str(settings.workload_params.get("offloads", "off")) == "on"
+            nic = () if link is None else tuple(tap_nic(0, link.device, offloads))
             argv = qemu_command(
                 built.qemu_image(), choose_accel(), memory, extra_args=kernel_args, devices=nic
             )

@@ -1,0 +1,123 @@
+"""The tcp suite: bulk TCP throughput between the host and a target, as the paper measured.
+
+What it needs: an iperf3 server on the target (Debian's iperf3 on Linux targets, our iperf3
+appliance on the unikernels) and Debian's iperf3 client on the host side of the target's link,
+run inside the link's namespace when the target has one.
+How it runs: one launch per repeat; once the server listens, the client runs for `seconds`
+with `flows` parallel connections, sending to the target (`direction=to-target`) or receiving
+from it (`from-target`, iperf3 -R).
+What it returns: throughput in Mbit/s as the receiver counted it, and the retransmissions the
+sender counted where the sender is Linux.
+
+Parameters: direction (to-target, from-target), flows (1, 10), offloads (off as in the paper,
+on), seconds (5). A target measures only the offload settings its link has: a TAP device
+without the virtio-net header has none to turn on, loopback has them always.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from harness.model import Measurement, Metric, Params
+from harness.suites.base import RepeatContext, Suite
+from harness.targets.base import Instance, Port, Target, Workload
+from workloads import WORKLOADS_DIR, script
+
+THROUGHPUT = Metric("throughput", "Mbit/s", "higher")
+RETRANSMITS = Metric("retransmits", "segments", "lower")
+IPERF3_PORT = 5201
+
+IPERF3 = Workload(
+    name="iperf3",
+    script=script("iperf3_server.py"),
+    args=("--listen", "{iperf3}"),
+    ports=(Port("iperf3", "tcp", number=IPERF3_PORT),),
+    ready_marker="listening on",  # iperf3's "Server listening on", our appliance's likewise
+    unikernel_app=WORKLOADS_DIR / "unikernel" / "iperf3",
+)
+
+DEFAULTS: dict[str, tuple[str, ...]] = {
+    "direction": ("to-target", "from-target"),
+    "flows": ("1", "10"),
+    "offloads": ("off", "on"),
+    "seconds": ("5",),
+}
+# The offload settings a target's link can have; the others are not measured there.
+LINK_OFFLOADS: dict[str, tuple[str, ...]] = {
+    "unikernel-hosted": ("off",),  # a TAP device read as frames: nothing is offloaded
+    "process": ("on",),  # loopback: Linux never segments or checksums there
+    "docker": ("on",),
+    "docker-minimal": ("on",),
+}
+CLIENT_GRACE = 30.0  # seconds past the test's own length before a silent client is killed
+
+
+class TcpSuite(Suite):
+    name = "tcp"
+    description = "bulk TCP throughput with iperf3, 1 and 10 flows, both directions"
+    metrics = (THROUGHPUT,)
+    default_repeat = 3
+    default_warmup = 0  # every repeat is a fresh launch; iperf3 measures after the handshake
+
+    def workload(self, target: Target) -> Workload:
+        return IPERF3
+
+    def param_sets(self, requested: Mapping[str, Sequence[str]], target: Target) -> list[Params]:
+        chosen = {**DEFAULTS, **requested}
+        offloads = LINK_OFFLOADS.get(target.name)
+        if offloads is not None:
+            chosen["offloads"] = [o for o in chosen["offloads"] if o in offloads] or offloads
+        return super().param_sets(chosen, target)
+
+    def run_once(self, target: Target, params: Params, ctx: RepeatContext) -> list[Measurement]:
+        instance = ctx.create(IPERF3)
+        instance.start()
+        instance.console.wait_for(IPERF3.ready_marker, ctx.deadline)
+        report = run_client(instance, params, ctx)
+        end = report["end"]
+        received = end["sum_received"]["bits_per_second"] / 1e6
+        measurements = [Measurement(THROUGHPUT, received)]
+        sent = end.get("sum_sent", {})
+        if "retransmits" in sent:  # only where Linux sends: it reads them from TCP_INFO
+            measurements.append(Measurement(RETRANSMITS, float(sent["retransmits"])))
+        return measurements
+
+
+def client_argv(instance: Instance, params: Params) -> list[str]:
+    address = instance.address("iperf3")
+    if address is None:
+        raise RuntimeError("the target gave the iperf3 server no address")
+    host, port = address
+    argv = ["iperf3", "--client", host, "--port", str(port), "--json"]
+    argv += ["--time", str(params["seconds"]), "--parallel", str(params["flows"])]
+    if params["direction"] == "from-target":
+        argv.append("--reverse")
+    elif params["direction"] != "to-target":
+        raise ValueError(f"direction={params['direction']}: say to-target or from-target")
+    if instance.namespace is not None:
+        argv = ["ip", "netns", "exec", instance.namespace, *argv]
+    return argv
+
+
+def run_client(instance: Instance, params: Params, ctx: RepeatContext) -> dict[str, Any]:
+    """Debian's iperf3 client against the instance; its JSON report."""
+    argv = client_argv(instance, params)
+    timeout = min(float(params["seconds"]) + CLIENT_GRACE, ctx.remaining())
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise RuntimeError("iperf3 is not installed: apt-get install iperf3") from None
+    try:
+        report = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        raise RuntimeError(
+            f"iperf3 exited with {done.returncode} without a report: {done.stderr.strip()[-500:]}"
+        ) from None
+    if not isinstance(report, dict):
+        raise RuntimeError("iperf3's report is not a JSON object")
+    if "error" in report:
+        raise RuntimeError(f"iperf3: {report['error']}")
+    return report

@@ -37,6 +37,7 @@ IPERF3 = Workload(
     ports=(Port("iperf3", "tcp", number=IPERF3_PORT),),
     ready_marker="listening on",  # iperf3's "Server listening on", our appliance's likewise
     unikernel_app=WORKLOADS_DIR / "unikernel" / "iperf3",
+    programs=("iperf3",),
 )
 
 DEFAULTS: dict[str, tuple[str, ...]] = {

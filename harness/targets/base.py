@@ -8,7 +8,10 @@ that the harness starts, watches until ready, reaches at its address, and stops 
 from __future__ import annotations
 
 import hashlib
+import re
+import shutil
 import socket
+import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -53,6 +56,8 @@ class Workload:
     ports: tuple[Port, ...] = ()
     ready_marker: str = "UNIBENCH-READY"
     unikernel_app: Path | None = None  # the same workload as a unikernel application folder
+    # Host programs the script runs (iperf3): images get them with the libraries they load.
+    programs: tuple[str, ...] = ()
 
     def argv(
         self, listen: Mapping[str, str], script_path: str, params: Mapping[str, ParamValue]
@@ -68,7 +73,32 @@ class Workload:
         h = hashlib.sha256()
         h.update(self.script.read_bytes())
         h.update(repr((self.name, self.args, self.ports, self.ready_marker)).encode())
+        for path in sorted(program_files(self.programs)):
+            h.update(path.encode())
+            h.update(Path(path).read_bytes())
         return h.hexdigest()[:12]
+
+
+# glibc's own libraries: every Linux base image has them, matched to its dynamic loader.
+_C_LIBRARY = re.compile(r"^(ld-linux.*|libc|libm|libpthread|libdl|librt)\.so")
+
+
+def program_files(programs: tuple[str, ...]) -> set[str]:
+    """The host files that running `programs` takes: each program and the shared libraries
+    ldd says it loads, except the C library."""
+    files: set[str] = set()
+    for program in programs:
+        path = shutil.which(program)
+        if path is None:
+            raise FileNotFoundError(f"{program} is not installed on this host: apt-get install it")
+        files.add(path)
+        done = subprocess.run(["ldd", path], capture_output=True, text=True, check=True)
+        for line in done.stdout.splitlines():
+            _, arrow, rest = line.partition("=>")
+            library = rest.split("(")[0].strip() if arrow else ""
+            if library.startswith("/") and not _C_LIBRARY.match(Path(library).name):
+                files.add(library)
+    return files
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ Launching is split as `docker run` splits it: create (timed as a phase, before t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import tarfile
@@ -31,6 +32,7 @@ from harness.targets.base import (
     Usage,
     Workload,
     free_port,
+    program_files,
 )
 from harness.targets.process import pinned_cpus
 
@@ -45,25 +47,31 @@ def engine() -> docker.DockerClient:
 
 
 def workload_image(client: docker.DockerClient, base_tag: str, workload: Workload, log: Log) -> str:
-    """The base image plus the workload's script; built once per (base, script) pair."""
+    """The base image plus the workload's script and host programs; built once per recipe."""
+    dockerfile = f"FROM {base_tag}\nWORKDIR {WORKDIR}\nCOPY {workload.script.name} {WORKDIR}/\n"
+    # Each file's contents under its name as the loader looks it up, in its folder's real
+    # place: /lib is a link to /usr/lib in the images, which a copy must not replace.
+    copies = {
+        f"host{os.path.realpath(os.path.dirname(path))}/{os.path.basename(path)}": path
+        for path in sorted(program_files(workload.programs))
+    }
+    if copies:
+        dockerfile += "COPY host/ /\n"
+    recipe = hashlib.sha256(repr((dockerfile, sorted(copies))).encode()).hexdigest()[:8]
     base_id = base_tag.split(":", 1)[1]
-    tag = f"unibench/workload-{workload.name}:{base_id}-{workload.digest()}"
+    tag = f"unibench/workload-{workload.name}:{base_id}-{workload.digest()}-{recipe}"
     with contextlib.suppress(docker.errors.ImageNotFound):
         client.images.get(tag)
         return tag
     log(f"building {tag}")
-    dockerfile = (
-        f"FROM {base_tag}\nWORKDIR {WORKDIR}\nCOPY {workload.script.name} {WORKDIR}/\n"
-    ).encode()
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, data in (("Dockerfile", dockerfile), (workload.script.name, None)):
-            if data is None:
-                tar.add(workload.script, arcname=name)
-            else:
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile.encode())
+        tar.addfile(info, io.BytesIO(dockerfile.encode()))
+        tar.add(workload.script, arcname=workload.script.name)
+        for arcname, path in copies.items():
+            tar.add(os.path.realpath(path), arcname=arcname)
     context.seek(0)
     client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True, pull=False)
     return tag

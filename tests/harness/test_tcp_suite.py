@@ -1,0 +1,120 @@
+"""The tcp suite: which parameters each target measures, the iperf3 client it runs, and real
+transfers against Debian's iperf3 on Linux targets (loopback, a veth link, containers)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from harness import namespaces
+from harness.model import Params
+from harness.progress import QuietProgress
+from harness.runner import Runner, RunSettings
+from harness.store import Store
+from harness.suites.tcp import TcpSuite, client_argv
+from harness.targets.base import Target
+from harness.targets.process import ProcessTarget
+from harness.targets.veth import VethTarget
+
+
+class Named(ProcessTarget):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class FakeInstance:
+    def __init__(self, namespace: str | None) -> None:
+        self.namespace = namespace
+
+    def address(self, port: str) -> tuple[str, int] | None:
+        return ("10.0.0.2", 5201) if port == "iperf3" else None
+
+
+def require_iperf3() -> None:
+    if shutil.which("iperf3") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have iperf3 (scripts/bootstrap.sh installs it)")
+        pytest.skip("iperf3 is not installed")
+
+
+def measure(tmp_path: Path, targets: list[Target], params: dict[str, list[str]]) -> Store:
+    store = Store(tmp_path / "bench.sqlite")
+    settings = RunSettings(repeat=1, warmup=0, timeout=120, params=params)
+    Runner(store, settings, QuietProgress(Console(quiet=True))).run(TcpSuite(), targets, "t")
+    return store
+
+
+def throughputs(store: Store) -> dict[tuple[str, str, str], float]:
+    found = {}
+    for sample in store.samples(store.last_run().id):
+        assert sample.failure is None, f"{sample.target}: {sample.failure}"
+        if sample.metric == "throughput":
+            assert sample.value is not None
+            key = (sample.target, str(sample.params["direction"]), str(sample.params["offloads"]))
+            found[key] = sample.value
+    return found
+
+
+def test_every_combination_by_default_but_only_the_offloads_a_link_has() -> None:
+    suite = TcpSuite()
+    reference = suite.param_sets({}, VethTarget())
+    assert len(reference) == 8  # 2 directions x 2 flow counts x offloads off and on
+    assert {p["offloads"] for p in reference} == {"off", "on"}
+    hosted = suite.param_sets({}, Named("unikernel-hosted"))
+    assert {p["offloads"] for p in hosted} == {"off"} and len(hosted) == 4
+    loopback = suite.param_sets({"offloads": ["off"]}, ProcessTarget())
+    assert {p["offloads"] for p in loopback} == {"on"}  # what the link can do, not nothing
+    asked = suite.param_sets({"flows": ["4"], "seconds": ["1"]}, VethTarget())
+    assert {(p["flows"], p["seconds"]) for p in asked} == {("4", "1")}
+
+
+def test_the_client_runs_inside_the_targets_namespace_and_reverses_for_from_target() -> None:
+    params: Params = {"direction": "from-target", "flows": "10", "seconds": "5"}
+    argv = client_argv(FakeInstance("ns1"), params)  # type: ignore[arg-type]
+    assert argv[:4] == ["ip", "netns", "exec", "ns1"]
+    assert argv[4:8] == ["iperf3", "--client", "10.0.0.2", "--port"]
+    assert "--reverse" in argv and argv[argv.index("--parallel") + 1] == "10"
+    forward = client_argv(FakeInstance(None), {**params, "direction": "to-target"})  # type: ignore[arg-type]
+    assert forward[0] == "iperf3" and "--reverse" not in forward
+    with pytest.raises(ValueError, match="to-target or from-target"):
+        client_argv(FakeInstance(None), {**params, "direction": "up"})  # type: ignore[arg-type]
+
+
+def test_linux_over_loopback_and_over_a_veth_link_both_ways(tmp_path: Path) -> None:
+    require_iperf3()
+    why_not = namespaces.available()
+    if why_not is not None:
+        pytest.skip(why_not)
+    params = {"seconds": ["1"], "flows": ["2"]}
+    found = throughputs(measure(tmp_path, [ProcessTarget(), VethTarget()], params))
+    assert set(found) == {
+        ("process", "to-target", "on"),
+        ("process", "from-target", "on"),
+        ("linux-veth", "to-target", "off"),
+        ("linux-veth", "from-target", "off"),
+        ("linux-veth", "to-target", "on"),
+        ("linux-veth", "from-target", "on"),
+    }
+    assert all(mbits > 10 for mbits in found.values()), found
+    prefix = f"{namespaces.NAME_PREFIX}-{os.getpid()}-"
+    assert not [n for n in os.listdir(namespaces.NETNS_DIR) if n.startswith(prefix)]
+
+
+@pytest.mark.docker
+def test_a_container_runs_debians_iperf3_copied_from_the_host(
+    tmp_path: Path, docker_client: object
+) -> None:
+    require_iperf3()
+    from harness.targets.docker import docker_targets
+
+    minimal = next(t for t in docker_targets() if t.name == "docker-minimal")
+    found = throughputs(measure(tmp_path, [minimal], {"seconds": ["1"], "flows": ["1"]}))
+    assert set(found) == {
+        ("docker-minimal", "to-target", "on"),
+        ("docker-minimal", "from-target", "on"),
+    }
+    assert all(mbits > 10 for mbits in found.values()), found

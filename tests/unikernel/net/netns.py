@@ -8,7 +8,6 @@ that must answer them.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import os
 import shutil
@@ -19,12 +18,12 @@ from typing import TypeVar
 
 import pytest
 
+from harness.namespaces import entered
 from unikernel.core.scheduler import fail_after, sleep, wait_readable
 
 T = TypeVar("T")
 
 PREFIX = "unibench-t"
-_CLONE_NEWNET = 0x40000000  # from <sched.h>
 _serial = itertools.count()
 
 
@@ -135,9 +134,8 @@ class Netns:
 
         def enter_and_call() -> None:
             try:
-                with open(f"/run/netns/{self.name}") as handle:
-                    _setns(handle.fileno(), _CLONE_NEWNET)
-                results.append(fn())
+                with entered(self.name):
+                    results.append(fn())
             except BaseException as error:
                 errors.append(error)
 
@@ -157,14 +155,6 @@ class Netns:
                 process.close()
         finally:
             _run(["ip", "netns", "delete", self.name])
-
-
-def _setns(fd: int, nstype: int) -> None:
-    # os.setns() comes with Python 3.12; we run 3.11.
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, nstype) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"setns: {os.strerror(code)}")
 
 
 def _run(argv: list[str]) -> str:

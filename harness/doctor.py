@@ -153,6 +153,19 @@ def check_netns() -> Finding:
     return Finding("network namespaces", "ok", "a namespace can be created")
 
 
+def check_network_tools() -> Finding:
+    """The tcp suite's peer (iperf3) and offload switch (ethtool)."""
+    missing = [tool for tool in ("iperf3", "ethtool") if shutil.which(tool) is None]
+    if missing:
+        return Finding(
+            "network tools",
+            "missing",
+            f"{' and '.join(missing)} not found: the tcp suite cannot run",
+            f"apt-get install {' '.join(missing)}",
+        )
+    return Finding("network tools", "ok", "iperf3 and ethtool installed")
+
+
 CHECKS: tuple[Callable[[], Finding], ...] = (
     check_docker,
     check_debootstrap,
@@ -161,6 +174,7 @@ CHECKS: tuple[Callable[[], Finding], ...] = (
     check_xen,
     check_tap,
     check_netns,
+    check_network_tools,
 )
 
 

@@ -1,8 +1,16 @@
+import shutil
 import subprocess
 
 import docker
+import pytest
 
-from harness.doctor import check_docker, check_netns, check_tap, run_checks
+from harness.doctor import (
+    check_docker,
+    check_netns,
+    check_network_tools,
+    check_tap,
+    run_checks,
+)
 
 
 def test_every_finding_that_is_not_ok_says_how_to_fix_it() -> None:
@@ -29,3 +37,18 @@ def test_tap_and_namespace_checks_leave_nothing_behind() -> None:
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "ubdoc" not in after_links and after_links.count("\n") == before.count("\n")
     assert "unibench-doctor" not in namespaces
+
+
+def test_missing_network_tools_are_named_with_the_package_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_which = shutil.which
+
+    def which(tool: str) -> str | None:
+        return None if tool == "iperf3" else real_which(tool)
+
+    monkeypatch.setattr(shutil, "which", which)
+    finding = check_network_tools()
+    assert finding.status == "missing"
+    assert "iperf3" in finding.detail and "ethtool" not in finding.detail
+    assert finding.fix == "apt-get install iperf3"

@@ -68,6 +68,8 @@ def format_value(value: float, unit: str) -> str:
         return f"{value / 2**20:.1f} MiB"
     if unit == "lines":
         return f"{value:,.0f} lines"
+    if abs(value) >= 1e4:  # no exponent for large rates: 13,310 Mbit/s, not 1.331e+04
+        return f"{value:,.0f} {unit}"
     return f"{value:.4g} {unit}"
 
 

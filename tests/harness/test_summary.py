@@ -1,5 +1,5 @@
 from harness.model import Run, Sample
-from harness.summary import result_rows, run_json
+from harness.summary import format_value, result_rows, run_json
 
 RUN = Run(id="r1", started=1.0, command="bench run", metadata={"cpu_count": 2}, status="complete")
 
@@ -55,3 +55,11 @@ def test_show_json_schema_is_stable() -> None:
         "ci_high",
     }
     assert results[0]["median"] == 0.02 and results[0]["n"] == 1
+
+
+def test_values_read_naturally_in_their_unit() -> None:
+    assert format_value(0.0253, "s") == "25.3 ms"
+    assert format_value(12.5, "s") == "12.50 s"
+    assert format_value(13_310.4, "Mbit/s") == "13,310 Mbit/s"
+    assert format_value(178.26, "Mbit/s") == "178.3 Mbit/s"
+    assert format_value(3 * 2**20, "bytes") == "3.0 MiB"

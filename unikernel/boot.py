@@ -1,8 +1,9 @@
 """What PID 1 does in a unikernel image, and what a hosted unikernel does first.
 
 Python is the only process. Before the application runs, the boot layer mounts what the kernel
-offers (devices, proc, sys), checks entropy, brings network links up, and prints the ready marker
-with its own boot-clock time. After the application's main returns, it prints the exit marker and
+offers (devices, proc, sys), loads the kernel modules the app's devices need (none under the
+specialized kernel), checks entropy, brings network links up, and prints the ready marker with
+its own boot-clock time. After the application's main returns, it prints the exit marker and
 powers the VM off, carrying the exit status out where the VMM can tell it (QEMU's debug-exit port).
 
 The build compiles the application's configuration into the module `_unikernel_config`.
@@ -36,6 +37,27 @@ def mount_kernel_filesystems() -> None:
     mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def load_kernel_modules(paths: tuple[str, ...], console: Console) -> None:
+    """Load, in order, the kernel modules the build put into the image for the app's devices
+    (Debian's cloud kernel builds its virtio drivers as modules). One already loaded or built
+    in is fine; another failure is said, not fatal: the app fails with the reason if it needs
+    that device."""
+    from errno import EEXIST, errorcode
+
+    from unikernel.core.kernel_calls import load_module
+
+    for path in paths:
+        try:
+            load_module(path)
+        except OSError as error:
+            if error.errno != EEXIST:
+                number = error.errno or 0
+                console.line(
+                    f"boot: kernel module {path.rpartition('/')[2]} did not load: errno {number}"
+                    f" {errorcode.get(number, '?')} ({os.strerror(number)})"
+                )
 
 
 def bring_links_up(names: tuple[str, ...], console: Console) -> None:
@@ -93,6 +115,8 @@ def main() -> None:
     vm = in_vm()
     if vm:
         mount_kernel_filesystems()
+        if config.MODULES:  # the generic kernel's drivers, for the app's devices
+            load_kernel_modules(config.MODULES, console)
     if vm and config.NETWORK:  # hosted, the device is a TAP device its owner brought up
         bring_links_up(config.NETWORK, console)
     console.line(

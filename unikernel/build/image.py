@@ -5,7 +5,8 @@ Outputs, under the application's _build/<target>/:
 - hosted: app.zip, run by the host's python3.11 (`python3.11 -I -S app.zip`);
 - qemu/xen: initramfs.cpio, and with the specialized kernel one image file, unikernel.vmlinux,
   with the initramfs built in (plus its bzImage); with the generic kernel, Debian's bzImage and
-  the initramfs beside it;
+  the initramfs beside it, which then carries the kernel modules of the app's devices (Debian
+  builds its virtio drivers as modules), loaded by the boot layer in the order MODULES lists;
 - report.json: what was kept and dropped, and the bytes of each part.
 With prune=False, the standard build (the whole standard library and every extension module, the
 baseline pruning is measured against) goes to _build/<target>-unpruned/ instead.
@@ -18,7 +19,7 @@ import json
 import shlex
 import shutil
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ KERNEL_PROFILES = ("specialized", "generic")
 CONFIG_MODULE = "_unikernel_config"
 DATA_MODULE = "_unikernel_data"
 ARCHIVE_PATH = "/usr/lib/python311.zip"
+MODULES_DIR = "/usr/lib/modules"  # the kernel's modules, under usr/: lib is a symlink to usr/lib
 INIT = f"#!{runtime.PYTHON} -IS\nimport unikernel.boot\nunikernel.boot.main()\n"
 HOSTED_MAIN = "import unikernel.boot\nunikernel.boot.main()\n"
 # Nodes the kernel and Python need before anything is mounted: the kernel opens /dev/console
@@ -62,14 +64,32 @@ class BuildResult:
         return QemuImage(kernel=self.outputs["kernel"], initrd=self.outputs["initramfs"])
 
 
-def config_source(app: App, target: str) -> str:
-    """The application's configuration, compiled into the image as a module."""
+def config_source(app: App, target: str, modules: Sequence[str] = ()) -> str:
+    """The application's configuration, compiled into the image as a module; `modules` are the
+    image paths of the kernel modules the boot layer loads, in loading order."""
     networks = tuple(f"eth{i}" for i, _ in enumerate(app.devices_of(Network)))
     blocks = tuple(device.name for device in app.devices_of(Block) if isinstance(device, Block))
     return (
         f"TARGET = {target!r}\nAPP = {app.name!r}\nMAIN = {app.main!r}\n"
-        f"NETWORK = {networks!r}\nBLOCK = {blocks!r}\n"
+        f"NETWORK = {networks!r}\nBLOCK = {blocks!r}\nMODULES = {tuple(modules)!r}\n"
     )
+
+
+def kernel_modules(app: App, target: str, generic: kernel.GenericKernel | None) -> list[Path]:
+    """The module files of the generic kernel that the app's devices need, in loading order:
+    the drivers of its NICs and disks and of the buses under them. None for the specialized
+    kernel (it has no modules), for the hosted target, or for an app with no such device."""
+    if generic is None or target == "hosted":
+        return []
+    roles = [
+        role for role, kind in (("network", Network), ("block", Block)) if app.devices_of(kind)
+    ]
+    return generic.modules_for(target, roles) if roles else []
+
+
+def module_image_path(module: Path) -> str:
+    """Where a kernel module file goes in the initramfs."""
+    return f"{MODULES_DIR}/{module.name}"
 
 
 def data_source(loaded: LoadedApp) -> str | None:
@@ -87,11 +107,13 @@ def data_source(loaded: LoadedApp) -> str | None:
     return f"FILES = {files!r}\n"
 
 
-def walk_app(loaded: LoadedApp, target: str, rt: runtime.Runtime) -> tuple[ImportGraph, Path]:
+def walk_app(
+    loaded: LoadedApp, target: str, rt: runtime.Runtime, modules: Sequence[str] = ()
+) -> tuple[ImportGraph, Path]:
     generated = loaded.build_dir / target / "generated"
     shutil.rmtree(generated, ignore_errors=True)
     generated.mkdir(parents=True)
-    (generated / f"{CONFIG_MODULE}.py").write_text(config_source(loaded.app, target))
+    (generated / f"{CONFIG_MODULE}.py").write_text(config_source(loaded.app, target, modules))
     roots = ["unikernel.boot", CONFIG_MODULE, loaded.app.main_module, *loaded.app.extra_modules]
     data = data_source(loaded)
     if data is not None:
@@ -166,8 +188,17 @@ def build(
     """Builds the application for `target`; with prune=False, the standard build instead."""
     if target not in TARGETS:
         raise AppError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    generic: kernel.GenericKernel | None = None
+    if target != "hosted":
+        if kernel_profile not in KERNEL_PROFILES:
+            raise AppError(
+                f"unknown kernel profile {kernel_profile!r}; choose {' or '.join(KERNEL_PROFILES)}"
+            )
+        if kernel_profile == "generic":
+            generic = kernel.generic_kernel()
+    modules = kernel_modules(loaded.app, target, generic)
     rt = runtime.ensure_runtime(log)
-    graph, _ = walk_app(loaded, target, rt)
+    graph, _ = walk_app(loaded, target, rt, [module_image_path(m) for m in modules])
     stdlib = stdlib_modules(rt.stdlib)
     if prune:
         sources = sources_of(graph)
@@ -195,10 +226,11 @@ def build(
         parts = [part_report("bytecode", archive.data)]
     else:
         archive = build_archive(sources)
-        initramfs, parts = write_initramfs(rt, archive.data, extensions, out / "initramfs.cpio")
+        initramfs, parts = write_initramfs(
+            rt, archive.data, extensions, out / "initramfs.cpio", modules
+        )
         result.outputs["initramfs"] = initramfs
-        needs_drivers = bool(loaded.app.devices_of(Network) or loaded.app.devices_of(Block))
-        parts += attach_kernel(result, target, kernel_profile, initramfs, out, needs_drivers, log)
+        parts += attach_kernel(result, target, kernel_profile, initramfs, out, log, generic)
         write_launcher(result, loaded.app, out)
     result.report = {
         "app": loaded.app.name,
@@ -218,10 +250,15 @@ def build(
 
 
 def write_initramfs(
-    rt: runtime.Runtime, archive: bytes, extensions: list[str], path: Path
+    rt: runtime.Runtime,
+    archive: bytes,
+    extensions: list[str],
+    path: Path,
+    modules: Sequence[Path] = (),
 ) -> tuple[Path, list[dict[str, object]]]:
     """The initramfs: /init, the interpreter and its libraries, the kept extension modules, the
-    bytecode archive, and the device nodes needed before devtmpfs is mounted."""
+    bytecode archive, the device nodes needed before devtmpfs is mounted, and the kernel module
+    files given (see module_image_path), in their order."""
     buffer = io.BytesIO()
     writer = cpio.CpioWriter(buffer)
     interpreter = b""
@@ -263,6 +300,13 @@ def write_initramfs(
     )
     parents(ARCHIVE_PATH)
     writer.file(ARCHIVE_PATH, archive)
+    module_bytes = b""
+    for module in modules:
+        data = module.read_bytes()
+        image_path = module_image_path(module)
+        parents(image_path)
+        writer.file(image_path, data)
+        module_bytes += data
     writer.file("init", INIT.encode(), mode=0o755)
     writer.close()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -273,8 +317,10 @@ def write_initramfs(
         part_report("libraries", libraries),
         part_report("extension_modules", extension_bytes),
         part_report("bytecode", archive),
-        part_report("initramfs", buffer.getvalue()),
     ]
+    if modules:  # only the generic kernel has any
+        parts.append(part_report("kernel_modules", module_bytes))
+    parts.append(part_report("initramfs", buffer.getvalue()))
     return path, parts
 
 
@@ -306,16 +352,11 @@ def attach_kernel(
     profile: str,
     initramfs: Path,
     out: Path,
-    needs_drivers: bool,
     log: Log,
+    generic: kernel.GenericKernel | None = None,
 ) -> list[dict[str, object]]:
     if profile == "generic":
-        generic = kernel.generic_kernel()
-        if needs_drivers and generic.modules_for(target):
-            raise AppError(
-                f"Debian's cloud kernel builds {target}'s drivers as modules; the initramfs does"
-                " not load modules yet: use the specialized kernel"
-            )
+        generic = generic or kernel.generic_kernel()
         result.outputs["kernel"] = generic.vmlinuz
         return [part_report("kernel", generic.vmlinuz.read_bytes())]
     if profile != "specialized":

@@ -6,7 +6,7 @@ from unikernel.build.cpio import CpioWriter
 
 def parse(archive: bytes) -> list[tuple[str, int, bytes, tuple[int, int]]]:
     """A reader written from the newc format's description, to check the writer against."""
-    entries = []
+    entries: list[tuple[str, int, bytes, tuple[int, int]]] = []
     at = 0
     while True:
         assert archive[at : at + 6] == b"070701"

@@ -71,9 +71,25 @@ def test_generic_modules_for_a_target_skip_built_in_drivers(tmp_path: Path) -> N
         tmp_path / "virtio_net.ko",
         tmp_path / "af_packet.ko",
     ]
+    # Given roles, only their drivers and the buses under them.
+    assert generic.modules_for("qemu", ["network"]) == [
+        shared,
+        tmp_path / "virtio_pci.ko",
+        tmp_path / "virtio_net.ko",
+        tmp_path / "af_packet.ko",
+    ]
+    assert generic.modules_for("qemu", ["block"]) == [shared, tmp_path / "virtio_pci.ko"]
+    assert generic.modules_for("qemu", []) == []
     # A driver neither built in nor a module is an error, not a silently missing device.
     with pytest.raises(kernel.KernelBuildError, match="CONFIG_XEN_NETDEV_FRONTEND"):
         generic.modules_for("xen")
+    with pytest.raises(kernel.KernelBuildError, match="CONFIG_XEN_NETDEV_FRONTEND"):
+        generic.modules_for("xen", ["network"])
+
+
+def test_every_guest_driver_has_a_role() -> None:
+    for drivers in kernel.GUEST_DRIVERS.values():
+        assert set(drivers) <= set(kernel.DRIVER_ROLES)
 
 
 def test_the_cache_root_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import deque
 
 from unikernel.core.scheduler import (
+    Cancelled,
     move_on_after,
     now,
     spawn,
@@ -59,10 +60,22 @@ class Interface:
         return self
 
     def close(self) -> None:
-        """Stop the driver threads; the netif stays open (its owner closes it)."""
+        """Stop the driver threads; the netif stays open (its owner closes it). A thread
+        already woken still runs to its next wait: close the netif only after aclose()."""
         for thread in self._threads:
             thread.cancel()
         self._threads = []
+
+    async def aclose(self) -> None:
+        """Stop the driver threads and wait until they have ended: the netif may then go."""
+        threads = self._threads
+        self.close()
+        for thread in threads:
+            try:
+                await thread.join()
+            except Cancelled:
+                if not thread.done:
+                    raise  # we were cancelled ourselves, not the thread we waited for
 
     def flush(self) -> None:
         """Transmit what the stack has produced, and re-arm the timer for its deadlines."""

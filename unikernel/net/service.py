@@ -131,8 +131,9 @@ class NetworkService:
         self._follow_address()
         return self.tcp.listen(port, backlog)
 
-    def close(self) -> None:
-        self.interface.close()
+    async def aclose(self) -> None:
+        """Stop the driver threads, then let go of the device."""
+        await self.interface.aclose()
         self._netif.close()
 
     def _follow_address(self) -> None:
@@ -164,7 +165,7 @@ async def open_network(
                 with fail_after(timeout):
                     await interface.configured.wait()
             except TimeoutError:
-                interface.close()
+                await interface.aclose()
                 raise TimeoutError(
                     f"{device}: no DHCP lease within {timeout:.0f} s; is a DHCP server on the "
                     f"link? Or set {ADDRESS_VARIABLE}=address/prefix"

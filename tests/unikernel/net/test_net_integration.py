@@ -234,3 +234,19 @@ def test_frames_a_full_netif_refuses_wait_in_the_backlog_in_order() -> None:
     received, drops, most_waiting = run_net(main)
     assert received == [bytes([n]) * 6000 for n in range(10)] and drops == 0
     assert 0 < most_waiting <= 8  # sendto waited for the writer to drain it to half
+
+
+def test_aclose_returns_once_the_driver_threads_have_ended_so_the_netif_may_go() -> None:
+    async def main() -> list[bool]:
+        switch = Switch()
+        a, b = network(switch, 2)
+        threads = list(b._threads)
+        await ping(a, "10.0.0.2", timeout=1.0)  # traffic in flight
+        await b.aclose()
+        ended = [thread.done for thread in threads]
+        b.netif.close()
+        await sleep(0.1)  # nothing of b's may run on a closed netif now
+        shut([a])
+        return ended
+
+    assert run_net(main) == [True, True, True]

@@ -1,0 +1,417 @@
+"""An iperf3 server (`iperf3 -s`) on our TCP stack: the tcp suite's throughput appliance.
+
+Any iperf3 3.x client can test against it: TCP, forward (client to us) or reverse (-R), 1 to 128
+parallel streams (-P), for a time (-t) or a byte count (-n, -k), with --omit. Tests run one
+after another; a client that comes while a test runs gets ACCESS_DENIED, as from iperf3 itself.
+What we do not do (UDP, SCTP, --bidir, -b on a reverse test) is refused with SERVER_ERROR, so
+the client prints why and exits instead of hanging.
+
+Receiving, we go on reading after TEST_END until we have every byte the client's results say
+it sent (its results come before ours), so the two counts agree, where iperf3's own server
+drops what is still in flight. Sending (-R), we stop at TEST_END, close the streams and wait
+until the client has acknowledged everything before asking for results.
+
+As an appliance (`main`): the network comes from open_network() (UNIKERNEL_IP, ...), the port
+from UNIBENCH_PORT (5201), and UNIBENCH_TESTS=N ends the program after N completed tests, so
+that an image can power off.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+
+from unikernel.apps.iperf3.protocol import (
+    COOKIE_SIZE,
+    DEFAULT_PORT,
+    IESTREAMACCEPT,
+    MAX_STREAMS,
+    Done,
+    ParamsReceived,
+    ProtocolError,
+    ResultsReceived,
+    ServerProtocol,
+    Terminated,
+    TestEnded,
+    TestRejected,
+    deny,
+    parse_cookie,
+    stream_id,
+)
+from unikernel.apps.iperf3.streams import (
+    Budget,
+    ControlChannel,
+    CpuMeter,
+    StreamStats,
+    mbps,
+    read_exactly,
+    sink,
+    source,
+)
+from unikernel.core.console import Console
+from unikernel.core.scheduler import fail_after, now, sleep, spawn
+from unikernel.core.sync import Queue
+from unikernel.net.ipv4 import format_address
+from unikernel.net.service import open_network
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from unikernel.apps.iperf3.protocol import Event, TestParams, TestResults
+    from unikernel.core.scheduler import Thread
+    from unikernel.net.tcp_sockets import TcpListenerSocket, TcpSocket
+
+PORT_VARIABLE = "UNIBENCH_PORT"
+TESTS_VARIABLE = "UNIBENCH_TESTS"
+_POLL = 0.005  # how often a waiting driver looks at its streams
+
+
+class ServerConfig:
+    """Limits and timeouts, seconds.
+
+    handshake: for each step of the control protocol and for the streams to connect;
+    grace: past the test's announced time (plus omit) before TEST_END must have come;
+    unbounded_test: the limit on a test by byte count, which announces no time;
+    catch_up: after TEST_END, for the bytes the client sent to arrive.
+    """
+
+    __slots__ = ("catch_up", "grace", "handshake", "max_streams", "unbounded_test")
+
+    def __init__(
+        self,
+        *,
+        max_streams: int = MAX_STREAMS,
+        handshake: float = 10.0,
+        grace: float = 10.0,
+        unbounded_test: float = 600.0,
+        catch_up: float = 5.0,
+    ) -> None:
+        self.max_streams = max_streams
+        self.handshake = handshake
+        self.grace = grace
+        self.unbounded_test = unbounded_test
+        self.catch_up = catch_up
+
+
+class TestReport:
+    """What the server saw of one test."""
+
+    __test__ = False
+    __slots__ = ("error", "number", "params", "peer", "remote", "seconds", "streams")
+
+    def __init__(self, number: int, remote: str) -> None:
+        self.number = number
+        self.remote = remote
+        self.params: TestParams | None = None
+        self.streams: list[StreamStats] = []
+        self.seconds = 0.0
+        self.peer: TestResults | None = None  # the client's results
+        self.error: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<TestReport {self.describe()}>"
+
+    @property
+    def reverse(self) -> bool:
+        return self.params is not None and self.params.reverse
+
+    @property
+    def bytes(self) -> int:
+        """What we sent (reverse) or received."""
+        return sum(stream.bytes for stream in self.streams)
+
+    @property
+    def mbps(self) -> float:
+        return mbps(self.bytes, self.seconds)
+
+    def describe(self) -> str:
+        head = f"test {self.number} from {self.remote}"
+        if self.params is None:
+            return f"{head}: {self.error}"
+        direction = "reverse, we send" if self.reverse else "forward, we receive"
+        line = (
+            f"{head}: {direction}, {len(self.streams)} streams, {self.bytes} bytes in "
+            f"{self.seconds:.2f} s, {self.mbps:.1f} Mbit/s"
+        )
+        return line if self.error is None else f"{line}; failed: {self.error}"
+
+
+class Iperf3Server:
+    """Serves iperf3 tests on a listening socket, one at a time."""
+
+    def __init__(
+        self,
+        listener: TcpListenerSocket,
+        config: ServerConfig | None = None,
+        log: Callable[[str], object] | None = None,
+    ) -> None:
+        self.listener = listener
+        self.config = config or ServerConfig()
+        self._log = log
+        self._controls: Queue[tuple[TcpSocket, bytes] | None] = Queue()  # None: no listener
+        self._busy = False  # a control connection is queued or being served
+        self._stream_cookie: str | None = None  # the test that is accepting streams now
+        self._streams: Queue[TcpSocket | ProtocolError] | None = None
+        self._tests = 0
+
+    async def serve(self, tests: int | None = None) -> list[TestReport]:
+        """Serve until `tests` tests have completed (None: forever); the last reports."""
+        reports: deque[TestReport] = deque(maxlen=64)
+        completed = 0
+        acceptor = spawn(self._accept)
+        try:
+            while tests is None or completed < tests:
+                item = await self._controls.get()
+                if item is None:
+                    await acceptor.join()  # its error, if it failed
+                    raise OSError("the listener stopped accepting")
+                control, cookie = item
+                try:
+                    report = await self.run_test(control, cookie)
+                finally:
+                    self._busy = False
+                reports.append(report)
+                self._say(f"iperf3: {report.describe()}")
+                if report.error is None:
+                    completed += 1
+        finally:
+            acceptor.cancel()
+        return list(reports)
+
+    def _say(self, line: str) -> None:
+        if self._log is not None:
+            self._log(line)
+
+    async def _accept(self) -> None:
+        try:
+            while True:
+                sock = await self.listener.accept()
+                spawn(self._greet, sock)
+        except Exception:
+            self._controls.try_put(None)  # serve() must not wait for clients that cannot come
+            raise
+
+    async def _greet(self, sock: TcpSocket) -> None:
+        """Read a new connection's cookie; hand it to the test accepting streams with that
+        cookie, else make it the next control connection, or deny it if we are busy."""
+        try:
+            data = await read_exactly(sock, COOKIE_SIZE, self.config.handshake)
+            cookie = parse_cookie(data)
+        except (ProtocolError, OSError):
+            sock.abort()
+            return
+        streams = self._streams
+        if streams is not None and cookie == self._stream_cookie:
+            streams.try_put(sock)
+        elif self._busy:
+            try:  # noqa: SIM105 (contextlib takes 10 ms to import)
+                await sock.send(deny(), timeout=self.config.handshake)
+            except OSError:
+                pass
+            sock.close()
+        else:
+            self._busy = True
+            self._controls.try_put((sock, data))
+
+    async def run_test(self, control: TcpSocket, cookie: bytes) -> TestReport:
+        """One test, from the control connection's cookie to IPERF_DONE; never raises for
+        what the client does (the report's `error` says it)."""
+        self._tests += 1
+        address, port = control.remote
+        report = TestReport(self._tests, f"{format_address(address)}:{port}")
+        protocol = ServerProtocol(self.config.max_streams)
+        channel = ControlChannel(control, protocol)
+        threads: list[Thread[None]] = []
+        timeout = self.config.handshake
+        try:
+            await channel.feed(cookie, timeout)
+            event = await channel.next_event(timeout)
+            if isinstance(event, TestRejected):
+                report.error = f"refused: {event.reason}"
+                return report
+            if not isinstance(event, ParamsReceived):
+                raise self._unexpected(event)
+            params = report.params = event.params
+            report.streams = await self._accept_streams(channel, protocol, event)
+            await self._run(channel, report, params, threads)
+        except ProtocolError as error:
+            report.error = str(error)
+        except TimeoutError:
+            report.error = f"timed out while {protocol.state}"
+            protocol.terminate()
+        except OSError as error:  # the control connection reset while we wrote to it
+            report.error = f"the control connection failed while {protocol.state}: {error}"
+        finally:
+            for thread in threads:
+                thread.cancel()
+            for stream in report.streams:
+                stream.sock.close()
+            await channel.close(timeout)
+        return report
+
+    async def _accept_streams(
+        self, channel: ControlChannel, protocol: ServerProtocol, event: ParamsReceived
+    ) -> list[StreamStats]:
+        """The test's stream connections, in the order they come (which numbers them). The
+        control connection is watched meanwhile: a client that gives up or goes away ends
+        the wait at once."""
+        params = event.params
+        queue: Queue[TcpSocket | ProtocolError] = Queue()
+        self._stream_cookie, self._streams = event.cookie, queue
+        streams: list[StreamStats] = []
+
+        async def watch() -> None:
+            try:
+                stray = await channel.next_event(self.config.handshake)
+                queue.try_put(self._unexpected(stray))
+            except ProtocolError as error:
+                queue.try_put(error)
+            except OSError as error:  # TimeoutError: the wait below has timed out too
+                queue.try_put(ProtocolError(f"the control connection failed: {error}"))
+
+        watcher = spawn(watch)
+        try:
+            with fail_after(self.config.handshake):
+                while len(streams) < params.parallel:
+                    item = await queue.get()
+                    if isinstance(item, ProtocolError):
+                        raise item
+                    if params.nodelay:
+                        item.nodelay = True
+                    streams.append(StreamStats(stream_id(len(streams)), item, params.reverse))
+        except BaseException as error:
+            for stream in streams:
+                stream.sock.close()
+            if isinstance(error, TimeoutError):
+                protocol.fail(IESTREAMACCEPT)
+                raise ProtocolError(
+                    f"{len(streams)} of {params.parallel} streams connected within "
+                    f"{self.config.handshake} s"
+                ) from None
+            raise
+        finally:
+            watcher.cancel()
+            self._stream_cookie = self._streams = None
+        return streams
+
+    async def _run(
+        self,
+        channel: ControlChannel,
+        report: TestReport,
+        params: TestParams,
+        threads: list[Thread[None]],
+    ) -> None:
+        """From TEST_START to IPERF_DONE."""
+        protocol = channel.protocol
+        assert isinstance(protocol, ServerProtocol)
+        config = self.config
+        timeout = config.handshake
+        streams = report.streams
+        bound = params.time + params.omit + config.grace if params.time else config.unbounded_test
+        cpu = CpuMeter()
+        protocol.start_test()
+        await channel.flush(timeout)
+        start = now()
+        deadline = start + bound
+        omit_until = start + params.omit
+        if params.reverse:
+            block = memoryview(bytes(params.length))
+            budget = Budget(params.byte_limit) if params.byte_limit else None
+            threads += [spawn(source, s, block, budget, omit_until, deadline) for s in streams]
+        else:
+            threads += [spawn(sink, s, omit_until, deadline) for s in streams]
+
+        event = await channel.next_event(max(0.0, deadline - now()))
+        if not isinstance(event, TestEnded):
+            raise self._unexpected(event)
+        if params.reverse:
+            await self._stop_sources(streams, threads)
+        protocol.request_results()
+        await channel.flush(timeout)
+        event = await channel.next_event(timeout)
+        if not isinstance(event, ResultsReceived):
+            raise self._unexpected(event)
+        report.peer = event.results
+        if not params.reverse:
+            await self._catch_up(streams, event.results)
+            for thread in threads:
+                thread.cancel()
+        report.seconds = max(stream.end for stream in streams) - start
+        protocol.send_results(cpu.results([s.result(start) for s in streams], params.reverse))
+        await channel.flush(timeout)
+        event = await channel.next_event(timeout)
+        if not isinstance(event, Done):
+            raise self._unexpected(event)
+        failed = [f"stream {s.id}: {s.error}" for s in streams if s.error is not None]
+        if failed:
+            report.error = "; ".join(failed)
+
+    async def _stop_sources(self, streams: list[StreamStats], threads: list[Thread[None]]) -> None:
+        """Stop sending after the blocks in flight, close the streams (as iperf3 does at
+        TEST_END) and wait until the client has acknowledged every byte, so that the count
+        it reports matches ours."""
+        for stream in streams:
+            stream.stop = True
+        with fail_after(self.config.handshake):
+            while not all(thread.done for thread in threads):
+                await sleep(_POLL)
+            for stream in streams:
+                stream.sock.shutdown()
+            for stream in streams:
+                try:
+                    await stream.sock.drain()
+                except OSError as error:
+                    stream.error = stream.error or f"draining: {error}"
+                stream.end = now()
+
+    async def _catch_up(self, streams: list[StreamStats], peer: TestResults) -> None:
+        """Go on reading until each stream has the bytes the client says it sent, while they
+        keep coming, for at most config.catch_up seconds."""
+        sent = peer.by_id()
+        limit = now() + self.config.catch_up
+        while now() < limit:
+            behind = [
+                s
+                for s in streams
+                if s.id in sent and s.bytes < sent[s.id].bytes and not s.eof and s.error is None
+            ]
+            if not behind or now() - max(s.last_data for s in behind) > 0.5:
+                return
+            await sleep(_POLL)
+
+    @staticmethod
+    def _unexpected(event: Event) -> ProtocolError:
+        if isinstance(event, Terminated):
+            return ProtocolError("the client terminated the test")
+        return ProtocolError(f"unexpected {event!r}")
+
+
+def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit():
+        raise ValueError(f"{name}={text!r}: a whole number is expected")
+    return int(text)
+
+
+async def main() -> int:
+    """The appliance: serve iperf3 tests on UNIBENCH_PORT (5201); with UNIBENCH_TESTS=N, exit 0
+    after N completed tests."""
+    console = Console(1)
+    try:
+        port = _env_int(os.environ, PORT_VARIABLE, DEFAULT_PORT)
+        tests = _env_int(os.environ, TESTS_VARIABLE, 0) or None
+        if not 1 <= port <= 65535:
+            raise ValueError(f"{PORT_VARIABLE}={port}: a port is 1 to 65535")
+    except ValueError as error:
+        console.line(f"iperf3: {error}")
+        return 2
+    network = await open_network()
+    listener = network.listen(port)
+    console.line(f"iperf3: listening on {network.address}:{port}")
+    await Iperf3Server(listener, log=console.line).serve(tests)
+    listener.close()
+    await network.aclose()
+    return 0

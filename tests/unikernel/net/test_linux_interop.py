@@ -65,17 +65,18 @@ def on_stack(
     netif: Netif,
     cidr: str | None,
     body: Callable[[Interface], Coroutine[Any, Any, T]],
+    timeout: float = TEST_TIMEOUT,
 ) -> T:
-    """body(interface) run on the scheduler, with our stack on the netif. Whatever
-    Linux sent, we must have parsed: the only drops allowed are frames not for us (IPv6's
-    multicast, for one)."""
+    """body(interface) run on the scheduler, with our stack on the netif, bounded at `timeout`
+    seconds. Whatever Linux sent, we must have parsed: the only drops allowed are frames not
+    for us (IPv6's multicast, for one)."""
 
     async def main() -> T:
         config = None if cidr is None else static(cidr)
         stack = Stack(netif.mac, mtu=netif.mtu, config=config)
         interface = Interface(stack, netif).start()
         try:
-            with fail_after(TEST_TIMEOUT):
+            with fail_after(timeout):
                 result = await body(interface)
         finally:
             interface.close()

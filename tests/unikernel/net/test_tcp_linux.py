@@ -21,6 +21,7 @@ import pytest
 
 from unikernel.core.entropy import random_u32
 from unikernel.core.scheduler import fail_after, now, sleep, spawn
+from unikernel.drivers import Netif
 from unikernel.drivers.tap import TapNetif
 from unikernel.net.interface import Interface
 from unikernel.net.ipv4 import parse_address
@@ -28,7 +29,7 @@ from unikernel.net.tcp import TcpConfig, TcpLayer
 from unikernel.net.tcp_sockets import TcpSocket, TcpSockets
 
 from .netns import Netns, require
-from .test_linux_interop import LINUX, OURS, netns, on_stack, tap
+from .test_linux_interop import LINUX, OURS, TEST_TIMEOUT, netns, on_stack, tap
 
 __all__ = ["netns", "tap"]  # the fixtures, imported for pytest
 
@@ -44,6 +45,7 @@ class Tcp:
 
     sockets: TcpSockets
     layer: TcpLayer
+    interface: Interface
     largest_segment: int = 0
 
 
@@ -57,7 +59,7 @@ def tcp_on(interface: Interface) -> Tcp:
         ip_send(destination, segment, now())
         interface.flush()
 
-    tcp = Tcp(TcpSockets(layer, send=send), layer)
+    tcp = Tcp(TcpSockets(layer, send=send), layer, interface)
 
     def receive(source: bytes, destination: bytes, segment: memoryview, at: float) -> None:
         tcp.largest_segment = max(tcp.largest_segment, len(segment))
@@ -69,8 +71,13 @@ def tcp_on(interface: Interface) -> Tcp:
     return tcp
 
 
-def on_tcp(tap: TapNetif, body: Callable[[Tcp], Coroutine[Any, Any, T]]) -> T:
-    """body(tcp) on our stack at OURS; then check that Linux sent nothing we could not take."""
+def on_tcp(
+    tap: Netif,
+    body: Callable[[Tcp], Coroutine[Any, Any, T]],
+    timeout: float = TEST_TIMEOUT,
+) -> T:
+    """body(tcp) on our stack at OURS, bounded at `timeout` seconds; then check that Linux
+    sent nothing we could not take."""
     seen: list[Tcp] = []
 
     async def wired(interface: Interface) -> T:
@@ -78,7 +85,7 @@ def on_tcp(tap: TapNetif, body: Callable[[Tcp], Coroutine[Any, Any, T]]) -> T:
         seen.append(tcp)
         return await body(tcp)
 
-    result = on_stack(tap, f"{OURS}/24", wired)
+    result = on_stack(tap, f"{OURS}/24", wired, timeout)
     (tcp,) = seen
     # No GSO/TSO (segments over our MSS) and no checksum offload (bad checksums) from Linux.
     assert tcp.largest_segment <= tap.mtu - 20, tcp.largest_segment
@@ -220,3 +227,115 @@ def test_we_get_a_file_from_pythons_http_server(
     }
     assert headers["content-length"] == str(len(body_bytes))
     assert content == body_bytes
+
+
+async def read_head(sock: TcpSocket) -> tuple[bytes, bytes]:
+    """An HTTP request's head (up to its blank line) and what followed it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await sock.recv(65536, timeout=TRANSFER_TIMEOUT)
+        assert chunk, f"the client closed in its request head: {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def header_fields(head: bytes) -> dict[str, str]:
+    _, *lines = head.decode("latin-1").split("\r\n")
+    return {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in lines)
+    }
+
+
+def response_head(length: int) -> bytes:
+    return (
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
+    ).encode()
+
+
+def test_curl_gets_a_megabyte_from_our_http_responder(
+    netns: Netns, tap: TapNetif, payload: bytes
+) -> None:
+    require("curl")
+
+    async def body(tcp: Tcp) -> tuple[int, bytes, str, bytes]:
+        listener = tcp.sockets.listen(8080)
+
+        async def serve() -> bytes:
+            sock = await listener.accept(timeout=5)
+            head, _ = await read_head(sock)
+            await sock.send(response_head(len(payload)), timeout=5)
+            await sock.send(payload, timeout=TRANSFER_TIMEOUT)
+            sock.close()
+            await sock.drain(timeout=TRANSFER_TIMEOUT)
+            return head
+
+        server = spawn(serve)
+        url = f"http://{OURS}:8080/blob.bin"
+        client = netns.spawn(["curl", "-sS", "--fail", "--max-time", "20", "-o", "-", url])
+        try:
+            status = await client.wait(timeout=TRANSFER_TIMEOUT)
+            head = await server.join()
+        finally:
+            server.cancel()
+            listener.close()
+        return status, client.output(), client.errors(), head
+
+    status, received, errors, head = on_tcp(tap, body)
+    assert status == 0, errors
+    assert head.startswith(b"GET /blob.bin HTTP/1.1\r\n"), head
+    assert len(received) == SIZE and sha(received) == sha(payload)
+
+
+def test_curl_uploads_a_megabyte_to_our_http_responder(
+    netns: Netns, tap: TapNetif, payload: bytes, tmp_path: Path
+) -> None:
+    require("curl")
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(payload)
+
+    async def body(tcp: Tcp) -> tuple[int, bytes, str, bytes, int]:
+        listener = tcp.sockets.listen(8080)
+
+        async def serve() -> tuple[bytes, int]:
+            sock = await listener.accept(timeout=5)
+            head, rest = await read_head(sock)
+            fields = header_fields(head)
+            length = int(fields["content-length"])
+            if fields.get("expect", "").lower() == "100-continue":
+                await sock.send(b"HTTP/1.1 100 Continue\r\n\r\n", timeout=5)
+            digest = hashlib.sha256(rest)
+            got = len(rest)
+            while got < length and (chunk := await sock.recv(65536, timeout=TRANSFER_TIMEOUT)):
+                digest.update(chunk)
+                got += len(chunk)
+            answer = digest.hexdigest().encode()  # the body of our reply: what we received
+            await sock.send(response_head(len(answer)) + answer, timeout=5)
+            sock.close()
+            await sock.drain(timeout=5)
+            return head, got
+
+        server = spawn(serve)
+        url = f"http://{OURS}:8080/upload"
+        client = netns.spawn(
+            [
+                "curl", "-sS", "--fail", "--max-time", "20",
+                "-H", "Content-Type: application/octet-stream",
+                "--data-binary", f"@{upload}", url,
+            ]
+        )  # fmt: skip
+        try:
+            status = await client.wait(timeout=TRANSFER_TIMEOUT)
+            head, got = await server.join()
+        finally:
+            server.cancel()
+            listener.close()
+        return status, client.output(), client.errors(), head, got
+
+    status, answer, errors, head, got = on_tcp(tap, body)
+    assert status == 0, errors
+    assert head.startswith(b"POST /upload HTTP/1.1\r\n"), head
+    assert got == SIZE
+    assert answer.decode() == sha(payload)  # what we hashed is what curl sent

@@ -38,8 +38,10 @@ def test_rto_backs_off_then_recovers_when_acks_return() -> None:
     assert conn.unacked == 0 and conn.state == ESTABLISHED
 
 
-def test_a_lost_tail_is_recovered_by_the_retransmission_timer() -> None:
-    wire = Wire()
+@pytest.mark.parametrize("probe", [False, True], ids=["rto", "tail-loss-probe"])
+def test_a_lost_tail_is_recovered_by_a_probe_or_the_retransmission_timer(probe: bool) -> None:
+    config = TcpConfig(tail_loss_probe=probe)
+    wire = Wire(config_a=config, config_b=config)
     client, server = wire.connect()
     lost: list[int] = []
 
@@ -54,8 +56,14 @@ def test_a_lost_tail_is_recovered_by_the_retransmission_timer() -> None:
     wire.drop = drop_last
     client.send(bytes(10 * 1448), wire.now)
     assert wire.run(lambda: server.readable == 10 * 1448)
-    assert lost and wire.a.stats["retransmits"] == 1  # no dup ACKs after a tail: the RTO
-    assert wire.now > 0.2
+    assert lost and wire.a.stats["retransmits"] == 1  # no dup ACKs after a tail
+    if probe:
+        # RFC 8985 7: the segment again after two round trips (10 ms here), not 200 ms.
+        assert wire.a.stats["loss_probes"] == 1 and wire.a.stats["timeouts"] == 0
+        assert wire.now < 0.05
+    else:
+        assert wire.a.stats["loss_probes"] == 0 and wire.a.stats["timeouts"] == 1
+        assert wire.now > 0.2
 
 
 def test_a_timeout_never_resends_past_what_was_sent() -> None:

@@ -222,15 +222,15 @@ PEER_ISN = 7_000_000
 
 
 def raw_client(
-    *, mss: int = 1000, window: int = 65535, config: TcpConfig | None = None
+    *, mss: int = 1000, window: int = 65535, config: TcpConfig | None = None, sack: bool = False
 ) -> tuple[TcpLayer, RawPeer, Connection]:
     """Layer A connects to a raw peer whose SYN-ACK offers an MSS and nothing else (no
-    timestamps, SACK or window scaling), then checks the connection is up."""
+    timestamps or window scaling; SACK if `sack`), then checks the connection is up."""
     layer = TcpLayer(seeded(1), config, A_IP)
     peer = RawPeer(layer)
     conn = layer.connect(B_IP, peer.port, peer.now)
     (syn,) = peer.take()
-    options = syn_options(mss, -1, False, None)
+    options = syn_options(mss, -1, sack, None)
     peer.send(conn.local_port, PEER_ISN, syn.seq + 1, SYN | ACK, window=window, options=options)
     (ack,) = peer.take()
     assert conn.state_name == "ESTABLISHED" and ack.flags == ACK

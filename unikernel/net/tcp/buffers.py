@@ -119,24 +119,35 @@ class Scoreboard:
         return bool(self.ranges)
 
     @property
+    def total(self) -> int:
+        """Bytes SACKed."""
+        return sum(end - start for start, end in self.ranges)
+
+    @property
     def highest(self) -> int:
         """The end of the highest SACKed range (0 if none)."""
         return self.ranges[-1][1] if self.ranges else 0
 
-    def add(self, start: int, end: int) -> None:
+    def add(self, start: int, end: int) -> int:
+        """Record [start, end) as SACKed; return how many of its bytes were not already."""
         ranges = self.ranges
         i = 0
         while i < len(ranges) and ranges[i][1] < start:
             i += 1
         # Merge every range that touches [start, end).
         j = i
+        new = end - start
+        low, high = start, end
         while j < len(ranges) and ranges[j][0] <= end:
-            start = min(start, ranges[j][0])
-            end = max(end, ranges[j][1])
+            left, right = ranges[j]
+            new -= max(0, min(right, end) - max(left, start))  # held already
+            low = min(low, left)
+            high = max(high, right)
             j += 1
-        ranges[i:j] = [[start, end]]
+        ranges[i:j] = [[low, high]]
         if len(ranges) > self._max:
             ranges.pop()
+        return new
 
     def prune(self, una: int) -> None:
         """Forget what the cumulative acknowledgment now covers."""

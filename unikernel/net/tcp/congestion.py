@@ -64,6 +64,14 @@ class NewReno:
         """Each further duplicate means another segment has left the network (step 4)."""
         self.cwnd += self.smss
 
+    def limit_unsacked(self, sacked: int) -> None:
+        """With SACK, during recovery: let at least as much data be outstanding and not
+        SACKed as ssthresh allows. The window thus inflates by what the SACK blocks show has
+        left the network, as RFC 6675's pipe would let it, and not only by one segment a
+        duplicate ACK (step 4), which undercounts as soon as ACKs are lost and then stalls
+        recovery until the retransmission timer."""
+        self.cwnd = max(self.cwnd, self.ssthresh + sacked)
+
     def is_full_ack(self, ack: int) -> bool:
         return ack >= self.recover
 
@@ -79,6 +87,13 @@ class NewReno:
         """RFC 6582 3.2 step 3, full acknowledgment, option 1 of the deflation."""
         self.cwnd = min(self.ssthresh, max(flight, self.smss) + self.smss)
         self.in_recovery = False
+        self._acked = 0
+
+    def on_probe_repair(self) -> None:
+        """A tail loss probe repaired a loss (RFC 8985 7.4.2): reduce as fast recovery
+        would have, without entering it."""
+        self.ssthresh = max(self.cwnd // 2, 2 * self.smss)
+        self.cwnd = self.ssthresh
         self._acked = 0
 
     def on_timeout(self, flight: int, snd_max: int, repeated: bool) -> None:

@@ -87,6 +87,8 @@ _TS_LEN = 12  # NOP, NOP, timestamps: in every segment once negotiated (RFC 7323
 _PAWS_IDLE = 24 * 24 * 3600.0  # RFC 7323 5.5: TS.Recent goes stale after 24 days idle
 _DUP_THRESH = 3  # RFC 5681 3.2
 _ANSWER_INTERVAL = 0.5  # between ACKs to refused segments (Linux: tcp_invalid_ratelimit)
+_PTO_MIN = 0.01  # the shortest tail loss probe timeout (as Linux's, about two jiffies)
+_WC_DEL_ACK = 0.2  # RFC 8985 7.2 WCDelAckT: how long a peer may delay its ACK at worst
 
 
 class TcpConfig:
@@ -109,6 +111,7 @@ class TcpConfig:
         "sack",
         "send_buffer",
         "syn_retries",
+        "tail_loss_probe",
         "time_wait",
         "timestamps",
         "window_scaling",
@@ -127,6 +130,7 @@ class TcpConfig:
         window_scaling: bool = True,
         timestamps: bool = True,
         sack: bool = True,
+        tail_loss_probe: bool = True,
         initial_window: int = 10,
         rto_initial: float = 1.0,
         rto_min: float = 0.2,
@@ -147,6 +151,9 @@ class TcpConfig:
         self.window_scaling = window_scaling  # RFC 7323 2
         self.timestamps = timestamps  # RFC 7323 3
         self.sack = sack  # RFC 2018
+        # RFC 8985 7 (Linux: net.ipv4.tcp_early_retrans): with SACK, a lost tail costs a
+        # probe after about two round trips rather than a retransmission timeout.
+        self.tail_loss_probe = tail_loss_probe
         self.initial_window = initial_window  # segments (RFC 6928)
         self.rto_initial = rto_initial  # RFC 6298 2.1
         # RFC 6298 2.4 asks for at least 1 s; like Linux we take 200 ms, which RFC 6298 allows
@@ -216,12 +223,16 @@ class Connection:
         "_rtt_time",
         "_rtx_at",
         "_rtx_hint",
+        "_rtx_marks",
         "_rtx_tsval",
         "_sack_ok",
         "_sacked",
         "_snd_buf",
         "_snd_scale",
         "_snd_size",
+        "_tlp",
+        "_tlp_high",
+        "_tlp_retrans",
         "_ts_offset",
         "_ts_ok",
         "_ts_recent",
@@ -300,6 +311,9 @@ class Connection:
         self._sack_ok = False
         self._sacked = Scoreboard(16)
         self._rtx_hint = 0  # in recovery, holes below this were retransmitted already
+        # In recovery, each hole retransmitted -> SND.MAX when it was: SACKs for data beyond
+        # that (sent later, arrived first) mean the retransmission was lost too.
+        self._rtx_marks: dict[int, int] = {}
         self._dupacks = 0
         self._partial_acks = 0
         self._last_send = -1.0  # when data last left (-1: never)
@@ -340,6 +354,9 @@ class Connection:
         # Timers, as absolute times (inf: not armed); `deadline` is the earliest.
         self._rtx_at = _INF  # retransmission, or the persist timer when _persist
         self._persist = False
+        self._tlp = False  # _rtx_at is the tail loss probe's timeout (RFC 8985 7.2)
+        self._tlp_high = -1  # SND.MAX after our probe, until its episode ends (7.4)
+        self._tlp_retrans = False  # the probe resent data rather than sending new data
         self._probes = 0  # window probes in a row the peer did not answer
         self._dack_at = _INF
         self._ka_at = _INF
@@ -834,12 +851,16 @@ class Connection:
         if self._persist:
             self._probes = 0  # the peer answers our window probes: never give up on it
         window = seg.window << self._snd_scale
+        # RFC 5681 2 counts an ACK as a duplicate only if it changes nothing, the window
+        # included; with SACK, an ACK that SACKs new data counts whatever else it changes
+        # (RFC 6675 2). That matters with Linux, whose window grows with almost every ACK as
+        # it tunes its receive buffer: by RFC 5681 alone its duplicate ACKs would hardly ever
+        # count, and nearly every loss would wait for the retransmission timer.
+        sacked = self._sack_ok and seg.sack is not None and self._take_sack(seg.sack, ack)
         duplicate = (
             ack == una
-            and size == 0
-            and not flags & FIN
-            and window == self.snd_wnd
             and self.snd_max > una
+            and (sacked or (size == 0 and not flags & FIN and window == self.snd_wnd))
         )
         if self._wl1 < seq or (self._wl1 == seq and self._wl2 <= ack):
             # The window update rule: only segments newer than the last one that set it.
@@ -848,13 +869,18 @@ class Connection:
             self._wl2 = ack
             if window > self._max_snd_wnd:
                 self._max_snd_wnd = window
-        if self._sack_ok and seg.sack is not None:
-            self._take_sack(seg.sack)
+        if self._tlp_high >= 0:
+            self._tlp_episode(seg, ack)
+        cc = self._cc
         if ack > una:
             self._rtt_ack(seg, ack, now)
             self._new_ack(ack, now)
+            if sacked and not cc.in_recovery:
+                self._dup_ack(now)  # with new SACK information it counts too (RFC 6675 5)
         elif duplicate:
             self._dup_ack(now)
+        if cc.in_recovery and self._sack_ok:
+            cc.limit_unsacked(self._sacked.total)
 
         # Our FIN acknowledged?
         if self._fin_sent and ack == self._buf_seq + len(self._snd_buf) + 1:
@@ -893,15 +919,20 @@ class Connection:
         ):
             self._rto.sample(((self._ts_now(now) - seg.tsecr) & _MASK) / 1000)
 
-    def _take_sack(self, blocks: list[tuple[int, int]]) -> None:
-        """Record the peer's SACK blocks (RFC 2018 3), ignoring any outside what we sent."""
+    def _take_sack(self, blocks: list[tuple[int, int]], ack: int) -> bool:
+        """Record the peer's SACK blocks (RFC 2018 3), ignoring any outside what we sent and
+        not acknowledged by `ack` (a D-SACK, RFC 2883, reports a duplicate there); whether
+        they SACKed anything new."""
         una = self.snd_una
         base = self.iss + una
+        low = max(una, ack)
+        new = False
         for left, right in blocks:
             start = una + ((left - base + _HALF) & _MASK) - _HALF
             end = una + ((right - base + _HALF) & _MASK) - _HALF
-            if una < start < end <= self.snd_max:
-                self._sacked.add(start, end)
+            if low < start < end <= self.snd_max and self._sacked.add(start, end) > 0:
+                new = True
+        return new
 
     def _new_ack(self, ack: int, now: float) -> None:
         """SND.UNA advances (RFC 9293 3.10.7.4; RFC 5681; RFC 6582; RFC 6298 5.2, 5.3)."""
@@ -923,6 +954,10 @@ class Connection:
         if self.snd_nxt < ack:
             self.snd_nxt = ack
         self._sacked.prune(ack)
+        marks = self._rtx_marks
+        if marks:
+            for seq in [seq for seq in marks if seq < ack]:
+                del marks[seq]
         self._rto.backoffs = 0
         cc = self._cc
         restart_timer = True
@@ -930,12 +965,16 @@ class Connection:
             if cc.is_full_ack(ack):
                 cc.on_full_ack(self.snd_max - ack)
                 self._dupacks = 0
+                marks.clear()
             else:
                 # A partial ACK: the next hole is at `ack`. Retransmit it unless the SACK
-                # logic did already; RFC 6582 resets the timer on the first one only.
+                # logic did already (and that retransmission is not lost); RFC 6582 resets
+                # the timer on the first one only.
                 cc.on_partial_ack(acked)
                 if ack >= self._rtx_hint:
-                    self._rtx_hint = ack + self._retransmit(ack, now)
+                    self._rtx_hint = ack + self._recovery_retransmit(ack, now)
+                elif self._retransmission_lost():
+                    self._recovery_retransmit(ack, now)
                 self._partial_acks += 1
                 restart_timer = self._partial_acks == 1
         else:
@@ -943,42 +982,82 @@ class Connection:
             cc.on_ack(max(freed, 0), self.snd_max - una)
         if self.snd_max == ack:
             self._rtx_at = _INF  # everything acknowledged (RFC 6298 5.2)
-            self._persist = False
+            self._persist = self._tlp = False
         elif restart_timer and not self._persist:
-            self._rtx_at = now + self._rto.rto  # RFC 6298 5.3
+            self._start_timer(now)  # RFC 6298 5.3; RFC 8985 7.2
 
     def _dup_ack(self, now: float) -> None:
         """A duplicate ACK (RFC 5681 2 defines which): limited transmit, fast retransmit,
         or another segment gone from the network during recovery."""
         self._dupacks += 1
         cc = self._cc
+        una = self.snd_una
         if cc.in_recovery:
+            if self._retransmission_lost():
+                self._recovery_retransmit(una, now)  # in place of new data, as below
+                return
             hole = self._next_hole()
             if hole >= 0:
                 # SACK says it is lost: resend it in place of new data (RFC 6675 spirit).
-                self._rtx_hint = hole + self._retransmit(hole, now)
+                self._rtx_hint = hole + self._recovery_retransmit(hole, now)
             else:
                 cc.on_dup_ack_in_recovery()
-        elif self._dupacks == _DUP_THRESH and cc.may_enter_recovery(self.snd_una):
-            # Fast retransmit (RFC 5681 3.2; RFC 6582 3.2 step 2).
-            una = self.snd_una
+        elif self._loss_detected(una) and (
+            cc.may_enter_recovery(una) or self._sacked.highest > cc.recover
+        ):
+            # Fast retransmit (RFC 5681 3.2; RFC 6582 3.2 step 2). After a timeout, RFC 6582
+            # 4 waits for `recover` to be acknowledged, lest the duplicates that go-back-N's
+            # needless retransmissions cause count as losses; the peer SACKing data first
+            # sent after the timeout is no such echo but a new loss.
             cc.enter_recovery(self.snd_max - una, self.snd_max)
             self._partial_acks = 0
-            self._rtx_hint = una + self._retransmit(una, now)
+            self._tlp_high = -1  # a probe's episode ends in the reduction made here
+            self._rtx_hint = una + self._recovery_retransmit(una, now)
+            if self._tlp:
+                self._start_timer(now)  # no probe during recovery: the RTO again
         # Below the threshold, _output() sends new data for limited transmit (RFC 3042).
+
+    def _loss_detected(self, una: int) -> bool:
+        """Whether the segment at SND.UNA is lost: DupThresh duplicate ACKs, or sooner when
+        SACK shows DupThresh segments above it though some of their ACKs were lost (RFC 6675
+        5), or a hole below a tail loss probe."""
+        return self._dupacks >= _DUP_THRESH or self._is_lost(una) or self._probe_found_loss()
+
+    def _recovery_retransmit(self, seq: int, now: float) -> int:
+        """_retransmit() for fast recovery, remembering how far we had sent by then."""
+        self._rtx_marks[seq] = self.snd_max
+        return self._retransmit(seq, now)
+
+    def _retransmission_lost(self) -> bool:
+        """Whether the hole at SND.UNA was retransmitted in this recovery and the peer has
+        since SACKed data first sent after that: then the retransmission was lost as well
+        (RACK's insight, RFC 8985 2), and only the retransmission timer would resend it."""
+        mark = self._rtx_marks.get(self.snd_una)
+        return mark is not None and self._sacked.highest > mark
+
+    def _probe_found_loss(self) -> bool:
+        """Whether the peer SACKed our tail loss probe (or the tail it probed) while data
+        below stays missing: that data left at least a probe timeout (two round trips)
+        before, too long ago to be merely reordered, so it is lost (RFC 8985 7.4: the
+        probe's ACK lets RACK start fast recovery)."""
+        return self._tlp_high >= 0 and self._sacked.highest >= self._tlp_high
+
+    def _is_lost(self, seq: int) -> bool:
+        """RFC 6675 IsLost: at least DupThresh segments' worth SACKed above `seq`."""
+        above = 0
+        for start, end in self._sacked.ranges:
+            if start > seq:
+                above += end - start
+        return above >= _DUP_THRESH * self.smss
 
     def _next_hole(self) -> int:
         """The first unacknowledged byte not SACKed, not retransmitted yet in this recovery,
-        with at least DupThresh segments SACKed above it (RFC 6675 IsLost); -1 if none."""
+        that IsLost (RFC 6675); -1 if none."""
         sacked = self._sacked
         if not sacked:
             return -1
         seq = sacked.skip(max(self._rtx_hint, self.snd_una))
-        above = 0
-        for start, end in sacked.ranges:
-            if start > seq:
-                above += end - start
-        return seq if above >= _DUP_THRESH * self.smss else -1
+        return seq if self._is_lost(seq) else -1
 
     def _receive_data(self, seq: int, payload: Buffer, now: float) -> None:
         """RFC 9293 3.10.7.4, seventh step: `payload` starts at `seq` >= RCV.NXT and ends
@@ -1119,13 +1198,15 @@ class Connection:
             # Data waits and nothing is in flight to bring an ACK: the persist timer
             # (RFC 9293 3.8.6.1) probes the window until it opens.
             self._persist = True
+            self._tlp = False
             self._rtx_at = now + self._rto.rto
 
     def _sent(self, seq: int, length: int, now: float) -> None:
         """Bookkeeping after sending [seq, seq + length) from snd_nxt."""
         end = seq + length
         self.snd_nxt = end
-        if end > self.snd_max:
+        new = end > self.snd_max
+        if new:
             if self._rtt_seq < 0 and seq == self.snd_max:
                 self._rtt_seq = seq
                 self._rtt_time = now
@@ -1135,8 +1216,9 @@ class Connection:
             self._rtt_seq = -1  # Karn: no sample from a retransmission
         self._last_send = now
         if self._persist or self._rtx_at == _INF:
-            self._persist = False
-            self._rtx_at = now + self._rto.rto  # RFC 6298 5.1
+            self._start_timer(now)  # RFC 6298 5.1
+        elif new:
+            self._start_timer(now, restart=False)  # a probe's timeout restarts (RFC 8985 7.2)
 
     def _retransmit(self, seq: int, now: float) -> int:
         """Resend one segment from `seq`, stopping before SACKed data; return the sequence
@@ -1157,9 +1239,95 @@ class Connection:
         self._layer.stats["retransmits"] += 1
         self._rtt_seq = -1
         if self._rtx_at == _INF or self._persist:
-            self._persist = False
+            self._persist = self._tlp = False
             self._rtx_at = now + self._rto.rto
         return size + fin
+
+    def _start_timer(self, now: float, restart: bool = True) -> None:
+        """(Re)start the retransmission timer: as a tail loss probe's timeout when a probe
+        may go (RFC 8985 7.2), else as the retransmission timeout; `restart` False leaves
+        a retransmission timeout that runs already as it is (RFC 6298 5.1)."""
+        rto = self._rto.rto
+        if self._tlp_allowed():
+            srtt = self._rto.srtt
+            if self.snd_max - self.snd_una > self.smss:
+                pto = max(2 * srtt, _PTO_MIN)
+            else:
+                pto = 2 * srtt + _WC_DEL_ACK  # one segment: its ACK may come delayed
+            if pto < rto:
+                self._persist = False
+                self._tlp = True
+                self._rtx_at = now + pto
+                return
+        if restart or self._tlp or self._persist or self._rtx_at == _INF:
+            self._persist = self._tlp = False
+            self._rtx_at = now + rto
+
+    def _tlp_allowed(self) -> bool:
+        """Whether a tail loss probe may be scheduled: SACK will show what it finds, no other
+        recovery and no other probe is under way (RFC 8985 7.2)."""
+        return (
+            self._sack_ok
+            and self._config.tail_loss_probe
+            and self._tlp_high < 0
+            and self.snd_max > self.snd_una
+            and self._rto.has_sample
+            and not self._rto.backoffs
+            and not self._cc.in_recovery
+            and bool(1 << self.state & _SENDING)
+        )
+
+    def _tail_loss_probe(self, now: float) -> None:
+        """The probe timeout fired (RFC 8985 7.3): send one segment, new data if the peer's
+        window takes it, else the last one again, to draw an ACK whose SACK blocks start fast
+        recovery instead of waiting for the retransmission timeout. Then the RTO follows."""
+        una = self.snd_una
+        snd_max = self.snd_max
+        if snd_max == una:
+            return
+        buf_end = self._buf_seq + len(self._snd_buf)
+        self._layer.stats["loss_probes"] += 1
+        size = min(self.smss, buf_end - snd_max, una + self.snd_wnd - snd_max)
+        self._tlp_high = snd_max  # no new probe until the episode ends
+        if size > 0 and self.snd_nxt == snd_max:
+            self._tlp_retrans = False
+            offset = snd_max - self._buf_seq
+            flags = ACK | PSH if snd_max + size == buf_end else ACK
+            self._send(snd_max, flags, self._snd_buf[offset : offset + size], now)
+            self._sent(snd_max, size, now)
+            self._tlp_high = self.snd_max
+        else:
+            self._tlp_retrans = True
+            last = max(una, min(buf_end, snd_max) - self.smss)
+            self._retransmit(last, now)
+        self._rtx_at = now + self._rto.rto
+        self._tlp = False
+
+    def _tlp_episode(self, seg: Segment, ack: int) -> None:
+        """The ACK `ack` (unwrapped) for a probe episode (RFC 8985 7.4): the episode ends once
+        an ACK covers the probe. A probe that resent data repaired a loss, calling for the
+        window reduction fast recovery would have made, unless a D-SACK (RFC 2883) says both
+        copies arrived or the probe was needless; Linux judges the same way."""
+        high = self._tlp_high
+        if ack < high:
+            return
+        if self._tlp_retrans:
+            if self._dsack(seg, ack):
+                self._tlp_high = -1  # both copies arrived: only an ACK had been lost
+            elif ack > high:
+                self._tlp_high = -1
+                self._cc.on_probe_repair()
+            return  # ack == high without a D-SACK: wait for one, or for more acknowledged
+        self._tlp_high = -1
+
+    def _dsack(self, seg: Segment, ack: int) -> bool:
+        """Whether the segment's first SACK block reports data below its cumulative ACK: a
+        duplicate the peer received (RFC 2883 4)."""
+        if not seg.sack:
+            return False
+        una = self.snd_una
+        right = seg.sack[0][1]
+        return una + ((right - self.iss - una + _HALF) & _MASK) - _HALF <= ack
 
     def _send(self, seq: int, flags: int, payload: Buffer, now: float) -> None:
         """Build and queue one segment; every one but a bare RST carries ACK, our window,
@@ -1265,6 +1433,8 @@ class Connection:
             self._rtx_at = _INF
             if self._persist:
                 self._probe_window(now)
+            elif self._tlp:
+                self._tail_loss_probe(now)
             else:
                 self._retransmit_timeout(now)
             if self.state == CLOSED:
@@ -1297,6 +1467,7 @@ class Connection:
         una = self.snd_una
         if self.snd_max == una:
             return  # nothing outstanding after all
+        self._layer.stats["timeouts"] += 1
         self._cc.on_timeout(self.snd_max - una, self.snd_max, repeated=rto.backoffs > 0)
         if rto.backoffs:
             # A second timeout for the same data: the peer may have reneged on what it
@@ -1304,10 +1475,12 @@ class Connection:
             self._sacked.clear()
         rto.backoffs += 1
         self._dupacks = 0
+        self._rtx_marks.clear()
+        self._tlp_high = -1  # a timeout ends a probe's episode (RFC 8985 7.4)
         self._rtx_tsval = self._ts_now(now)
         self.snd_nxt = una + self._retransmit(una, now)  # then go back N as ACKs come
         self._rtx_at = now + rto.rto
-        self._persist = False
+        self._persist = self._tlp = False
 
     def _probe_window(self, now: float) -> None:
         """The persist timer fired (RFC 9293 3.8.6.1; RFC 1122 4.2.2.17): send what the window
@@ -1332,6 +1505,7 @@ class Connection:
         else:
             self._send(una - 1, ACK, b"", now)
             self._persist = True
+            self._tlp = False
             self._rtx_at = now + rto.rto
 
     def _keepalive_probe(self, now: float) -> None:

@@ -125,6 +125,8 @@ class TcpLayer:
             "rst_sent": 0,
             "syn_dropped": 0,
             "retransmits": 0,
+            "loss_probes": 0,
+            "timeouts": 0,
         }
 
     def __len__(self) -> int:

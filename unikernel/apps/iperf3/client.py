@@ -29,6 +29,7 @@ from unikernel.apps.iperf3.streams import (
     ControlChannel,
     CpuMeter,
     StreamStats,
+    Timeouts,
     mbps,
     sink,
     source,
@@ -54,25 +55,10 @@ if TYPE_CHECKING:
 _POLL = 0.005  # how often the waiting driver looks at its streams
 
 
-class ClientConfig:
-    """Timeouts, seconds. handshake: for each step of the control protocol and each stream's
-    connection; grace: past the test's time before we give up on it; unbounded_test: the limit
-    on a test by byte count; catch_up: after TEST_END, for the server's last bytes (reverse)."""
+class ClientConfig(Timeouts):
+    """The client's timeouts (see Timeouts)."""
 
-    __slots__ = ("catch_up", "grace", "handshake", "unbounded_test")
-
-    def __init__(
-        self,
-        *,
-        handshake: float = 10.0,
-        grace: float = 10.0,
-        unbounded_test: float = 600.0,
-        catch_up: float = 5.0,
-    ) -> None:
-        self.handshake = handshake
-        self.grace = grace
-        self.unbounded_test = unbounded_test
-        self.catch_up = catch_up
+    __slots__ = ()
 
 
 class ClientResult:

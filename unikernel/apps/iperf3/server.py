@@ -43,6 +43,7 @@ from unikernel.apps.iperf3.streams import (
     ControlChannel,
     CpuMeter,
     StreamStats,
+    Timeouts,
     mbps,
     read_exactly,
     sink,
@@ -67,31 +68,14 @@ TESTS_VARIABLE = "UNIBENCH_TESTS"
 _POLL = 0.005  # how often a waiting driver looks at its streams
 
 
-class ServerConfig:
-    """Limits and timeouts, seconds.
+class ServerConfig(Timeouts):
+    """The server's timeouts (see Timeouts), and how many streams a test may open."""
 
-    handshake: for each step of the control protocol and for the streams to connect;
-    grace: past the test's announced time (plus omit) before TEST_END must have come;
-    unbounded_test: the limit on a test by byte count, which announces no time;
-    catch_up: after TEST_END, for the bytes the client sent to arrive.
-    """
+    __slots__ = ("max_streams",)
 
-    __slots__ = ("catch_up", "grace", "handshake", "max_streams", "unbounded_test")
-
-    def __init__(
-        self,
-        *,
-        max_streams: int = MAX_STREAMS,
-        handshake: float = 10.0,
-        grace: float = 10.0,
-        unbounded_test: float = 600.0,
-        catch_up: float = 5.0,
-    ) -> None:
+    def __init__(self, *, max_streams: int = MAX_STREAMS, **timeouts: float) -> None:
+        super().__init__(**timeouts)
         self.max_streams = max_streams
-        self.handshake = handshake
-        self.grace = grace
-        self.unbounded_test = unbounded_test
-        self.catch_up = catch_up
 
 
 class TestReport:

@@ -36,6 +36,28 @@ async def read_exactly(sock: TcpSocket, size: int, timeout: float) -> bytes:
     return data
 
 
+class Timeouts:
+    """Seconds either driver waits. handshake: for each step of the control protocol and for
+    the streams to connect; grace: past the test's announced time (plus omit) before it must
+    have ended; unbounded_test: the limit on a test by byte count, which announces no time;
+    catch_up: after TEST_END, for the last bytes still in flight to arrive."""
+
+    __slots__ = ("catch_up", "grace", "handshake", "unbounded_test")
+
+    def __init__(
+        self,
+        *,
+        handshake: float = 10.0,
+        grace: float = 10.0,
+        unbounded_test: float = 600.0,
+        catch_up: float = 5.0,
+    ) -> None:
+        self.handshake = handshake
+        self.grace = grace
+        self.unbounded_test = unbounded_test
+        self.catch_up = catch_up
+
+
 class ControlChannel:
     """A protocol machine over the control connection: reads feed it, and whatever it queues
     to send goes out before the next read."""

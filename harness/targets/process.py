@@ -11,7 +11,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Protocol
 
 import psutil
 
@@ -27,6 +28,10 @@ from harness.targets.base import (
     Workload,
     free_port,
 )
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
 
 
 def host_python() -> str:
@@ -82,10 +87,14 @@ class ProcessInstance(Instance):
         environment: Mapping[str, str] | None = None,
         namespace: str | None = None,
         spawn_namespace: str | None = None,
+        owned: Sequence[Closable] = (),
     ) -> None:
+        """`owned`: what the launch made for the process (its network link, its disk), closed
+        after the process has gone."""
         self._ports = ports
         self.namespace = namespace  # where its ports are reached from
         self._spawn_namespace = spawn_namespace  # where it runs
+        self._owned = tuple(owned)
         self._argv = argv
         self._environment = {**os.environ, **(environment or {})}
         self._cpus = pinned_cpus(settings.cpus) if settings.cpus else None
@@ -149,6 +158,9 @@ class ProcessInstance(Instance):
                 os.waitpid(self._pid, 0)
         self.console.join(timeout=5)
         os.close(self._read_fd)
+        with contextlib.ExitStack() as owned:  # closed last to first, each even if one fails
+            for resource in self._owned:
+                owned.callback(resource.close)
 
 
 class ProcessTarget(Target):

@@ -29,33 +29,6 @@ from unikernel.build.qemu import qemu_command, tap_nic
 from unikernel.build.runtime import PYTHON
 
 
-class LinkedInstance(ProcessInstance):
-    """A unikernel process (hosted, or QEMU) and the network link it was given, if any: the
-    link goes when the instance does."""
-
-    def __init__(
-        self,
-        name: str,
-        argv: list[str],
-        ports: dict[str, tuple[str, int]],
-        settings: LaunchSettings,
-        environment: dict[str, str] | None,
-        namespace: str | None,
-        link: TapLink | None,
-    ) -> None:
-        super().__init__(name, argv, ports, settings, environment, namespace, namespace)
-        self._link = link
-
-    def stop(self) -> None:
-        try:
-            super().stop()
-        finally:
-            with self._lock:  # stop() may race itself: the link is closed once
-                link, self._link = self._link, None
-            if link is not None:
-                link.close()
-
-
 class UnikernelTarget(Target):
     family = "unikernel"
 
@@ -115,10 +88,11 @@ class UnikernelTarget(Target):
                 environment.update(link.guest_environment(hosted=self.platform == "hosted"))
                 ports = {port.name: (link.guest_address, port.number) for port in workload.ports}
             namespace = None if link is None else link.name
+            owned = () if link is None else (link,)
             if self.platform == "hosted":
                 argv = [PYTHON, "-I", "-S", str(built.outputs["app"])]
-                return LinkedInstance(
-                    workload.name, argv, ports, settings, environment, namespace, link
+                return ProcessInstance(
+                    workload.name, argv, ports, settings, environment, namespace, namespace, owned
                 )
             # The kernel hands name=value arguments it does not know to PID 1 as its environment.
             memory = settings.memory_mib or self._memory[workload.name]
@@ -128,7 +102,9 @@ class UnikernelTarget(Target):
             argv = qemu_command(
                 built.qemu_image(), choose_accel(), memory, extra_args=kernel_args, devices=nic
             )
-            return LinkedInstance(workload.name, argv, ports, settings, None, namespace, link)
+            return ProcessInstance(
+                workload.name, argv, ports, settings, None, namespace, namespace, owned
+            )
         except BaseException:
             if link is not None:
                 link.close()

@@ -10,34 +10,21 @@ from harness.targets.base import Availability, Instance, LaunchSettings, Target,
 from harness.targets.process import ProcessInstance, host_python
 
 
-class VethInstance(ProcessInstance):
-    """The workload's process, started inside the server's namespace; the link goes with it."""
-
-    def __init__(self, workload: Workload, settings: LaunchSettings, link: VethLink) -> None:
-        ports = {port.name: (link.guest_address, port.number) for port in workload.ports}
-        listen = {name: f"{host}:{port}" for name, (host, port) in ports.items()}
-        argv = [
-            host_python(),
-            *workload.argv(listen, str(workload.script), settings.workload_params),
-        ]
-        super().__init__(
-            workload.name,
-            argv,
-            ports,
-            settings,
-            namespace=link.name,  # reached from the client's side
-            spawn_namespace=link.server.name,
-        )
-        self._link: VethLink | None = link
-
-    def stop(self) -> None:
-        try:
-            super().stop()
-        finally:
-            with self._lock:
-                link, self._link = self._link, None
-            if link is not None:
-                link.close()
+def veth_instance(workload: Workload, settings: LaunchSettings, link: VethLink) -> Instance:
+    """The workload's process, started inside the server's namespace, reached from the
+    client's; the link goes with it."""
+    ports = {port.name: (link.guest_address, port.number) for port in workload.ports}
+    listen = {name: f"{host}:{port}" for name, (host, port) in ports.items()}
+    argv = [host_python(), *workload.argv(listen, str(workload.script), settings.workload_params)]
+    return ProcessInstance(
+        workload.name,
+        argv,
+        ports,
+        settings,
+        namespace=link.name,
+        spawn_namespace=link.server.name,
+        owned=(link,),
+    )
 
 
 class VethTarget(Target):
@@ -54,7 +41,7 @@ class VethTarget(Target):
         offloads = str(settings.workload_params.get("offloads", "on")) != "off"
         link = VethLink(offloads=offloads)
         try:
-            return VethInstance(workload, settings, link)
+            return veth_instance(workload, settings, link)
         except BaseException:
             link.close()
             raise

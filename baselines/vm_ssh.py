@@ -17,12 +17,27 @@ from baselines.errors import BaselineError
 from baselines.linux_vm import VmImage
 
 
+def parse_host_key(line: str) -> paramiko.PKey:
+    """A public host key as OpenSSH writes it ("ssh-ed25519 AAAA...")."""
+    key_type, _, rest = line.strip().partition(" ")
+    data = rest.split(" ")[0]
+    try:
+        if key_type == "ssh-ed25519":
+            return paramiko.Ed25519Key(data=base64.b64decode(data))
+        if key_type == "ssh-rsa":
+            return paramiko.RSAKey(data=base64.b64decode(data))
+        if key_type.startswith("ecdsa-sha2-"):
+            return paramiko.ECDSAKey(data=base64.b64decode(data))
+    except (ValueError, paramiko.SSHException) as error:
+        raise BaselineError(f"not a {key_type} public key: {error}") from None
+    raise BaselineError(
+        f"host key type {key_type!r} is not one we check (ssh-ed25519, ssh-rsa, ecdsa-sha2-*)"
+    )
+
+
 def host_key(image: VmImage) -> paramiko.PKey:
     """The guest sshd's host key, as paramiko compares it."""
-    key_type, _, data = image.ssh_host_key.partition(" ")
-    if key_type != "ssh-ed25519":
-        raise BaselineError(f"unexpected host key type {key_type!r} in {image.recipe_hash[:16]}")
-    return paramiko.Ed25519Key(data=base64.b64decode(data))
+    return parse_host_key(image.ssh_host_key)
 
 
 def client_key(image: VmImage) -> paramiko.PKey:
@@ -30,25 +45,25 @@ def client_key(image: VmImage) -> paramiko.PKey:
     return paramiko.Ed25519Key.from_private_key_file(str(image.ssh_private_key))
 
 
-def connect(
-    image: VmImage,
+def login(
     sock: socket.socket,
     hostname: str,
+    user: str,
+    key: paramiko.PKey,
+    known_key: paramiko.PKey,
     timeout: float = 30.0,
-    known_key: paramiko.PKey | None = None,
 ) -> paramiko.SSHClient:
-    """An SSH session as the image's user over `sock` (already connected to the guest's port
-    22), the server checked against the image's host key (or `known_key`, for tests) under
-    `hostname`. Raises paramiko.BadHostKeyException if the server shows another key."""
+    """An SSH session as `user` with `key` over `sock` (already connected to the server),
+    the server checked against `known_key` under `hostname`: any other key raises
+    paramiko.BadHostKeyException. No password, agent or ~/.ssh."""
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    expected = known_key or host_key(image)
-    client.get_host_keys().add(hostname, expected.get_name(), expected)
+    client.get_host_keys().add(hostname, known_key.get_name(), known_key)
     try:
         client.connect(
             hostname,
-            username=image.ssh_user,
-            pkey=client_key(image),
+            username=user,
+            pkey=key,
             sock=sock,
             timeout=timeout,
             banner_timeout=timeout,
@@ -60,6 +75,19 @@ def connect(
         client.close()
         raise
     return client
+
+
+def connect(
+    image: VmImage,
+    sock: socket.socket,
+    hostname: str,
+    timeout: float = 30.0,
+    known_key: paramiko.PKey | None = None,
+) -> paramiko.SSHClient:
+    """An SSH session as the image's user over `sock` (already connected to the guest's port
+    22), the server checked against the image's host key (or `known_key`, for tests)."""
+    expected = known_key or host_key(image)
+    return login(sock, hostname, image.ssh_user, client_key(image), expected, timeout)
 
 
 def run(client: paramiko.SSHClient, command: str, timeout: float = 60.0) -> tuple[int, str, str]:

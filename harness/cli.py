@@ -128,6 +128,12 @@ def choose_targets(names: Sequence[str], known: dict[str, Target]) -> list[Targe
     help="Pin the workload to this many CPUs (the last ones).",
 )
 @click.option("--param", "param_values", multiple=True, help="NAME=V1[,V2...] to sweep.")
+@click.option(
+    "--hosts",
+    "hosts_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML file of hosts reached over SSH: the targets ssh:NAME (--target ssh: all).",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -138,6 +144,7 @@ def run(
     timeout: float,
     cpus: int | None,
     param_values: tuple[str, ...],
+    hosts_file: Path | None,
 ) -> None:
     """Run a suite on targets and store every sample."""
     suites = all_suites()
@@ -153,7 +160,24 @@ def run(
         cpus=cpus,
         params=parse_params(param_values),
     )
-    targets = choose_targets(target_names, all_targets())
+    known = all_targets()
+    if hosts_file is not None:
+        from harness.targets.ssh import HostsFileError, ssh_targets  # paramiko: only if asked
+
+        try:
+            known.update((t.name, t) for t in ssh_targets(hosts_file))
+        except HostsFileError as error:
+            raise click.BadParameter(str(error), param_hint="--hosts") from None
+    if "ssh" in target_names:
+        if hosts_file is None:
+            raise click.BadParameter(
+                "the ssh targets come from --hosts FILE", param_hint="--target"
+            )
+        hosts = [name for name in known if name.startswith("ssh:")]
+        target_names = tuple(
+            h for name in target_names for h in (hosts if name == "ssh" else [name])
+        )
+    targets = choose_targets(target_names, known)
     if not targets:
         raise click.ClickException("no target is available here; `bench doctor` says what to fix")
     with _store(ctx) as store:

@@ -1,0 +1,223 @@
+"""The `ssh` targets: machines someone else provisioned, reached over SSH (PerfKit Benchmarker's
+static hosts). `bench run --target ssh --hosts FILE` runs on every host the file lists; each is
+a target of its own, `ssh:<name>`.
+
+The hosts file is TOML:
+
+    [[host]]
+    name = "lab1"                         # the target is ssh:lab1
+    address = "192.0.2.10"
+    port = 22                             # optional
+    user = "bench"
+    key = "~/.ssh/unibench_ed25519"       # a private key file; never a password
+    host_key = "ssh-ed25519 AAAA..."      # the server's public key: checked, never learned
+    description = "a 2019 Xeon, bare metal"
+    python = "python3"                    # optional: the interpreter there
+    namespace = "unibench-lab"            # optional: the network namespace it is reached from
+
+A launch copies the workload's script into a fresh folder on the host, runs it there with the
+host's python3, reads its output as the console, and reaches its ports at the host's address.
+Stopping kills it and removes the folder. What it costs the host is not measured (Usage: None).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import socket
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from baselines import vm_ssh
+from harness.console import ConsoleWatcher
+from harness.namespaces import entered
+from harness.targets.base import (
+    Availability,
+    Instance,
+    LaunchSettings,
+    Log,
+    Target,
+    Usage,
+    Workload,
+)
+
+FIRST_PORT = 7000  # where a workload's ports go when they have no number of their own
+CONNECT_TIMEOUT = 30.0
+
+
+class HostsFileError(ValueError):
+    """The hosts file is wrong; the message says where and what to write."""
+
+
+@dataclass(frozen=True)
+class SshHost:
+    name: str
+    address: str
+    user: str
+    key: Path
+    host_key: str
+    port: int = 22
+    description: str = ""
+    python: str = "python3"
+    namespace: str | None = None
+
+    def connect(self, timeout: float = CONNECT_TIMEOUT) -> paramiko.SSHClient:
+        """A session with the host, its key checked against host_key."""
+        with entered(self.namespace):
+            sock = socket.create_connection((self.address, self.port), timeout=timeout)
+        try:
+            key = paramiko.PKey.from_path(self.key)
+            return vm_ssh.login(
+                sock,
+                self.address,
+                self.user,
+                key,
+                vm_ssh.parse_host_key(self.host_key),
+                timeout,
+            )
+        except BaseException:
+            sock.close()
+            raise
+
+
+def load_hosts(path: Path) -> list[SshHost]:
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise HostsFileError(f"{path}: {error}") from None
+    entries = document.get("host")
+    if not isinstance(entries, list) or not entries:
+        raise HostsFileError(f"{path}: list the hosts as [[host]] tables (see `bench run --help`)")
+    hosts = []
+    for number, entry in enumerate(entries, start=1):
+        where = f"{path}, host {number}"
+        missing = [k for k in ("name", "address", "user", "key", "host_key") if k not in entry]
+        if missing:
+            raise HostsFileError(f"{where}: missing {', '.join(missing)}")
+        unknown = set(entry) - set(SshHost.__dataclass_fields__)
+        if unknown:
+            raise HostsFileError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+        fields = {**entry, "key": Path(str(entry["key"])).expanduser()}
+        if not isinstance(fields.get("port", 22), int):
+            raise HostsFileError(f"{where}: port is a number")
+        hosts.append(SshHost(**fields))
+    names = [host.name for host in hosts]
+    if len(set(names)) != len(names):
+        raise HostsFileError(f"{path}: host names must differ: {names}")
+    return hosts
+
+
+def _channel_chunks(channel: paramiko.Channel) -> Iterator[bytes]:
+    while chunk := channel.recv(65536):
+        yield chunk
+
+
+class SshInstance(Instance):
+    """The workload run on the host through one SSH session."""
+
+    def __init__(self, host: SshHost, workload: Workload, settings: LaunchSettings) -> None:
+        self._host = host
+        self._workload = workload
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._stopped = False
+        self.phases: dict[str, float] = {}
+        self.namespace = host.namespace
+        # Not the ports' own numbers: a host someone else runs may serve those already.
+        self._ports = {
+            port.name: (host.address, FIRST_PORT + index) for index, port in enumerate(workload.ports)
+        }
+        self._client = host.connect()
+        try:
+            self._folder = self._run("mktemp -d /tmp/unibench.XXXXXX").strip()
+            with self._client.open_sftp() as sftp:
+                sftp.put(str(workload.script), f"{self._folder}/{workload.script.name}")
+            self._channel = self._client.get_transport().open_session()  # type: ignore[union-attr]
+            self._channel.set_combine_stderr(True)
+        except BaseException:
+            self._client.close()
+            raise
+        self.console = ConsoleWatcher(_channel_chunks(self._channel), name=workload.name)
+        self.console.start()
+
+    def _run(self, command: str) -> str:
+        status, out, err = vm_ssh.run(self._client, command, timeout=CONNECT_TIMEOUT)
+        if status != 0:
+            raise RuntimeError(f"ssh {self._host.name}: {command!r} failed ({status}): {err}")
+        return out
+
+    def start(self) -> float:
+        listen = {name: f"0.0.0.0:{port}" for name, (_, port) in self._ports.items()}
+        script = f"{self._folder}/{self._workload.script.name}"
+        argv = self._workload.argv(listen, script, self._settings.workload_params)
+        # The shell's pid is the workload's (exec), written where stop() finds it.
+        command = f"echo $$ > {self._folder}/pid; exec {shlex.join([self._host.python, *argv])}"
+        t0 = time.perf_counter()
+        self._channel.exec_command(command)
+        return t0
+
+    def address(self, port: str) -> tuple[str, int] | None:
+        return self._ports.get(port)
+
+    def usage(self) -> Usage:
+        return Usage(cpu_seconds=None, peak_memory_bytes=None)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        folder = shlex.quote(self._folder)
+        with contextlib.suppress(Exception):  # a host gone away must not hide the other steps
+            self._run(f"kill -9 $(cat {folder}/pid 2>/dev/null) 2>/dev/null; rm -rf {folder}")
+        self._channel.close()
+        self._client.close()
+        self.console.join(timeout=5)
+
+
+class SshTarget(Target):
+    def __init__(self, host: SshHost) -> None:
+        self.host = host
+        self.name = f"ssh:{host.name}"
+        self.description = host.description or f"{host.user}@{host.address} over SSH"
+
+    def availability(self) -> Availability:
+        try:
+            self.host.connect(timeout=10).close()
+        except Exception as error:
+            return Availability(
+                False,
+                f"cannot log in to {self.host.address}: {type(error).__name__}: {error}",
+                "check the address, user, key and host_key in the hosts file",
+            )
+        return Availability(True)
+
+    def prepare(self, workload: Workload, log: Log) -> None:
+        client = self.host.connect()
+        try:
+            status, _, err = vm_ssh.run(client, f"{shlex.quote(self.host.python)} --version")
+        finally:
+            client.close()
+        if status != 0:
+            raise RuntimeError(f"{self.name}: no {self.host.python} there ({err.strip()})")
+
+    def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
+        return SshInstance(self.host, workload, settings)
+
+    def metadata(self) -> dict[str, object]:
+        client = self.host.connect()
+        try:
+            _, uname, _ = vm_ssh.run(client, "uname -srm")
+        finally:
+            client.close()
+        return {"address": self.host.address, "uname": uname.strip()}
+
+
+def ssh_targets(hosts_file: Path) -> list[Target]:
+    return [SshTarget(host) for host in load_hosts(hosts_file)]

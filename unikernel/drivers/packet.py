@@ -9,6 +9,25 @@ takes the interface's own MAC, as the NIC is ours alone.
 Needs CAP_NET_RAW (and CAP_NET_ADMIN to bring a link up that is down). The image kernel may
 have no INET and no UNIX sockets, so every ioctl goes through the packet socket itself.
 Binding takes the interface of the caller's network namespace.
+
+Offloads. A NIC with checksum and segmentation offloads (virtio-net over a TAP device with
+vnet_hdr=on, a veth) hands the kernel packets whose TCP/UDP checksum is only partial
+(CHECKSUM_PARTIAL: the field holds the pseudo-header's sum, for a NIC to finish) and GSO
+super-packets of up to 64 KiB; a kernel with INET coalesces small ones the same way (GRO). A
+packet socket passes them on as they are, so by default (`offloads=True`) it asks for the
+virtio-net header (PACKET_VNET_HDR) that says which is which:
+
+- a partial checksum is finished here, as the kernel's skb_checksum_help() would have
+  (counted in `partial_checksums`): the stack then checks every checksum as ever;
+- a TCP super-packet (`gso_packets`) goes up whole: one IPv4 datagram over the MTU holding
+  one TCP segment larger than the MSS, which the stack and TCP take like any other (on input
+  they bound a segment by nothing but the window); splitting it would only multiply the
+  per-segment work. A UDP one (Linux 6.2 and later report them) holds many datagrams: it is
+  cut back into them here, as they were sent;
+- receive buffers hold 64 KiB packets.
+
+The header is harmless where nothing is offloaded: it then says "no offload" on every packet.
+Frames we send carry an all-zero header: nothing to offload, the stack checksums everything.
 """
 
 from __future__ import annotations
@@ -19,6 +38,8 @@ import fcntl
 import struct
 
 from unikernel.drivers import Netif, ifreq, write_frames
+from unikernel.net import ethernet, ipv4, udp
+from unikernel.net.malformed import Malformed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,7 +51,33 @@ if TYPE_CHECKING:
 # lacks them.
 _ETH_P_ALL = 0x0003
 _SOL_PACKET = 263
+_PACKET_VNET_HDR = 15
 _PACKET_IGNORE_OUTGOING = 23  # Linux 4.20 and later
+_SO_RCVBUFFORCE = 33  # SO_RCVBUF past net.core.rmem_max, with CAP_NET_ADMIN
+
+# The socket's receive queue, in the kernel's accounting (each packet's buffer, overhead
+# included): room for a few TCP windows, arriving as 64 KiB super-packets or as frames,
+# while Python is busy. The default (rmem_default, 208 KiB) holds less than one 256 KiB window.
+_RECEIVE_QUEUE = 4 << 20
+
+# struct virtio_net_hdr (<linux/virtio_net.h>), in the host's byte order (little-endian here):
+# flags, gso_type, hdr_len, gso_size, csum_start, csum_offset. Offsets count from the start
+# of the Ethernet frame.
+VNET_HDR = struct.Struct("<BBHHHH")
+VNET_HDR_LEN = VNET_HDR.size  # 10
+NEEDS_CSUM = 1  # VIRTIO_NET_HDR_F_NEEDS_CSUM: finish the checksum at csum_start + csum_offset
+DATA_VALID = 2  # VIRTIO_NET_HDR_F_DATA_VALID: the NIC checked the checksum: nothing to do
+GSO_NONE = 0
+GSO_TCPV4 = 1
+GSO_TCPV6 = 4  # IPv6: the stack drops it by its ethertype, whole or not
+GSO_UDP_L4 = 5  # UDP datagrams of gso_size bytes each, sent at once (UDP_SEGMENT)
+GSO_ECN = 0x80  # a flag on TCP's types: the segments carry CWR
+_NO_OFFLOAD = bytes(VNET_HDR_LEN)
+_CHECKSUM = struct.Struct("!H")
+_PORTS = struct.Struct("!HH")
+
+# The largest frame a GSO packet makes: a whole IPv4 datagram, Ethernet header and VLAN tag.
+MAX_GSO_FRAME = 0xFFFF + ifreq.FRAME_OVERHEAD
 
 # Send errors that lose one frame, as a NIC drops frames, rather than break the driver:
 # ENETDOWN while the link is down, EINVAL/EMSGSIZE for a frame the device will not take.
@@ -38,8 +85,10 @@ _DROPPING_ERRNOS = (errno.ENETDOWN, errno.ENXIO, errno.EINVAL, errno.EMSGSIZE, e
 
 
 class PacketNetif(Netif):
-    def __init__(self, name: str) -> None:
-        """Bind interface `name`, bringing its link up if it is down."""
+    def __init__(self, name: str, *, offloads: bool = True) -> None:
+        """Bind interface `name`, bringing its link up if it is down. `offloads`: take
+        packets with partial checksums and GSO packets (see the module's docstring); if the
+        kernel refuses the header, `self.offloads` says False."""
         raw = name.encode()
         if not raw or len(raw) >= ifreq.IFNAMSIZ:
             raise ValueError(f"interface names are 1 to {ifreq.IFNAMSIZ - 1} bytes: {name!r}")
@@ -52,6 +101,13 @@ class PacketNetif(Netif):
             except OSError as error:
                 raise _explain(error, name) from None
             self.mtu = ifreq.mtu(fd, name)
+            if offloads:
+                try:
+                    sock.setsockopt(_SOL_PACKET, _PACKET_VNET_HDR, 1)
+                except OSError:
+                    offloads = False
+            self.offloads = offloads
+            _grow_receive_queue(sock)
             # Up before bind(): binding a down interface leaves ENETDOWN pending on the socket.
             _bring_up(fd, name)
             try:
@@ -70,50 +126,95 @@ class PacketNetif(Netif):
             raise
         self._sock = sock
         self.write_errors = 0  # frames lost to _DROPPING_ERRNOS
-        self.oversize_drops = 0  # frames over our buffer (MTU plus header), dropped whole
-        self._buffer_size = self.mtu + ifreq.FRAME_OVERHEAD
-        self._views: list[memoryview] = []  # receive buffers, reused by every read_batch()
+        self.oversize_drops = 0  # frames over our buffer (MTU or GSO size), dropped whole
+        self.partial_checksums = 0  # checksums finished here (NEEDS_CSUM)
+        self.gso_packets = 0  # GSO super-packets received (UDP ones cut into datagrams)
+        self.offload_drops = 0  # packets the kernel could not describe, or described wrongly
+        frame = self.mtu + ifreq.FRAME_OVERHEAD
+        self._header = VNET_HDR_LEN if offloads else 0
+        self._largest = self._header + (max(MAX_GSO_FRAME, frame) if offloads else frame)
+        self._typical = self._header + frame
+        # One receive buffer that every read_batch() reuses: frames are packed in it one
+        # after the other, and a batch ends when a largest packet might no longer fit.
+        self._arena = memoryview(bytearray(0))
 
     def fileno(self) -> int:
         return self._sock.fileno()
 
     def read_batch(self, limit: int) -> list[Buffer]:
-        views = self._views
-        while len(views) < limit:
-            views.append(memoryview(bytearray(self._buffer_size)))
+        """Up to `limit` frames, but for the datagrams a UDP super-packet is cut into, which
+        may take the batch past it."""
+        arena, largest = self._arena, self._largest
+        if len(arena) < largest + limit * self._typical:
+            # Room for `limit` frames of the MTU, or fewer up to a GSO packet's 64 KiB.
+            arena = self._arena = memoryview(bytearray(largest + limit * self._typical))
+        last_start = len(arena) - largest
         frames: list[Buffer] = []
-        sock, size = self._sock, self._buffer_size
+        sock, header = self._sock, self._header
         # MSG_TRUNC makes a packet socket return a frame's real length, so that one larger
         # than our buffer is dropped whole instead of handed on truncated.
         trunc = _socket.MSG_TRUNC
         outgoing = _socket.PACKET_OUTGOING
-        index = 0
-        while index < limit:
-            view = views[index]
+        start = 0
+        while len(frames) < limit and start <= last_start:
+            view = arena[start:]
             try:
                 if self.filters_outgoing:
-                    n, address = sock.recvfrom_into(view, 0, trunc)
+                    n, address = sock.recvfrom_into(view, largest, trunc)
                     if address[2] == outgoing:  # our own transmission, echoed to taps
                         continue
                 else:
-                    n = sock.recv_into(view, 0, trunc)
+                    n = sock.recv_into(view, largest, trunc)
             except BlockingIOError:
                 break
             except OSError as error:
+                if error.errno == errno.EINVAL and header:
+                    # The kernel has no virtio-net header for the packet (a GSO kind with no
+                    # virtio-net type: UDP's before Linux 6.2) and dropped it.
+                    self.offload_drops += 1
+                    continue
                 # The link went down (or came back): reported once, then cleared. Carry on,
                 # as a NIC's driver does; send() drops frames while it is down.
                 if error.errno != errno.ENETDOWN:
                     raise
                 continue
-            if n > size:
+            if n > largest:
                 self.oversize_drops += 1
                 continue
-            frames.append(view[:n])
-            index += 1
+            frame = view[header:n]
+            if header and (view[0] or view[1]):  # flags or gso_type: something to undo
+                taken = self._take_offload(view, frame)
+                if taken is None:
+                    self.offload_drops += 1
+                    continue
+                if isinstance(taken, list):
+                    frames += taken  # a UDP super-packet's datagrams, made anew
+                    continue
+            frames.append(frame)
+            start += n
         return frames
 
+    def _take_offload(self, view: memoryview, frame: memoryview) -> memoryview | list[bytes] | None:
+        """What the virtio-net header at the start of `view` asks of `frame`: the frame,
+        finished in place; or the datagrams a UDP super-packet holds; None: drop it."""
+        flags, gso_type, _, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(view)
+        if gso_type != GSO_NONE:
+            self.gso_packets += 1
+            if gso_type & ~GSO_ECN == GSO_UDP_L4:
+                # Each datagram gets its own checksum: the partial one has no use.
+                return split_udp(frame, gso_size)
+        if flags & NEEDS_CSUM:
+            if not complete_checksum(frame, csum_start, csum_offset):
+                return None
+            self.partial_checksums += 1
+        return frame
+
     def write_batch(self, frames: Sequence[Buffer]) -> int:
-        taken, lost = write_frames(self._sock.send, frames, _DROPPING_ERRNOS)
+        send = self._sock.send
+        if self._header:
+            taken, lost = write_frames(lambda f: send(_NO_OFFLOAD + f), frames, _DROPPING_ERRNOS)
+        else:
+            taken, lost = write_frames(send, frames, _DROPPING_ERRNOS)
         self.write_errors += lost
         return taken
 
@@ -129,7 +230,58 @@ class PacketNetif(Netif):
 
     def __repr__(self) -> str:
         mac = ":".join(f"{b:02x}" for b in self.mac)
-        return f"<PacketNetif {self.name} mac {mac} mtu {self.mtu}>"
+        offloads = " offloads" if self.offloads else ""
+        return f"<PacketNetif {self.name} mac {mac} mtu {self.mtu}{offloads}>"
+
+
+def complete_checksum(frame: memoryview, start: int, offset: int) -> bool:
+    """Finish a partial checksum in place, as Linux's skb_checksum_help() does for a NIC that
+    cannot: the field at `start + offset` holds the pseudo-header's sum, so the checksum of
+    everything from `start` to the end (that field included) is the segment's own. Offsets
+    count from the frame's start. False if they point outside the frame."""
+    position = start + offset
+    if position + 2 > len(frame):
+        return False
+    # 0 goes out as 0xFFFF, its other one's complement form: UDP reads 0 as "no checksum".
+    _CHECKSUM.pack_into(frame, position, ipv4.checksum(frame[start:]) or 0xFFFF)
+    return True
+
+
+def split_udp(frame: memoryview, size: int) -> list[bytes] | None:
+    """The datagrams of `size` bytes (the last one shorter) that a UDP super-packet in an
+    IPv4 frame holds, each framed and checksummed as Linux's segmentation would have sent
+    it; None if the frame is no such packet."""
+    try:
+        eth = ethernet.parse(frame)
+        if size <= 0 or eth.ethertype != ethernet.IPV4:
+            return None
+        packet = ipv4.parse(eth.payload)
+    except Malformed:
+        return None
+    payload = packet.payload
+    if packet.protocol != ipv4.UDP or packet.is_fragment or len(payload) < udp.HEADER_LEN:
+        return None
+    source, destination = packet.source, packet.destination
+    source_port, destination_port = _PORTS.unpack_from(payload)
+    data = payload[udp.HEADER_LEN :]
+    link = bytes(frame[: ethernet.HEADER_LEN])
+    datagrams = []
+    for index, offset in enumerate(range(0, len(data), size)):
+        datagram = udp.build(
+            source, destination, source_port, destination_port, data[offset : offset + size]
+        )
+        header = ipv4.build_header(
+            source,
+            destination,
+            ipv4.UDP,
+            len(datagram),
+            (packet.ident + index) & 0xFFFF,  # as Linux numbers the segments
+            ttl=packet.ttl,
+            tos=packet.tos,
+            dont_fragment=packet.dont_fragment,
+        )
+        datagrams.append(b"".join((link, header, datagram)))
+    return datagrams
 
 
 def bring_up(name: str) -> None:
@@ -139,6 +291,14 @@ def bring_up(name: str) -> None:
         _bring_up(sock.fileno(), name)
     finally:
         sock.close()
+
+
+def _grow_receive_queue(sock: _socket.socket) -> None:
+    # The kernel doubles what it is asked for, to cover its overhead.
+    try:
+        sock.setsockopt(_socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RECEIVE_QUEUE // 2)
+    except OSError:
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, _RECEIVE_QUEUE // 2)  # capped
 
 
 def _open_socket() -> _socket.socket:

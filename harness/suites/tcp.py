@@ -49,10 +49,6 @@ DEFAULTS: dict[str, tuple[str, ...]] = {
 # The offload settings a target's link can have; the others are not measured there.
 LINK_OFFLOADS: dict[str, tuple[str, ...]] = {
     "unikernel-hosted": ("off",),  # a TAP device read as frames: nothing is offloaded
-    # Our stack checks every checksum and takes frames of at most its MTU: a NIC that hands it
-    # partial checksums or coalesced segments (virtio-net offloads) would be talking past it.
-    "unikernel-qemu": ("off",),
-    "unikernel-qemu-generic": ("off",),
     "process": ("on",),  # loopback: Linux never segments or checksums there
     "docker": ("on",),
     "docker-minimal": ("on",),

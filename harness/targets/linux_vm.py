@@ -8,26 +8,41 @@ guest's address comes on the kernel command line. QEMU runs under KVM where a te
 it works, else TCG, recorded as `accel`.
 
 The boot workload is baked into the image: the boot suite runs on these targets as it is.
-Other workloads would run over SSH (baselines/vm_ssh.py); that is not wired here yet, so
-those suites report the target as unable to run them.
+Every other workload runs over SSH once the guest is up (harness/targets/ssh.py), its output
+being the instance's console, its ports on the guest's address.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
+
+import paramiko
 
 from baselines import linux_vm
-from baselines.errors import BaselineError
 from baselines.linux_vm import VmImage, VmKind
 from harness import namespaces
+from harness.console import ConsoleWatcher
 from harness.namespaces import TapLink
-from harness.targets.base import Availability, Instance, LaunchSettings, Log, Target, Workload
+from harness.targets.base import (
+    Availability,
+    Instance,
+    LaunchSettings,
+    Log,
+    Target,
+    Usage,
+    Workload,
+)
 from harness.targets.process import ProcessInstance
+from harness.targets.ssh import SshHost, SshInstance
 from unikernel.build import cache
 from unikernel.build.accel import choose_accel
 from unikernel.build.qemu import tap_nic
+from workloads.boot_probe import READY_MARKER
 
 BAKED_IN_WORKLOADS = ("boot-probe",)  # what the image starts by itself at boot
+BOOT_TIMEOUT = 300.0  # for a guest to boot under TCG on a loaded machine, before its workload
+SSH_TIMEOUT = 60.0  # from the boot workload's marker to a login
 
 
 class Overlay:
@@ -38,6 +53,57 @@ class Overlay:
 
     def close(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+class GuestWorkload(Instance):
+    """A workload run over SSH in a VM the instance boots: t0 is QEMU's launch; the console
+    is the guest's serial console until the workload runs, then the workload's output."""
+
+    def __init__(
+        self, vm: ProcessInstance, host: SshHost, workload: Workload, settings: LaunchSettings
+    ) -> None:
+        self._vm = vm
+        self._host = host
+        self._workload = workload
+        self._settings = settings
+        self._remote: SshInstance | None = None
+        self.namespace = vm.namespace
+        self.phases: dict[str, float] = {}
+
+    @property
+    def console(self) -> ConsoleWatcher:  # type: ignore[override]  # follows the launch
+        return self._vm.console if self._remote is None else self._remote.console
+
+    def start(self) -> float:
+        t0 = self._vm.start()
+        booted, _ = self._vm.console.wait_for(READY_MARKER, time.perf_counter() + BOOT_TIMEOUT)
+        self.phases["guest_boot"] = booted - t0
+        self._remote = self._login(time.perf_counter() + SSH_TIMEOUT)
+        self._remote.start()
+        return t0
+
+    def _login(self, deadline: float) -> SshInstance:
+        numbers = {port.name: port.number for port in self._workload.ports}
+        while True:  # sshd may come up a moment after the boot workload
+            try:
+                return SshInstance(self._host, self._workload, self._settings, numbers)
+            except (OSError, paramiko.SSHException):
+                if time.perf_counter() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def address(self, port: str) -> tuple[str, int] | None:
+        return self._vm.address(port)
+
+    def usage(self) -> Usage:
+        return self._vm.usage()
+
+    def stop(self) -> None:
+        try:
+            if self._remote is not None:
+                self._remote.stop()
+        finally:
+            self._vm.stop()
 
 
 class LinuxVmTarget(Target):
@@ -62,11 +128,6 @@ class LinuxVmTarget(Target):
         return Availability(True)
 
     def prepare(self, workload: Workload, log: Log) -> None:
-        if workload.name not in BAKED_IN_WORKLOADS:
-            raise BaselineError(
-                f"{self.name} runs only {', '.join(BAKED_IN_WORKLOADS)} so far (baked into its"
-                f" image); {workload.name} would run over SSH, which is not wired yet"
-            )
         self._image = linux_vm.ensure_vm_image(self.kind, log)
         for name in namespaces.remove_stale():
             log(f"removed network namespace {name}, left by a harness that died")
@@ -92,12 +153,12 @@ class LinuxVmTarget(Target):
                 settings.memory_mib or linux_vm.DEFAULT_MEMORY_MIB,
                 address=link.guest_address,
                 prefix_len=link.prefix_len,
-                devices=tap_nic(0, link.device),
+                devices=tap_nic(0, link.device, settings.workload_params.get("offloads") == "on"),
                 cpus=settings.cpus or 1,
             )
             ports = {port.name: (link.guest_address, port.number) for port in workload.ports}
-            return ProcessInstance(
-                workload.name,
+            vm = ProcessInstance(
+                "qemu" if workload.name not in BAKED_IN_WORKLOADS else workload.name,
                 argv,
                 ports,
                 settings,  # --cpus N: N vCPUs, and QEMU pinned to N host CPUs
@@ -105,6 +166,17 @@ class LinuxVmTarget(Target):
                 spawn_namespace=link.name,
                 owned=(link, disk),
             )
+            if workload.name in BAKED_IN_WORKLOADS:
+                return vm
+            host = SshHost(
+                name=self.name,
+                address=link.guest_address,
+                user=image.ssh_user,
+                key=image.ssh_private_key,
+                host_key=image.ssh_host_key,
+                namespace=link.name,
+            )
+            return GuestWorkload(vm, host, workload, settings)
         except BaseException:
             disk.close()
             link.close()

@@ -121,7 +121,14 @@ def _channel_chunks(channel: paramiko.Channel) -> Iterator[bytes]:
 class SshInstance(Instance):
     """The workload run on the host through one SSH session."""
 
-    def __init__(self, host: SshHost, workload: Workload, settings: LaunchSettings) -> None:
+    def __init__(
+        self,
+        host: SshHost,
+        workload: Workload,
+        settings: LaunchSettings,
+        port_numbers: dict[str, int] | None = None,
+    ) -> None:
+        """`port_numbers`: where the workload's ports go (default: from FIRST_PORT on)."""
         self._host = host
         self._workload = workload
         self._settings = settings
@@ -129,10 +136,11 @@ class SshInstance(Instance):
         self._stopped = False
         self.phases: dict[str, float] = {}
         self.namespace = host.namespace
-        # Not the ports' own numbers: a host someone else runs may serve those already.
-        self._ports = {
-            port.name: (host.address, FIRST_PORT + index) for index, port in enumerate(workload.ports)
+        # Not the ports' own numbers by default: a host someone else runs may serve those.
+        numbers = port_numbers or {
+            port.name: FIRST_PORT + index for index, port in enumerate(workload.ports)
         }
+        self._ports = {name: (host.address, number) for name, number in numbers.items()}
         self._client = host.connect()
         try:
             self._folder = self._run("mktemp -d /tmp/unibench.XXXXXX").strip()

@@ -18,6 +18,7 @@ from harness.store import Store
 from harness.suites.tcp import TcpSuite, client_argv
 from harness.targets.base import Target
 from harness.targets.process import ProcessTarget
+from harness.targets.unikernel import unikernel_targets
 from harness.targets.veth import VethTarget
 
 
@@ -118,3 +119,30 @@ def test_a_container_runs_debians_iperf3_copied_from_the_host(
         ("docker-minimal", "from-target", "on"),
     }
     assert all(mbits > 10 for mbits in found.values()), found
+
+
+def test_the_hosted_unikernel_runs_our_iperf3_against_debians_client(tmp_path: Path) -> None:
+    require_iperf3()
+    why_not = namespaces.available()
+    if why_not is not None:
+        pytest.skip(why_not)
+    hosted = next(t for t in unikernel_targets() if t.name == "unikernel-hosted")
+    found = throughputs(measure(tmp_path, [hosted], {"seconds": ["1"], "flows": ["1", "4"]}))
+    assert {(direction, offloads) for _, direction, offloads in found} == {
+        ("to-target", "off"),
+        ("from-target", "off"),
+    }
+    assert all(mbits > 1 for mbits in found.values()), found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # a first run builds the VM image
+def test_a_linux_vm_runs_iperf3_over_ssh(tmp_path: Path) -> None:
+    require_iperf3()
+    from harness.targets.linux_vm import LinuxVmTarget
+
+    vm = LinuxVmTarget("linux-vm-minimal", "under test")
+    params = {"seconds": ["1"], "flows": ["1"], "direction": ["to-target"], "offloads": ["off"]}
+    found = throughputs(measure(tmp_path, [vm], params))
+    assert list(found) == [("linux-vm-minimal", "to-target", "off")]
+    assert all(mbits > 1 for mbits in found.values()), found

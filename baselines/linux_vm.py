@@ -48,6 +48,7 @@ from baselines import debian_slim
 from baselines.debootstrap import RootfsRecipe, ensure_rootfs
 from baselines.errors import BaselineError
 from unikernel.build import cache
+from unikernel.build.qemu import machine_args
 from workloads import boot_probe
 
 VmKind = Literal["linux-vm", "linux-vm-minimal"]
@@ -552,18 +553,7 @@ def qemu_command(
     unikernel/build/qemu.py: `-M pc`, the serial console on stdout, no default devices, no
     reboot. `devices` are more options, such as unikernel.build.qemu.tap_nic()'s."""
     return [
-        "qemu-system-x86_64",
-        "-M", "pc",
-        "-accel", accel,
-        "-cpu", "max",  # RDRAND for random.trust_cpu
-        "-m", str(memory_mib),
-        "-smp", str(cpus),
-        "-nodefaults",
-        "-no-user-config",
-        "-display", "none",
-        "-serial", "stdio",
-        "-monitor", "none",
-        "-no-reboot",
+        *machine_args(accel, memory_mib, cpus),
         *image.drive_args(overlay_path),
         *devices,
         "-kernel", str(image.kernel),

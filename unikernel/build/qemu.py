@@ -33,18 +33,12 @@ def tap_nic(index: int, device: str, offloads: bool = False) -> list[str]:
     ]  # fmt: skip
 
 
-def qemu_command(
-    image: QemuImage,
-    accel: str,
-    memory_mib: int,
-    cpus: int = 1,
-    extra_args: tuple[str, ...] = (),
-    devices: tuple[str, ...] = (),
-) -> list[str]:
-    """QEMU's argv; `devices` are more options (tap_nic()'s)."""
-    command = [
+def machine_args(accel: str, memory_mib: int, cpus: int = 1) -> list[str]:
+    """A bare PC with the serial console on stdio, no default devices, and an exit instead of
+    a reboot: what every VM the project boots starts from."""
+    return [
         "qemu-system-x86_64",
-        "-M", "pc",
+        "-M", "pc",  # microvm can stall in timer calibration under TCG
         "-accel", accel,
         "-cpu", "max",  # RDRAND for random.trust_cpu
         "-m", str(memory_mib),
@@ -55,6 +49,20 @@ def qemu_command(
         "-serial", "stdio",
         "-monitor", "none",
         "-no-reboot",
+    ]  # fmt: skip
+
+
+def qemu_command(
+    image: QemuImage,
+    accel: str,
+    memory_mib: int,
+    cpus: int = 1,
+    extra_args: tuple[str, ...] = (),
+    devices: tuple[str, ...] = (),
+) -> list[str]:
+    """QEMU's argv for a unikernel image; `devices` are more options (tap_nic()'s)."""
+    command = [
+        *machine_args(accel, memory_mib, cpus),
         "-device", DEBUG_EXIT,
         *devices,
         "-kernel", str(image.kernel),

@@ -102,7 +102,8 @@ class Runner:
                 self._repeat(run, suite, target, recorded, launch, index)
 
     def _sample_params(self, params: Params, target: Target) -> Params:
-        recorded = {**params, **target.sample_params()}
+        # What the target says of itself (accel, a VM's default memory), unless asked otherwise.
+        recorded = {**target.sample_params(), **params}
         if self.settings.cpus is not None:
             recorded["cpus"] = self.settings.cpus
         return recorded

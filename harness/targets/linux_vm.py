@@ -193,7 +193,8 @@ class LinuxVmTarget(Target):
         return facts
 
     def sample_params(self) -> dict[str, str]:
-        return {"accel": choose_accel()}
+        # Memory shapes a VM's boot: recorded even when not swept (--param memory=...).
+        return {"accel": choose_accel(), "memory": str(linux_vm.DEFAULT_MEMORY_MIB)}
 
 
 def linux_vm_targets() -> list[Target]:

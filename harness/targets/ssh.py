@@ -85,6 +85,14 @@ class SshHost:
             sock.close()
             raise
 
+    def run(self, command: str) -> tuple[int, str, str]:
+        """`command` run there in a session of its own: exit status, output, errors."""
+        client = self.connect()
+        try:
+            return vm_ssh.run(client, command, timeout=CONNECT_TIMEOUT)
+        finally:
+            client.close()
+
 
 def load_hosts(path: Path) -> list[SshHost]:
     try:
@@ -207,11 +215,7 @@ class SshTarget(Target):
         return Availability(True)
 
     def prepare(self, workload: Workload, log: Log) -> None:
-        client = self.host.connect()
-        try:
-            status, _, err = vm_ssh.run(client, f"{shlex.quote(self.host.python)} --version")
-        finally:
-            client.close()
+        status, _, err = self.host.run(f"{shlex.quote(self.host.python)} --version")
         if status != 0:
             raise RuntimeError(f"{self.name}: no {self.host.python} there ({err.strip()})")
 
@@ -219,11 +223,7 @@ class SshTarget(Target):
         return SshInstance(self.host, workload, settings)
 
     def metadata(self) -> dict[str, object]:
-        client = self.host.connect()
-        try:
-            _, uname, _ = vm_ssh.run(client, "uname -srm")
-        finally:
-            client.close()
+        _, uname, _ = self.host.run("uname -srm")
         return {"address": self.host.address, "uname": uname.strip()}
 
 

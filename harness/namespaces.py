@@ -183,6 +183,15 @@ def _without_offloads(namespace: NetworkNamespace, device: str) -> None:
         )
 
 
+def held() -> list[str]:
+    """The namespaces this process has made and not yet deleted."""
+    prefix = f"{NAME_PREFIX}-{os.getpid()}-"
+    try:
+        return sorted(name for name in os.listdir(NETNS_DIR) if name.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
 def remove_stale() -> list[str]:
     """Delete namespaces left by harness processes that died before cleaning up; their names."""
     try:

@@ -19,20 +19,8 @@ from harness.store import Store
 from harness.suites.boot import BootSuite
 from harness.targets.base import Target
 from harness.targets.unikernel import unikernel_targets
+from tests.unikernel.net.netns import require
 from unikernel.build.kernel import find_specialized_kernel
-
-
-def require_links() -> None:
-    why_not = namespaces.available()
-    if why_not is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the network boot tests: {why_not}")
-        pytest.skip(why_not)
-
-
-def ours() -> set[str]:
-    prefix = f"{namespaces.NAME_PREFIX}-{os.getpid()}-"
-    return {name for name in os.listdir(namespaces.NETNS_DIR) if name.startswith(prefix)}
 
 
 def boot_samples(tmp_path: Path, target: Target, repeat: int) -> dict[str, list[float]]:
@@ -48,7 +36,7 @@ def boot_samples(tmp_path: Path, target: Target, repeat: int) -> dict[str, list[
 
 
 def test_a_link_is_reachable_only_from_inside_its_namespace_and_goes_away() -> None:
-    require_links()
+    require()
     link = TapLink()
     try:
         assert link.name in os.listdir(namespaces.NETNS_DIR)
@@ -62,18 +50,18 @@ def test_a_link_is_reachable_only_from_inside_its_namespace_and_goes_away() -> N
 
 
 def test_the_hosted_unikernel_serves_the_probe_after_it_is_ready(tmp_path: Path) -> None:
-    require_links()
+    require()
     hosted = next(t for t in unikernel_targets() if t.name == "unikernel-hosted")
     found = boot_samples(tmp_path, hosted, repeat=2)
     assert len(found["time_to_service"]) == 2
     for ready, served in zip(found["time_to_ready"], found["time_to_service"], strict=True):
         assert 0 < ready <= served < 60
-    assert ours() == set()  # every launch's namespace and TAP device removed
+    assert namespaces.held() == []  # every launch's namespace and TAP device removed
 
 
 @pytest.mark.slow
 def test_the_qemu_unikernel_serves_the_probe_over_virtio_net(tmp_path: Path) -> None:
-    require_links()
+    require()
     if shutil.which("qemu-system-x86_64") is None or find_specialized_kernel("qemu") is None:
         if os.environ.get("CI"):
             pytest.fail("CI must pre-build the qemu kernel")
@@ -82,4 +70,4 @@ def test_the_qemu_unikernel_serves_the_probe_over_virtio_net(tmp_path: Path) -> 
     found = boot_samples(tmp_path, qemu, repeat=1)
     (ready,), (served,) = found["time_to_ready"], found["time_to_service"]
     assert 0 < ready <= served < 120
-    assert ours() == set()
+    assert namespaces.held() == []

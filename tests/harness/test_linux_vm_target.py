@@ -3,7 +3,6 @@ guest that never becomes ready (nothing: no QEMU, no overlay disk, no namespace)
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a first run builds
 
 def leftovers() -> list[str]:
     qemus = [p for p in psutil.Process().children(recursive=True) if "qemu" in p.name()]
-    prefix = f"{namespaces.NAME_PREFIX}-{os.getpid()}-"
-    spaces = [n for n in os.listdir(namespaces.NETNS_DIR) if n.startswith(prefix)]
+    spaces = namespaces.held()
     overlays = list(cache.directory("vm-overlays").glob("linux-vm*"))
     return [*(p.name() for p in qemus), *spaces, *map(str, overlays)]
 

@@ -3,8 +3,6 @@ transfers against Debian's iperf3 on Linux targets (loopback, a veth link, conta
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from harness.targets.base import Target
 from harness.targets.process import ProcessTarget
 from harness.targets.unikernel import unikernel_targets
 from harness.targets.veth import VethTarget
+from tests.unikernel.net.netns import require
 
 
 class Named(ProcessTarget):
@@ -33,13 +32,6 @@ class FakeInstance:
 
     def address(self, port: str) -> tuple[str, int] | None:
         return ("10.0.0.2", 5201) if port == "iperf3" else None
-
-
-def require_iperf3() -> None:
-    if shutil.which("iperf3") is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must have iperf3 (scripts/bootstrap.sh installs it)")
-        pytest.skip("iperf3 is not installed")
 
 
 def measure(tmp_path: Path, targets: list[Target], params: dict[str, list[str]]) -> Store:
@@ -86,10 +78,7 @@ def test_the_client_runs_inside_the_targets_namespace_and_reverses_for_from_targ
 
 
 def test_linux_over_loopback_and_over_a_veth_link_both_ways(tmp_path: Path) -> None:
-    require_iperf3()
-    why_not = namespaces.available()
-    if why_not is not None:
-        pytest.skip(why_not)
+    require("iperf3")
     params = {"seconds": ["1"], "flows": ["2"]}
     found = throughputs(measure(tmp_path, [ProcessTarget(), VethTarget()], params))
     assert set(found) == {
@@ -101,15 +90,14 @@ def test_linux_over_loopback_and_over_a_veth_link_both_ways(tmp_path: Path) -> N
         ("linux-veth", "from-target", "on"),
     }
     assert all(mbits > 10 for mbits in found.values()), found
-    prefix = f"{namespaces.NAME_PREFIX}-{os.getpid()}-"
-    assert not [n for n in os.listdir(namespaces.NETNS_DIR) if n.startswith(prefix)]
+    assert namespaces.held() == []
 
 
 @pytest.mark.docker
 def test_a_container_runs_debians_iperf3_copied_from_the_host(
     tmp_path: Path, docker_client: object
 ) -> None:
-    require_iperf3()
+    require("iperf3")
     from harness.targets.docker import docker_targets
 
     minimal = next(t for t in docker_targets() if t.name == "docker-minimal")
@@ -122,10 +110,7 @@ def test_a_container_runs_debians_iperf3_copied_from_the_host(
 
 
 def test_the_hosted_unikernel_runs_our_iperf3_against_debians_client(tmp_path: Path) -> None:
-    require_iperf3()
-    why_not = namespaces.available()
-    if why_not is not None:
-        pytest.skip(why_not)
+    require("iperf3")
     hosted = next(t for t in unikernel_targets() if t.name == "unikernel-hosted")
     found = throughputs(measure(tmp_path, [hosted], {"seconds": ["1"], "flows": ["1", "4"]}))
     assert {(direction, offloads) for _, direction, offloads in found} == {
@@ -138,7 +123,7 @@ def test_the_hosted_unikernel_runs_our_iperf3_against_debians_client(tmp_path: P
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # a first run builds the VM image
 def test_a_linux_vm_runs_iperf3_over_ssh(tmp_path: Path) -> None:
-    require_iperf3()
+    require("iperf3")
     from harness.targets.linux_vm import LinuxVmTarget
 
     vm = LinuxVmTarget("linux-vm-minimal", "under test")

@@ -51,6 +51,7 @@ class LazyGroup(click.Group):
     LAZY: ClassVar[dict[str, str]] = {
         "compare": "harness.compare:compare_command",
         "history": "harness.history:history_command",
+        "lab": "harness.xen.commands:lab_command",
         "nightly": "harness.nightly:nightly_command",
         "report": "harness.report.site:report_command",
     }
@@ -134,6 +135,13 @@ def choose_targets(names: Sequence[str], known: dict[str, Target]) -> list[Targe
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="TOML file of hosts reached over SSH: the targets ssh:NAME (--target ssh: all).",
 )
+@click.option(
+    "--xen-dom0",
+    default="auto",
+    show_default=True,
+    help="Where the Xen targets run guests: lab (Xen inside QEMU), local (this host is dom0), "
+    "or the NAME of a host in --hosts; auto: local if this host is dom0, else the lab.",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -145,6 +153,7 @@ def run(
     cpus: int | None,
     param_values: tuple[str, ...],
     hosts_file: Path | None,
+    xen_dom0: str,
 ) -> None:
     """Run a suite on targets and store every sample."""
     suites = all_suites()
@@ -168,6 +177,8 @@ def run(
             known.update((t.name, t) for t in ssh_targets(hosts_file))
         except HostsFileError as error:
             raise click.BadParameter(str(error), param_hint="--hosts") from None
+    if xen_dom0 != "auto":
+        known.update((t.name, t) for t in _xen_targets(xen_dom0, hosts_file))
     if "ssh" in target_names:
         if hosts_file is None:
             raise click.BadParameter(
@@ -195,6 +206,18 @@ def run(
         err.print(f"{row.target} {row.metric}: {row.failed} failed: {'; '.join(row.failures)}")
     if failed:
         sys.exit(EXIT_FAILURES)
+
+
+def _xen_targets(dom0: str, hosts_file: Path | None) -> list[Target]:
+    from harness.targets.ssh import load_hosts
+    from harness.targets.xen import Dom0Lease, xen_targets
+
+    hosts = tuple(load_hosts(hosts_file)) if hosts_file is not None else ()
+    if dom0 not in ("lab", "local") and dom0 not in {host.name for host in hosts}:
+        raise click.BadParameter(
+            f"{dom0!r} is neither lab, local nor a host of --hosts FILE", param_hint="--xen-dom0"
+        )
+    return xen_targets(Dom0Lease(dom0, hosts))
 
 
 @cli.command(name="list")

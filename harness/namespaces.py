@@ -69,10 +69,11 @@ def _ip(*args: str) -> str:
 
 class NetworkNamespace:
     """A namespace named unibench-<our pid>-<n>, deleted by close() (or, if we die first, by
-    the next harness's remove_stale())."""
+    the next harness's remove_stale()). One given a `name` of its own outlives its maker on
+    purpose (the Xen lab's): remove_stale() leaves it alone."""
 
-    def __init__(self) -> None:
-        self.name = f"{NAME_PREFIX}-{os.getpid()}-{next(_serial)}"
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or f"{NAME_PREFIX}-{os.getpid()}-{next(_serial)}"
         _ip("netns", "add", self.name)
         self._closed = False
         try:
@@ -99,8 +100,8 @@ class TapLink:
     """A namespace with one TAP device: Linux's side at HOST_ADDRESS, up, waiting for the guest
     (a hosted unikernel or QEMU) to attach to it by name from inside the namespace."""
 
-    def __init__(self) -> None:
-        self.namespace = NetworkNamespace()
+    def __init__(self, name: str | None = None) -> None:
+        self.namespace = NetworkNamespace(name)
         self.device = TAP_DEVICE
         self.host_address = HOST_ADDRESS
         self.guest_address = GUEST_ADDRESS
@@ -207,6 +208,11 @@ def remove_stale() -> list[str]:
             _ip("netns", "delete", name)
             removed.append(name)
     return removed
+
+
+def delete(name: str) -> None:
+    """Delete namespace `name`, whoever made it."""
+    _ip("netns", "delete", name)
 
 
 def _alive(pid: int) -> bool:

@@ -67,10 +67,18 @@ class Runner:
         else:
             run.status = "complete"
         finally:
+            self._release(targets)
             run.ended = time.time()
             self.store.end_run(run.id, run.ended, run.status)
             self.progress.close()
         return run
+
+    def _release(self, targets: Sequence[Target]) -> None:
+        for target in targets:
+            try:
+                target.release()
+            except Exception as exc:
+                self.progress.message(f"{target.name}: releasing failed: {describe_failure(exc)}")
 
     def _run_target(self, run: Run, suite: Suite, target: Target) -> None:
         param_sets = suite.param_sets(self.settings.params, target)

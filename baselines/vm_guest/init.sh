@@ -8,14 +8,7 @@
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 
-# initramfs-tools moved /dev, /run, /proc and /sys here before starting us; mount what is not.
-mountpoint -q /proc || mount -t proc -o nosuid,nodev,noexec proc /proc
-mountpoint -q /sys || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
-mountpoint -q /dev || mount -t devtmpfs -o nosuid devtmpfs /dev
-mountpoint -q /run || mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
-mkdir -p /dev/pts /run/sshd /run/lock
-mountpoint -q /dev/pts || mount -t devpts -o nosuid,noexec,gid=5,mode=0620 devpts /dev/pts
-cat /etc/hostname >/proc/sys/kernel/hostname
+. /opt/unibench/mounts
 
 # The initramfs loads virtio_net already; asking again costs nothing and covers a new initrd.
 modprobe -q virtio_net || true

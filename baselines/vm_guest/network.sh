@@ -6,6 +6,9 @@
 set -eu
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 device=eth0  # net.ifnames=0 on the kernel command line keeps the kernel's name
+# The Xen lab's dom0 names a bridge: eth0 joins it, and the bridge takes the address, so that the
+# guests on the bridge share eth0's link.
+bridge="${UNIBENCH_BRIDGE:-}"
 
 address=
 for word in $(cat /proc/cmdline); do
@@ -30,5 +33,11 @@ while [ ! -e "/sys/class/net/$device" ]; do
     fi
     sleep 0.1
 done
+if [ -n "$bridge" ]; then
+    ip link add "$bridge" type bridge forward_delay 0 stp_state 0
+    ip link set "$device" master "$bridge"
+    ip link set "$device" up
+    device="$bridge"
+fi
 ip address replace "$address" dev "$device"
 ip link set "$device" up

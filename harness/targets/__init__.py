@@ -8,6 +8,7 @@ from harness.targets.linux_vm import linux_vm_targets
 from harness.targets.process import ProcessTarget
 from harness.targets.unikernel import unikernel_targets
 from harness.targets.veth import VethTarget
+from harness.targets.xen import xen_targets
 
 
 def all_targets() -> dict[str, Target]:
@@ -17,5 +18,6 @@ def all_targets() -> dict[str, Target]:
         *unikernel_targets(),
         VethTarget(),
         *linux_vm_targets(),
+        *xen_targets(),
     ]
     return {target.name: target for target in targets}

@@ -168,6 +168,10 @@ class Target(ABC):
     @abstractmethod
     def create(self, workload: Workload, settings: LaunchSettings) -> Instance: ...
 
+    def release(self) -> None:  # noqa: B027
+        """Frees what prepare() held for the run (a Xen lab it started), once the run is over,
+        however it ended; by default nothing."""
+
     def metadata(self) -> dict[str, object]:
         """Facts about this target for the run's metadata (versions, images, accel)."""
         return {}

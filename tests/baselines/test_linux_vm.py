@@ -28,25 +28,14 @@ from baselines.linux_vm import (
     qemu_command,
     recipe_hash,
 )
+from tests.baselines.conftest import refuse
 from workloads import boot_probe
 
 
 @pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "cache"
-    monkeypatch.setenv("UNIBENCH_CACHE", str(root))
-    return root
-
-
-@pytest.fixture
-def no_build(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_build(refuse_builds: pytest.MonkeyPatch) -> None:
     """Any attempt to build fails the test."""
-
-    def refuse(*_args: object) -> None:
-        pytest.fail("a unit test started a build")
-
-    monkeypatch.setattr(linux_vm, "_build", refuse)
-    monkeypatch.setattr(linux_vm, "ensure_rootfs", refuse)
+    refuse_builds.setattr(linux_vm, "_build", refuse)
 
 
 @pytest.fixture
@@ -198,8 +187,16 @@ def test_the_minimal_init_starts_the_same_workload_and_sshd() -> None:
     script = (GUEST_DIR / "init.sh").read_text()
     assert f"{linux_vm.BOOT_PROBE_PATH} --udp-echo 0.0.0.0:{linux_vm.ECHO_PORT}" in script
     assert GUEST_FILES["network.sh"][0] in script
-    assert "mkdir -p /dev/pts /run/sshd" in script
+    assert f". {GUEST_FILES['mounts.sh'][0]}" in script
+    assert "mkdir -p /dev/pts /run/sshd" in (GUEST_DIR / "mounts.sh").read_text()
     assert "/usr/sbin/sshd" in script
+
+
+def test_the_initramfs_finds_the_disk_under_qemu_and_under_xen() -> None:
+    # virtio under QEMU; Xen's front-ends when the same disk and kernel boot as a PVH guest.
+    lines = (GUEST_DIR / "initramfs-modules").read_text().splitlines()
+    modules = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    assert {"virtio_pci", "virtio_blk", "virtio_net", "xen_blkfront", "xen_netfront"} == modules
 
 
 def test_sshd_takes_keys_only() -> None:

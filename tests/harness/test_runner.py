@@ -131,11 +131,12 @@ def test_impossible_pinning_fails_the_repeat_with_a_reason(tmp_path: Path, cpus:
 def test_guest_phases_come_from_the_unikernels_marker_only() -> None:
     from harness.suites.boot import guest_phases
 
-    vm = guest_phases("UNIBENCH-READY boottime=1.5 ready=1.75 target=qemu app=x")
+    vm = guest_phases("UNIBENCH-READY boottime=1.5 ready=1.75 target=qemu app=x", 2.0)
     assert [(m.metric.name, m.value) for m in vm] == [
+        ("guest_launch_to_kernel", 0.25),  # 2 s from launch to marker, 1.75 s of it in the guest
         ("guest_kernel_to_main", 1.5),
         ("guest_boot_layer", 0.25),
     ]
-    hosted = guest_phases("UNIBENCH-READY boottime=4000.0 ready=4000.5 target=hosted app=x")
+    hosted = guest_phases("UNIBENCH-READY boottime=4000.0 ready=4000.5 target=hosted app=x", 1)
     assert [m.metric.name for m in hosted] == ["guest_boot_layer"]
-    assert guest_phases("UNIBENCH-READY monotonic=12.0") == []
+    assert guest_phases("UNIBENCH-READY monotonic=12.0", 1.0) == []

@@ -1,0 +1,335 @@
+"""The Xen targets: the unikernel and a Debian guest as Xen PVH guests, created with `xl`.
+
+    unikernel-xen  our image (the specialized kernel with the initramfs inside), the paper's
+                   Mirage on Xen
+    linux-xen      Debian's cloud kernel booting the Linux VM disk with our init as PID 1 (the
+                   linux-vm-minimal guest), the paper's "Linux PV" baseline
+
+Both reach a dom0 (harness/xen/dom0.py): this host if it is one, a dom0 over SSH, or the Xen
+lab (harness/xen/lab.py), which a run starts itself if none is up and stops when it ends. A
+launch writes the guest's xl config in dom0, and start() runs `xl create -c` there: t0 is taken
+just before, and the guest's console streams back over the same session. The guest is destroyed
+when the launch ends, however it ends. On the lab the guest's NIC sits on the harness's TAP link,
+so the boot suite's UDP probe reaches it from the lab's namespace as it reaches a QEMU guest.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shlex
+import shutil
+import threading
+import time
+from pathlib import PurePosixPath
+from typing import Literal
+
+from baselines import linux_vm
+from harness import namespaces
+from harness.console import ConsoleWatcher
+from harness.targets.base import (
+    Availability,
+    Instance,
+    LaunchSettings,
+    Log,
+    Target,
+    Usage,
+    Workload,
+)
+from harness.targets.linux_vm import BAKED_IN_WORKLOADS
+from harness.targets.ssh import SshHost
+from harness.xen import lab
+from harness.xen.dom0 import Dom0, LocalDom0, Session, SshDom0
+from unikernel.build.accel import choose_accel
+from unikernel.build.app import AppError, load_app
+from unikernel.build.image import build
+from unikernel.build.xl import Disk, Vif, xl_config
+
+GuestKind = Literal["unikernel", "linux"]
+# linux-vm-minimal's command line, for Xen: the disk is xvda and read-only (every guest boots
+# the one disk dom0 holds), the console is Xen's.
+LINUX_KERNEL_ARGS = (
+    "root=/dev/xvda",
+    "ro",
+    "console=hvc0",
+    "net.ifnames=0",
+    "quiet",
+    "panic=-1",
+    "random.trust_cpu=on",
+    f"init={linux_vm.INIT_PATH}",
+)
+_guests = itertools.count()
+
+
+class Dom0Lease:
+    """The dom0 the Xen targets of one run share: resolved on first use, and a lab this run
+    started is stopped when the last target using it lets go."""
+
+    def __init__(self, choice: str = "auto", hosts: tuple[SshHost, ...] = ()) -> None:
+        self.choice = choice  # "auto", "lab", "local" or the name of a host in `hosts`
+        self._hosts = {host.name: host for host in hosts}
+        self._dom0: Dom0 | None = None
+        self._started_lab = False
+        self._holders: set[str] = set()
+        self._lock = threading.Lock()
+
+    def kind(self) -> str:
+        if self.choice == "auto":
+            return "local" if LocalDom0.present() else "lab"
+        return self.choice if self.choice in ("lab", "local") else f"ssh:{self.choice}"
+
+    def accel(self) -> str:
+        """How the hypervisor runs: under the lab's QEMU, or on the hardware."""
+        return choose_accel() if self.kind() == "lab" else "native"
+
+    def availability(self) -> Availability:
+        kind = self.kind()
+        if kind == "local":
+            if LocalDom0.present():
+                return Availability(True)
+            return Availability(False, "this host is not a Xen dom0", "use the lab: --xen-dom0 lab")
+        if kind.startswith("ssh:"):
+            if self.choice not in self._hosts:
+                return Availability(
+                    False, f"no host {self.choice!r} in the hosts file", "add it to --hosts FILE"
+                )
+            return Availability(True)
+        for tool, package in (
+            ("qemu-system-x86_64", "qemu-system-x86"),
+            ("qemu-img", "qemu-utils"),
+            ("debootstrap", "debootstrap"),
+            ("mkfs.ext4", "e2fsprogs"),
+        ):
+            if shutil.which(tool) is None:
+                return Availability(
+                    False, f"the Xen lab needs {tool}", f"apt-get install {package}"
+                )
+        why_not = namespaces.available()
+        if why_not is not None:
+            return Availability(False, f"the Xen lab needs a TAP link: {why_not}", "run as root")
+        return Availability(True)
+
+    def acquire(self, holder: str, log: Log) -> Dom0:
+        with self._lock:
+            self._holders.add(holder)
+            if self._dom0 is None:
+                self._dom0 = self._resolve(log)
+            return self._dom0
+
+    def _resolve(self, log: Log) -> Dom0:
+        kind = self.kind()
+        if kind == "local":
+            return LocalDom0()
+        if kind.startswith("ssh:"):
+            return SshDom0(self._hosts[self.choice])
+        state = lab.status()
+        if state is None:
+            state = lab.up(log)
+            self._started_lab = True
+        else:
+            log(f"using the running Xen lab (QEMU pid {state.pid})")
+        return lab.dom0(state)
+
+    def release(self, holder: str) -> None:
+        with self._lock:
+            self._holders.discard(holder)
+            if self._holders or self._dom0 is None:
+                return
+            self._dom0.close()
+            self._dom0 = None
+            if self._started_lab:
+                self._started_lab = False
+                lab.down()
+
+    def lab_state(self) -> lab.LabState | None:
+        return lab.status() if self.kind() == "lab" else None
+
+
+class XenGuest(Instance):
+    """One guest: its config written in dom0 at creation, `xl create -c` at start."""
+
+    probe_during_launch = True
+
+    def __init__(
+        self,
+        dom0: Dom0,
+        name: str,
+        config: str,
+        ports: dict[str, tuple[str, int]],
+        namespace: str | None,
+    ) -> None:
+        self.phases: dict[str, float] = {}
+        self.namespace = namespace
+        self._dom0 = dom0
+        self._name = name
+        self._ports = ports
+        self._config_path = f"{dom0.work_dir()}/guests/{name}.cfg"
+        self._lock = threading.Lock()
+        self._stopped = False
+        dom0.write(self._config_path, config)
+        self._session: Session = dom0.session()
+        self.console = ConsoleWatcher(self._session.chunks(), name=name)
+        self.console.start()
+
+    def start(self) -> float:
+        t0 = time.perf_counter()
+        self._session.start(f"exec xl create -c {shlex.quote(self._config_path)}")
+        return t0
+
+    def address(self, port: str) -> tuple[str, int] | None:
+        return self._ports.get(port)
+
+    def usage(self) -> Usage:
+        return Usage(cpu_seconds=None, peak_memory_bytes=None)  # dom0's, not this host's
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        name = shlex.quote(self._name)
+        try:
+            self._session.close()
+        finally:
+            # Fails only if the guest is still there after the destroy.
+            self._dom0.check(
+                f"xl destroy {name} >/dev/null 2>&1 || ! xl domid {name} >/dev/null 2>&1; "
+                f"rm -f {shlex.quote(self._config_path)}"
+            )
+            self.console.join(timeout=5)
+
+
+class XenTarget(Target):
+    def __init__(self, name: str, guest: GuestKind, description: str, lease: Dom0Lease) -> None:
+        self.name = name
+        self.guest = guest
+        self.family = "unikernel" if guest == "unikernel" else "linux"
+        self.description = description
+        self.lease = lease
+        self._dom0: Dom0 | None = None
+        self._kernel: dict[str, str] = {}  # workload -> the kernel's path in dom0
+        self._ramdisk: str | None = None
+        self._memory: dict[str, int] = {}
+        self._facts: dict[str, object] = {}
+
+    def availability(self) -> Availability:
+        return self.lease.availability()
+
+    def prepare(self, workload: Workload, log: Log) -> None:
+        if self.guest == "linux" and workload.name not in BAKED_IN_WORKLOADS:
+            raise AppError(f"{self.name} runs the boot workload only, not {workload.name}")
+        if self.guest == "unikernel" and workload.unikernel_app is None:
+            raise AppError(f"workload {workload.name} has no unikernel application")
+        dom0 = self.lease.acquire(self.name, log)
+        self._dom0 = dom0
+        if self.guest == "unikernel":
+            assert workload.unikernel_app is not None
+            loaded = load_app(workload.unikernel_app)
+            built = build(loaded, "xen", "specialized", log=log)
+            log(f"placing the {workload.name} image in dom0 ({dom0.name})")
+            self._kernel[workload.name] = dom0.place(built.outputs["image"])
+            self._memory[workload.name] = loaded.app.memory_mib
+        else:
+            image = linux_vm.ensure_vm_image("linux-vm-minimal", log)
+            if dom0.linux_disk is None:
+                raise AppError(
+                    f"{self.name} boots the Linux VM disk, which only the Xen lab's dom0 holds "
+                    "(as /dev/vdb): use --xen-dom0 lab"
+                )
+            state = self.lease.lab_state()
+            if state is not None and state.linux_disk_recipe != image.recipe_hash:
+                raise AppError(
+                    "the running Xen lab holds an older Linux VM disk: "
+                    "`bench lab xen down`, then run again"
+                )
+            log(f"placing the Linux kernel and initramfs in dom0 ({dom0.name})")
+            self._kernel[workload.name] = dom0.place(image.kernel)
+            self._ramdisk = dom0.place(image.initrd)
+            self._memory[workload.name] = linux_vm.DEFAULT_MEMORY_MIB
+        info = dom0.xen_info()
+        self._facts = {
+            "xen_version": info.get("xen_version"),
+            "virt_caps": info.get("virt_caps"),
+            "dom0_kernel": info.get("release"),
+        }
+
+    def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
+        dom0 = self._dom0
+        if dom0 is None or workload.name not in self._kernel:
+            raise RuntimeError(f"{self.name}: prepare() was not called for {workload.name}")
+        name = f"unibench-{os.getpid()}-{next(_guests)}"
+        network = dom0.guest_network if workload.ports else None
+        ports: dict[str, tuple[str, int]] = {}
+        vifs: list[Vif] = []
+        address_args: list[str] = []
+        if network is not None:
+            address, mac = network.next_guest()
+            vifs.append(Vif(network.bridge, mac))
+            ports = {port.name: (address, port.number) for port in workload.ports}
+            cidr = f"{address}/{network.prefix_len}"
+            address_args.append(
+                f"UNIKERNEL_IP={cidr}"
+                if self.guest == "unikernel"
+                else f"{linux_vm.NETWORK_PARAMETER}={cidr}"
+            )
+        memory = settings.memory_mib or self._memory[workload.name]
+        if self.guest == "unikernel":
+            # The kernel hands name=value arguments it does not know to PID 1's environment.
+            parameters = [f"{k}={v}" for k, v in settings.workload_environment().items()]
+            config = xl_config(
+                name,
+                PurePosixPath(self._kernel[workload.name]),
+                memory,
+                extra_args=(*parameters, *address_args),
+                vifs=vifs,
+                tsc_mode=dom0.tsc_mode,
+            )
+        else:
+            assert self._ramdisk is not None and dom0.linux_disk is not None
+            config = xl_config(
+                name,
+                PurePosixPath(self._kernel[workload.name]),
+                memory,
+                extra_args=tuple(address_args),
+                kernel_args=LINUX_KERNEL_ARGS,
+                ramdisk=PurePosixPath(self._ramdisk),
+                disks=[Disk(dom0.linux_disk)],
+                vifs=vifs,
+                tsc_mode=dom0.tsc_mode,
+            )
+        namespace = network.namespace if network is not None else None
+        return XenGuest(dom0, name, config, ports, namespace)
+
+    def release(self) -> None:
+        self._dom0 = None
+        self._kernel.clear()
+        self.lease.release(self.name)
+
+    def metadata(self) -> dict[str, object]:
+        facts: dict[str, object] = {
+            "guest": self.guest,
+            "dom0": self.lease.kind(),
+            **self._facts,
+            **self.sample_params(),
+        }
+        state = self.lease.lab_state()
+        if state is not None:
+            facts["lab"] = {"up_seconds": state.up_seconds, "pid": state.pid}
+        return facts
+
+    def sample_params(self) -> dict[str, str]:
+        default = linux_vm.DEFAULT_MEMORY_MIB if self.guest == "linux" else None
+        params = {"hypervisor": "xen", "accel": self.lease.accel()}
+        if default is not None:
+            params["memory"] = str(default)
+        return params
+
+
+def xen_targets(lease: Dom0Lease | None = None) -> list[Target]:
+    shared = lease or Dom0Lease()
+    return [
+        XenTarget("unikernel-xen", "unikernel", "the unikernel image as a Xen PVH guest", shared),
+        XenTarget(
+            "linux-xen", "linux", "Debian's cloud kernel and disk as a Xen PVH guest", shared
+        ),
+    ]

@@ -1,0 +1,107 @@
+"""The Xen lab end to end: it boots, the boot suite runs the unikernel and the Linux guest in it
+and stores their samples as Xen's, a guest that never becomes ready is destroyed, and taking
+the lab down leaves no QEMU, namespace or overlay behind.
+
+Slow (the lab boots Xen and dom0 under emulation, about a minute) and run by CI. The images it
+boots are built by ./run-tests before pytest starts (`python -m baselines.xen_lab`, the Linux VM
+disk and the specialized Xen kernel), or here on first use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from harness import namespaces
+from harness.cli import cli
+from harness.progress import QuietProgress
+from harness.runner import Runner, RunSettings
+from harness.store import Store
+from harness.suites.boot import BOOT_PROBE, BootSuite
+from harness.targets.base import Target
+from harness.targets.xen import Dom0Lease, xen_targets
+from harness.xen import lab
+from tests.unikernel.net.netns import require
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+
+
+@pytest.fixture(scope="module")
+def running_lab() -> Iterator[lab.LabState]:
+    require("qemu-system-x86_64", "qemu-img", "mkfs.ext4", "debootstrap")
+    if lab.status() is not None:
+        pytest.fail("a Xen lab is running already; `bench lab xen down` before these tests")
+    state = lab.up(print)
+    try:
+        yield state
+    finally:
+        assert lab.down()
+        assert lab.status() is None
+        assert not psutil.pid_exists(state.pid) or psutil.Process(state.pid).status() == "zombie"
+        assert not os.path.exists(f"{namespaces.NETNS_DIR}/{lab.NAMESPACE}")
+        assert not Path(state.overlay).exists()
+
+
+def guests(state: lab.LabState) -> list[str]:
+    """The domains dom0 runs besides itself."""
+    dom0 = lab.dom0(state)
+    try:
+        lines = dom0.check("xl list").splitlines()[1:]
+    finally:
+        dom0.close()
+    return [line.split()[0] for line in lines if not line.startswith("Domain-0")]
+
+
+def run_boot(tmp_path: Path, targets: list[Target], suite: BootSuite, timeout: float) -> Store:
+    store = Store(tmp_path / "bench.sqlite")
+    settings = RunSettings(repeat=1, warmup=0, timeout=timeout)
+    Runner(store, settings, QuietProgress(Console(quiet=True))).run(suite, targets, "t")
+    return store
+
+
+def test_status_shows_the_running_lab_and_how_to_log_in(running_lab: lab.LabState) -> None:
+    result = CliRunner().invoke(cli, ["lab", "xen", "status"])
+    assert result.exit_code == 0, result.output
+    assert f"QEMU pid {running_lab.pid}" in result.output
+    assert f"ip netns exec {lab.NAMESPACE} ssh" in result.output
+    assert running_lab.xen_version.startswith("4.17")
+
+
+def test_the_boot_suite_runs_both_guests_in_the_lab_as_xen_samples(
+    tmp_path: Path, running_lab: lab.LabState
+) -> None:
+    store = run_boot(tmp_path, xen_targets(Dom0Lease("lab")), BootSuite(), timeout=600)
+    found: dict[tuple[str, str], float] = {}
+    for sample in store.samples(store.last_run().id):
+        assert sample.failure is None and sample.value is not None, sample.failure
+        assert sample.params["hypervisor"] == "xen"
+        assert sample.params["accel"] == running_lab.accel
+        found[sample.target, sample.metric] = sample.value
+    for target in ("unikernel-xen", "linux-xen"):
+        # No order between the two: the marker comes back through xenconsoled and SSH, the
+        # probe's reply through dom0's bridge, and either way may be the quicker.
+        assert 0 < found[target, "time_to_ready"] < 600
+        assert 0 < found[target, "time_to_service"] < 600
+    # The unikernel's marker says how much of its boot was its own; the rest was Xen's.
+    kernel = found["unikernel-xen", "guest_launch_to_kernel"]
+    assert 0 < kernel < found["unikernel-xen", "time_to_ready"]
+    assert guests(running_lab) == []
+    assert lab.status() is not None  # a lab the run did not start is left running
+
+
+def test_a_guest_that_never_becomes_ready_is_destroyed(
+    tmp_path: Path, running_lab: lab.LabState
+) -> None:
+    never = dataclasses.replace(BOOT_PROBE, ready_marker="A-MARKER-NO-GUEST-PRINTS")
+    unikernel = xen_targets(Dom0Lease("lab"))[0]
+    store = run_boot(tmp_path, [unikernel], BootSuite(never), timeout=60)
+    samples = store.samples(store.last_run().id)
+    assert samples and all("timed out after 60 s" in (s.failure or "") for s in samples)
+    assert guests(running_lab) == []

@@ -209,6 +209,7 @@ class XenTarget(Target):
         self._dom0: Dom0 | None = None
         self._kernel: dict[str, str] = {}  # workload -> the kernel's path in dom0
         self._ramdisk: str | None = None
+        self._tsc_mode: str | None = None
         self._memory: dict[str, int] = {}
         self._facts: dict[str, object] = {}
 
@@ -246,8 +247,10 @@ class XenTarget(Target):
             self._kernel[workload.name] = dom0.place(image.kernel)
             self._ramdisk = dom0.place(image.initrd)
             self._memory[workload.name] = linux_vm.DEFAULT_MEMORY_MIB
+        self._tsc_mode = dom0.guest_tsc_mode()
         info = dom0.xen_info()
         self._facts = {
+            "tsc_mode": self._tsc_mode or "default",
             "xen_version": info.get("xen_version"),
             "virt_caps": info.get("virt_caps"),
             "dom0_kernel": info.get("release"),
@@ -282,7 +285,7 @@ class XenTarget(Target):
                 memory,
                 extra_args=(*parameters, *address_args),
                 vifs=vifs,
-                tsc_mode=dom0.tsc_mode,
+                tsc_mode=self._tsc_mode,
             )
         else:
             assert self._ramdisk is not None and dom0.linux_disk is not None
@@ -295,7 +298,7 @@ class XenTarget(Target):
                 ramdisk=PurePosixPath(self._ramdisk),
                 disks=[Disk(dom0.linux_disk)],
                 vifs=vifs,
-                tsc_mode=dom0.tsc_mode,
+                tsc_mode=self._tsc_mode,
             )
         namespace = network.namespace if network is not None else None
         return XenGuest(dom0, name, config, ports, namespace)

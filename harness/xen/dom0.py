@@ -74,7 +74,7 @@ class Dom0(ABC):
     name: str
     accel = "native"  # how the hypervisor itself runs: the lab's is emulated ("tcg")
     guest_network: GuestNetwork | None = None  # None: the harness cannot reach guests
-    tsc_mode: str | None = None  # what xl must ask for here, if not Xen's default
+    tsc_mode: str | None = None  # what xl must ask for here, if known: see guest_tsc_mode()
     linux_disk: str | None = None  # the dom0 device holding the Linux guests' disk
 
     @abstractmethod
@@ -109,6 +109,15 @@ class Dom0(ABC):
             if sep:
                 info[key.strip()] = value.strip()
         return info
+
+    def guest_tsc_mode(self) -> str | None:
+        """The tsc_mode guests need here: "native" where Xen itself runs on QEMU's emulated CPU
+        (whose SVM gives Xen's RDTSCP intercept no next-instruction address, and the guest
+        dies of it), else Xen's default (None)."""
+        if self.tsc_mode is not None:
+            return self.tsc_mode
+        status, cpu, _ = self.run("grep -m1 '^model name' /proc/cpuinfo")
+        return "native" if status == 0 and "QEMU TCG" in cpu else None
 
     def close(self) -> None:  # noqa: B027
         """Frees connections; by default nothing."""

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
+from baselines import xen_lab
 from harness import namespaces
 from harness.cli import cli
 from harness.progress import QuietProgress
@@ -104,4 +105,37 @@ def test_a_guest_that_never_becomes_ready_is_destroyed(
     store = run_boot(tmp_path, [unikernel], BootSuite(never), timeout=60)
     samples = store.samples(store.last_run().id)
     assert samples and all("timed out after 60 s" in (s.failure or "") for s in samples)
+    assert guests(running_lab) == []
+
+
+def test_a_dom0_named_in_a_hosts_file_is_driven_over_ssh(
+    tmp_path: Path, running_lab: lab.LabState
+) -> None:
+    # The lab's dom0 as any dom0 someone else runs: no bridge the harness knows of, so only
+    # the ready marker is measured; the emulated CPU is found and guests get tsc_mode native.
+    image = xen_lab.find_lab_image()
+    assert image is not None
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text(
+        "[[host]]\n"
+        'name = "rack7"\n'
+        f'address = "{running_lab.address}"\n'
+        f'user = "{image.ssh_user}"\n'
+        f'key = "{image.ssh_private_key}"\n'
+        f'host_key = "{image.ssh_host_key}"\n'
+        f'namespace = "{running_lab.namespace}"\n'
+    )
+    store_path = tmp_path / "bench.sqlite"
+    arguments = ["--store", str(store_path), "run", "--suite", "boot", "--target", "unikernel-xen"]
+    arguments += ["--xen-dom0", "rack7", "--hosts", str(hosts), "--repeat", "1", "--warmup", "0"]
+    result = CliRunner().invoke(cli, [*arguments, "--timeout", "300"])
+    assert result.exit_code == 0, result.output
+    with Store(store_path) as store:
+        run = store.last_run()
+        samples = store.samples(run.id)
+        target = run.metadata["targets"]["unikernel-xen"]  # type: ignore[index]
+    assert {s.metric for s in samples} >= {"time_to_ready", "guest_kernel_to_main"}
+    assert "time_to_service" not in {s.metric for s in samples}
+    assert all(s.params["hypervisor"] == "xen" and s.failure is None for s in samples)
+    assert target["dom0"] == "ssh:rack7" and target["tsc_mode"] == "native"
     assert guests(running_lab) == []

@@ -45,6 +45,27 @@ BOOT_TIMEOUT = 300.0  # for a guest to boot under TCG on a loaded machine, befor
 SSH_TIMEOUT = 60.0  # from the boot workload's marker to a login
 
 
+# What building a Debian disk and booting it under QEMU on a TAP link takes: tool, package.
+VM_HOST_TOOLS = (
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("qemu-img", "qemu-utils"),
+    ("debootstrap", "debootstrap"),
+    ("mkfs.ext4", "e2fsprogs"),
+)
+
+
+def vm_host_availability(who: str) -> Availability:
+    """Whether this host can build and boot a Debian VM disk, as `who` (a target, the Xen
+    lab) needs; if not, what to install."""
+    for tool, package in VM_HOST_TOOLS:
+        if shutil.which(tool) is None:
+            return Availability(False, f"{who} needs {tool}", f"apt-get install {package}")
+    why_not = namespaces.available()
+    if why_not is not None:
+        return Availability(False, f"{who} needs a TAP link: {why_not}", "run as root")
+    return Availability(True)
+
+
 class Overlay:
     """A launch's copy-on-write disk: deleted on close."""
 
@@ -114,18 +135,7 @@ class LinuxVmTarget(Target):
         self._image: VmImage | None = None
 
     def availability(self) -> Availability:
-        for tool, package in (
-            ("qemu-system-x86_64", "qemu-system-x86"),
-            ("qemu-img", "qemu-utils"),
-            ("debootstrap", "debootstrap"),
-            ("mkfs.ext4", "e2fsprogs"),
-        ):
-            if shutil.which(tool) is None:
-                return Availability(False, f"{tool} is missing", f"apt-get install {package}")
-        why_not = namespaces.available()
-        if why_not is not None:
-            return Availability(False, why_not, "run as root with iproute2 installed")
-        return Availability(True)
+        return vm_host_availability(self.name)
 
     def prepare(self, workload: Workload, log: Log) -> None:
         self._image = linux_vm.ensure_vm_image(self.kind, log)

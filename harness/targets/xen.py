@@ -18,14 +18,12 @@ from __future__ import annotations
 import itertools
 import os
 import shlex
-import shutil
 import threading
 import time
 from pathlib import PurePosixPath
 from typing import Literal
 
 from baselines import linux_vm
-from harness import namespaces
 from harness.console import ConsoleWatcher
 from harness.targets.base import (
     Availability,
@@ -36,7 +34,7 @@ from harness.targets.base import (
     Usage,
     Workload,
 )
-from harness.targets.linux_vm import BAKED_IN_WORKLOADS
+from harness.targets.linux_vm import BAKED_IN_WORKLOADS, vm_host_availability
 from harness.targets.ssh import SshHost
 from harness.xen import lab
 from harness.xen.dom0 import Dom0, LocalDom0, Session, SshDom0
@@ -94,20 +92,7 @@ class Dom0Lease:
                     False, f"no host {self.choice!r} in the hosts file", "add it to --hosts FILE"
                 )
             return Availability(True)
-        for tool, package in (
-            ("qemu-system-x86_64", "qemu-system-x86"),
-            ("qemu-img", "qemu-utils"),
-            ("debootstrap", "debootstrap"),
-            ("mkfs.ext4", "e2fsprogs"),
-        ):
-            if shutil.which(tool) is None:
-                return Availability(
-                    False, f"the Xen lab needs {tool}", f"apt-get install {package}"
-                )
-        why_not = namespaces.available()
-        if why_not is not None:
-            return Availability(False, f"the Xen lab needs a TAP link: {why_not}", "run as root")
-        return Availability(True)
+        return vm_host_availability("the Xen lab")
 
     def acquire(self, holder: str, log: Log) -> Dom0:
         with self._lock:

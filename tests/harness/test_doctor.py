@@ -1,5 +1,6 @@
 import shutil
 import subprocess
+from pathlib import Path
 
 import docker
 import pytest
@@ -9,8 +10,11 @@ from harness.doctor import (
     check_netns,
     check_network_tools,
     check_tap,
+    check_xen,
     run_checks,
 )
+from harness.xen import lab
+from harness.xen.dom0 import LocalDom0
 
 
 def test_every_finding_that_is_not_ok_says_how_to_fix_it() -> None:
@@ -52,3 +56,14 @@ def test_missing_network_tools_are_named_with_the_package_to_install(
     assert finding.status == "missing"
     assert "iperf3" in finding.detail and "ethtool" not in finding.detail
     assert finding.fix == "apt-get install iperf3"
+
+
+def test_the_xen_check_says_where_xen_targets_will_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if LocalDom0.present():
+        pytest.skip("this host is a Xen dom0")
+    monkeypatch.setattr(lab, "STATE_DIR", tmp_path)  # no lab is up, whatever runs elsewhere
+    finding = check_xen()
+    assert finding.status == "ok" and "start the Xen lab" in finding.detail
+    assert "bench lab xen up" in finding.fix

@@ -18,6 +18,7 @@ QEMU's pid, and the serial console's log.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -155,7 +156,8 @@ def qemu_command(
     cpu = "max,-smap,-smep" if accel == "tcg" else "max"
     command = machine_args(accel, MEMORY_MIB, CPUS)
     command[command.index("-cpu") + 1] = cpu
-    dom0_args = (*DOM0_ARGS, f"{linux_vm.NETWORK_PARAMETER}={namespaces.GUEST_ADDRESS}/24")
+    address = f"{namespaces.GUEST_ADDRESS}/{namespaces.PREFIX_LEN}"
+    dom0_args = (*DOM0_ARGS, f"{linux_vm.NETWORK_PARAMETER}={address}")
     return [
         *command,
         "-drive", f"file={overlay},if=virtio,format={image.disk_format}",
@@ -221,12 +223,10 @@ def _boot(say: Log) -> LabState:
             up_seconds=0.0,
         )
         info = _wait_for_dom0(state, process, clock + UP_TIMEOUT, say)
-        state = LabState(
-            **{
-                **asdict(state),
-                "xen_version": info.get("xen_version", "?"),
-                "up_seconds": round(time.monotonic() - clock, 1),
-            }
+        state = dataclasses.replace(
+            state,
+            xen_version=info.get("xen_version", "?"),
+            up_seconds=round(time.monotonic() - clock, 1),
         )
         cache.write_text(_state_file(), json.dumps(asdict(state), indent=2) + "\n")
         _children[state.pid] = process

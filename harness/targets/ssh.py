@@ -121,7 +121,7 @@ def load_hosts(path: Path) -> list[SshHost]:
     return hosts
 
 
-def _channel_chunks(channel: paramiko.Channel) -> Iterator[bytes]:
+def channel_chunks(channel: paramiko.Channel) -> Iterator[bytes]:
     while chunk := channel.recv(65536):
         yield chunk
 
@@ -159,7 +159,7 @@ class SshInstance(Instance):
         except BaseException:
             self._client.close()
             raise
-        self.console = ConsoleWatcher(_channel_chunks(self._channel), name=workload.name)
+        self.console = ConsoleWatcher(channel_chunks(self._channel), name=workload.name)
         self.console.start()
 
     def _run(self, command: str) -> str:

@@ -24,7 +24,8 @@ from pathlib import Path
 import paramiko
 
 from baselines import vm_ssh
-from harness.targets.ssh import SshHost
+from harness.targets.process import read_pipe
+from harness.targets.ssh import SshHost, channel_chunks
 
 COMMAND_TIMEOUT = 120.0
 DOM0_DIR = "/var/lib/unibench"  # images and guest configs, on an SSH dom0
@@ -166,8 +167,7 @@ class _LocalSession(Session):
         self._closed = False
 
     def chunks(self) -> Iterator[bytes]:
-        while chunk := os.read(self._read_fd, 65536):
-            yield chunk
+        return read_pipe(self._read_fd)
 
     def start(self, command: str) -> None:
         self._process = subprocess.Popen(
@@ -270,8 +270,7 @@ class _SshSession(Session):
         self._channel.set_combine_stderr(True)
 
     def chunks(self) -> Iterator[bytes]:
-        while chunk := self._channel.recv(65536):
-            yield chunk
+        return channel_chunks(self._channel)
 
     def start(self, command: str) -> None:
         self._channel.exec_command(command)

@@ -21,21 +21,14 @@ from typing import BinaryIO
 import docker
 import docker.errors
 
-from baselines import debian_slim, python_minimal
-from baselines.debootstrap import RootfsRecipe, ensure_rootfs
-from baselines.errors import BaselineError
-from unikernel.build import cache
+from baselines import python_minimal
+from hostkit import cache, debian_slim
+from hostkit.debootstrap import PYTHON_ROOTFS, RootfsRecipe, ensure_rootfs
+from hostkit.errors import ArtifactError
 
 REPOSITORY_PREFIX = "unibench/"
 
-# netbase gives /etc/services and /etc/protocols, which Python's socket module reads and
-# Debian's python images install too. libpython3.11-stdlib completes the standard library (asyncio,
-# json, ctypes...) as a slim image has it; python-minimal keeps only python3-minimal's part.
-ROOTFS = RootfsRecipe(
-    suite="bookworm",
-    variant="minbase",
-    packages=("python3-minimal", "libpython3.11-stdlib", "netbase"),
-)
+ROOTFS = PYTHON_ROOTFS  # the unikernel's runtime is cut from the same rootfs
 
 SMOKE_TEST = ("python3", "-I", "-c", 'import socket, sys, time, os; print("ok")')
 SMOKE_TEST_TIMEOUT_S = 60
@@ -120,7 +113,7 @@ def _recipe(name: str) -> ImageRecipe:
     try:
         return IMAGES[name]
     except KeyError:
-        raise BaselineError(
+        raise ArtifactError(
             f"no baseline image {name!r}; known images: {', '.join(IMAGE_NAMES)}"
         ) from None
 
@@ -155,17 +148,17 @@ def _import(
     try:
         answer: str = client.api.import_image_from_data(stream, changes=list(changes))
     except docker.errors.APIError as error:
-        raise BaselineError(f"docker import for {tag} failed: {error.explanation}") from error
+        raise ArtifactError(f"docker import for {tag} failed: {error.explanation}") from error
     # The engine answers one JSON object per line; the last has the new image's id as status.
     status = json.loads(answer.splitlines()[-1])
     image_id = status.get("status", "")
     if not isinstance(image_id, str) or not image_id.startswith("sha256:"):
-        raise BaselineError(f"docker import for {tag} failed: the engine answered {answer!r}")
+        raise ArtifactError(f"docker import for {tag} failed: the engine answered {answer!r}")
     return image_id
 
 
 def _smoke_test(client: docker.DockerClient, image_id: str, tag: str) -> None:
-    """Run Python in a container from the new image; raise BaselineError if it does not work."""
+    """Run Python in a container from the new image; raise ArtifactError if it does not work."""
     # create/start/remove rather than run(remove=True), which leaves the container behind when
     # it cannot even start (no python3 in the image).
     container = client.containers.create(image_id, list(SMOKE_TEST), network_mode="none")
@@ -174,14 +167,14 @@ def _smoke_test(client: docker.DockerClient, image_id: str, tag: str) -> None:
         status = container.wait(timeout=SMOKE_TEST_TIMEOUT_S)["StatusCode"]
         output = container.logs(stdout=True, stderr=True)
     except docker.errors.APIError as error:
-        raise BaselineError(
+        raise ArtifactError(
             f"the image built for {tag} cannot start Python ({error}); it was removed, "
             "nothing was tagged"
         ) from error
     finally:
         container.remove(force=True)
     if status != 0 or output != b"ok\n":
-        raise BaselineError(
+        raise ArtifactError(
             f"the image built for {tag} printed {output!r} (exit status {status}) instead of "
             "'ok'; it was removed, nothing was tagged"
         )

@@ -36,16 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-from baselines import disk_image
-from baselines.debootstrap import RootfsRecipe
-from baselines.disk_image import DISK_FORMAT as DISK_FORMAT  # re-exported: older callers
-from baselines.disk_image import FREE_SPACE_MIB as FREE_SPACE_MIB
-from baselines.disk_image import SSH_USER as SSH_USER
-from baselines.disk_image import DiskRecipe, Log
-from baselines.disk_image import disk_size_mib as disk_size_mib
-from baselines.errors import BaselineError
-from unikernel.build import cache
-from unikernel.build.qemu import machine_args
+from hostkit import cache, disk_image
+from hostkit.debootstrap import RootfsRecipe
+from hostkit.disk_image import DISK_FORMAT as DISK_FORMAT  # re-exported: older callers
+from hostkit.disk_image import FREE_SPACE_MIB as FREE_SPACE_MIB
+from hostkit.disk_image import SSH_USER as SSH_USER
+from hostkit.disk_image import DiskRecipe, Log
+from hostkit.disk_image import disk_size_mib as disk_size_mib
+from hostkit.errors import ArtifactError
+from hostkit.qemu import machine_args
 from workloads import boot_probe
 
 VmKind = Literal["linux-vm", "linux-vm-minimal"]
@@ -170,7 +169,7 @@ def kernel_args(kind: VmKind) -> tuple[str, ...]:
         return COMMON_KERNEL_ARGS
     if kind == "linux-vm-minimal":
         return (*COMMON_KERNEL_ARGS, f"init={INIT_PATH}")
-    raise BaselineError(f"no Linux VM kind {kind!r}; known kinds: {', '.join(VM_KINDS)}")
+    raise ArtifactError(f"no Linux VM kind {kind!r}; known kinds: {', '.join(VM_KINDS)}")
 
 
 def disk_recipe() -> DiskRecipe:
@@ -204,7 +203,7 @@ def image_dir(digest: str | None = None) -> Path:
 
 def ensure_vm_image(kind: VmKind, log: Log | None = None) -> VmImage:
     """The image of `kind`, built first (minutes, as root) if the cache lacks it. Concurrent
-    callers wait for one build; raise BaselineError if it fails, leaving nothing half-made."""
+    callers wait for one build; raise ArtifactError if it fails, leaving nothing half-made."""
     say = log or (lambda _message: None)
     kernel_args(kind)  # an unknown kind fails before any build
     digest = recipe_hash()
@@ -269,8 +268,8 @@ def qemu_command(
     cpus: int = 1,
 ) -> list[str]:
     """QEMU's argv for booting the image from `overlay_path`, with the conventions of
-    unikernel/build/qemu.py: `-M pc`, the serial console on stdout, no default devices, no
-    reboot. `devices` are more options, such as unikernel.build.qemu.tap_nic()'s."""
+    unikernel/toolchain/qemu.py: `-M pc`, the serial console on stdout, no default devices, no
+    reboot. `devices` are more options, such as hostkit.qemu.tap_nic()'s."""
     return [
         *machine_args(accel, memory_mib, cpus),
         *image.drive_args(overlay_path),

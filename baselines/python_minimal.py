@@ -14,8 +14,8 @@ import tarfile
 from pathlib import Path
 from typing import BinaryIO
 
-from baselines.ldd import runtime_closure
-from baselines.rootfs_archive import RootfsArchive
+from hostkit.ldd import runtime_closure
+from hostkit.rootfs_archive import RootfsArchive
 
 # Bump when this module changes what goes into the image.
 RECIPE_VERSION = 2

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from baselines import disk_image, linux_vm
-from baselines.debootstrap import RootfsRecipe
-from baselines.disk_image import DiskRecipe, Log
-from baselines.errors import BaselineError
-from unikernel.build import cache
+from baselines import linux_vm
+from hostkit import cache, disk_image
+from hostkit.debootstrap import RootfsRecipe
+from hostkit.disk_image import DiskRecipe, Log
+from hostkit.errors import ArtifactError
 
 # Bump when the build (here or in baselines/disk_image.py) changes what ends up in the image.
 LAB_CODE_VERSION = 1
@@ -143,7 +143,7 @@ def image_dir(digest: str | None = None) -> Path:
 
 def ensure_lab_image(log: Log | None = None) -> LabImage:
     """The lab, built first (minutes, as root) if the cache lacks it. Concurrent callers wait
-    for one build; raise BaselineError if it fails, leaving nothing half-made."""
+    for one build; raise ArtifactError if it fails, leaving nothing half-made."""
     say = log or (lambda _message: None)
     digest = recipe_hash()
     directory = image_dir(digest)
@@ -185,7 +185,7 @@ def take_hypervisor(tree: Path, staging: Path) -> dict[str, Any]:
     dom0 boots from."""
     found = sorted((tree / "boot").glob("xen-*-amd64.gz"))
     if len(found) != 1:
-        raise BaselineError(f"expected one hypervisor in the rootfs's /boot, found {found}")
+        raise ArtifactError(f"expected one hypervisor in the rootfs's /boot, found {found}")
     compressed = found[0]
     version = xen_version(compressed.name)
     target = staging / HYPERVISOR
@@ -195,7 +195,7 @@ def take_hypervisor(tree: Path, staging: Path) -> dict[str, Any]:
     with target.open("rb") as elf:
         magic = elf.read(4)
     if magic != b"\x7fELF":
-        raise BaselineError(f"{compressed.name} does not hold an ELF hypervisor")
+        raise ArtifactError(f"{compressed.name} does not hold an ELF hypervisor")
     for path in (compressed, compressed.with_suffix(".efi")):  # the EFI build: nothing boots it
         path.unlink(missing_ok=True)
     return {
@@ -209,7 +209,7 @@ def xen_version(file_name: str) -> str:
     """The Xen version in the name Debian gives the hypervisor: "4.17" in "xen-4.17-amd64.gz"."""
     match = re.fullmatch(r"xen-(\d+\.\d+)-amd64\.gz", file_name)
     if match is None:
-        raise BaselineError(f"no Xen version in the hypervisor's file name {file_name!r}")
+        raise ArtifactError(f"no Xen version in the hypervisor's file name {file_name!r}")
     return match[1]
 
 
@@ -222,7 +222,7 @@ def package_version(tree: Path, package: str) -> str:
         )
         if fields.get("Package") == package and "Version" in fields:
             return fields["Version"]
-    raise BaselineError(f"{package} is not installed in the rootfs")
+    raise ArtifactError(f"{package} is not installed in the rootfs")
 
 
 # --- command line ------------------------------------------------------------------------------

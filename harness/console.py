@@ -7,6 +7,7 @@ marker's arrival time is still taken when the bytes arrive, not when the launch 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -15,6 +16,12 @@ from collections.abc import Callable, Iterator
 ChunkSource = Iterator[bytes]
 MAX_LINE = 64 * 1024
 TAIL_LINES = 40
+
+
+def read_pipe(fd: int) -> ChunkSource:
+    """A pipe's bytes as they come, until every writer has closed it."""
+    while chunk := os.read(fd, 65536):
+        yield chunk
 
 
 class ConsoleWatcher:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from harness.metadata import first_line
-from unikernel.build.accel import kvm_verdict
+from hostkit.accel import kvm_verdict
 
 Status = Literal["ok", "warn", "missing"]
 

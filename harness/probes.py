@@ -11,7 +11,7 @@ import threading
 import time
 from types import TracebackType
 
-from harness.namespaces import entered
+from hostkit.namespaces import entered
 
 PROBE_INTERVAL = 0.001  # a datagram a millisecond bounds the probe's own error to 1 ms
 

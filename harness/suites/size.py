@@ -31,10 +31,10 @@ from harness.targets.base import Log, Target, Workload
 from harness.targets.docker import DockerTarget
 from harness.targets.process import ProcessTarget, host_python
 from harness.targets.unikernel import UnikernelTarget
-from unikernel.build import runtime
-from unikernel.build.app import load_app
-from unikernel.build.image import build
-from unikernel.build.pruning import stdlib_modules
+from unikernel.toolchain import runtime
+from unikernel.toolchain.app import load_app
+from unikernel.toolchain.image import build
+from unikernel.toolchain.pruning import stdlib_modules
 
 SIZE_IMAGE = Metric("size_image", "bytes", "lower")
 SIZE_IMAGE_COMPRESSED = Metric("size_image_compressed", "bytes", "lower")

@@ -21,9 +21,7 @@ import paramiko
 
 from baselines import linux_vm
 from baselines.linux_vm import VmImage, VmKind
-from harness import namespaces
 from harness.console import ConsoleWatcher
-from harness.namespaces import TapLink
 from harness.targets.base import (
     Availability,
     Instance,
@@ -34,10 +32,12 @@ from harness.targets.base import (
     Workload,
 )
 from harness.targets.process import ProcessInstance
-from harness.targets.ssh import SshHost, SshInstance
-from unikernel.build import cache
-from unikernel.build.accel import choose_accel
-from unikernel.build.qemu import tap_nic
+from harness.targets.ssh import SshInstance
+from hostkit import cache, namespaces
+from hostkit.accel import choose_accel
+from hostkit.namespaces import TapLink
+from hostkit.qemu import tap_nic
+from hostkit.ssh import SshHost
 from workloads.boot_probe import READY_MARKER
 
 BAKED_IN_WORKLOADS = ("boot-probe",)  # what the image starts by itself at boot

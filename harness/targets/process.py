@@ -16,9 +16,8 @@ from typing import Protocol
 
 import psutil
 
-from harness.console import ConsoleWatcher
+from harness.console import ConsoleWatcher, read_pipe
 from harness.interrupts import signals_deferred
-from harness.namespaces import entered
 from harness.targets.base import (
     Availability,
     Instance,
@@ -28,6 +27,7 @@ from harness.targets.base import (
     Workload,
     free_port,
 )
+from hostkit.namespaces import entered
 
 
 class Closable(Protocol):
@@ -44,11 +44,6 @@ def pinned_cpus(count: int) -> set[int]:
     if count > len(allowed):
         raise ValueError(f"--cpus {count} asks for more CPUs than the {len(allowed)} available")
     return set(allowed[-count:])
-
-
-def read_pipe(fd: int) -> Iterator[bytes]:
-    while chunk := os.read(fd, 65536):
-        yield chunk
 
 
 def peak_rss_bytes(pid: int) -> int:

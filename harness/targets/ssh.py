@@ -24,19 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-import socket
 import threading
 import time
 import tomllib
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import paramiko
-
-from baselines import vm_ssh
 from harness.console import ConsoleWatcher
-from harness.namespaces import entered
 from harness.targets.base import (
     Availability,
     Instance,
@@ -46,52 +39,14 @@ from harness.targets.base import (
     Usage,
     Workload,
 )
+from hostkit import ssh as vm_ssh
+from hostkit.ssh import CONNECT_TIMEOUT, SshHost, channel_chunks
 
 FIRST_PORT = 7000  # where a workload's ports go when they have no number of their own
-CONNECT_TIMEOUT = 30.0
 
 
 class HostsFileError(ValueError):
     """The hosts file is wrong; the message says where and what to write."""
-
-
-@dataclass(frozen=True)
-class SshHost:
-    name: str
-    address: str
-    user: str
-    key: Path
-    host_key: str
-    port: int = 22
-    description: str = ""
-    python: str = "python3"
-    namespace: str | None = None
-
-    def connect(self, timeout: float = CONNECT_TIMEOUT) -> paramiko.SSHClient:
-        """A session with the host, its key checked against host_key."""
-        with entered(self.namespace):
-            sock = socket.create_connection((self.address, self.port), timeout=timeout)
-        try:
-            key = paramiko.PKey.from_path(self.key)
-            return vm_ssh.login(
-                sock,
-                self.address,
-                self.user,
-                key,
-                vm_ssh.parse_host_key(self.host_key),
-                timeout,
-            )
-        except BaseException:
-            sock.close()
-            raise
-
-    def run(self, command: str) -> tuple[int, str, str]:
-        """`command` run there in a session of its own: exit status, output, errors."""
-        client = self.connect()
-        try:
-            return vm_ssh.run(client, command, timeout=CONNECT_TIMEOUT)
-        finally:
-            client.close()
 
 
 def load_hosts(path: Path) -> list[SshHost]:
@@ -119,11 +74,6 @@ def load_hosts(path: Path) -> list[SshHost]:
     if len(set(names)) != len(names):
         raise HostsFileError(f"{path}: host names must differ: {names}")
     return hosts
-
-
-def channel_chunks(channel: paramiko.Channel) -> Iterator[bytes]:
-    while chunk := channel.recv(65536):
-        yield chunk
 
 
 class SshInstance(Instance):

@@ -11,8 +11,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from harness import namespaces
-from harness.namespaces import TapLink
 from harness.targets.base import (
     Availability,
     Instance,
@@ -22,11 +20,13 @@ from harness.targets.base import (
     Workload,
 )
 from harness.targets.process import ProcessInstance
-from unikernel.build.accel import choose_accel
-from unikernel.build.app import AppError, Network, load_app
-from unikernel.build.image import BuildResult, build
-from unikernel.build.qemu import qemu_command, tap_nic
-from unikernel.build.runtime import PYTHON
+from hostkit import namespaces
+from hostkit.accel import choose_accel
+from hostkit.namespaces import TapLink
+from hostkit.qemu import qemu_command, tap_nic
+from unikernel.toolchain.app import AppError, Network, load_app
+from unikernel.toolchain.image import BuildResult, build
+from unikernel.toolchain.runtime import PYTHON
 
 
 class UnikernelTarget(Target):

@@ -4,10 +4,10 @@ link: the tcp suite's reference, with offloads on or off (the `offloads` paramet
 
 from __future__ import annotations
 
-from harness import namespaces
-from harness.namespaces import VethLink
 from harness.targets.base import Availability, Instance, LaunchSettings, Target, Workload
 from harness.targets.process import ProcessInstance, host_python
+from hostkit import namespaces
+from hostkit.namespaces import VethLink
 
 
 def veth_instance(workload: Workload, settings: LaunchSettings, link: VethLink) -> Instance:

@@ -35,13 +35,13 @@ from harness.targets.base import (
     Workload,
 )
 from harness.targets.linux_vm import BAKED_IN_WORKLOADS, vm_host_availability
-from harness.targets.ssh import SshHost
 from harness.xen import lab
 from harness.xen.dom0 import Dom0, LocalDom0, Session, SshDom0
-from unikernel.build.accel import choose_accel
-from unikernel.build.app import AppError, load_app
-from unikernel.build.image import build
-from unikernel.build.xl import Disk, Vif, xl_config
+from hostkit.accel import choose_accel
+from hostkit.ssh import SshHost
+from hostkit.xl import Disk, Vif, xl_config
+from unikernel.toolchain.app import AppError, load_app
+from unikernel.toolchain.image import build
 
 GuestKind = Literal["unikernel", "linux"]
 # linux-vm-minimal's command line, for Xen: the disk is xvda and read-only (every guest boots

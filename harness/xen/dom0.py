@@ -23,9 +23,9 @@ from pathlib import Path
 
 import paramiko
 
-from baselines import vm_ssh
-from harness.targets.process import read_pipe
-from harness.targets.ssh import SshHost, channel_chunks
+from harness.console import read_pipe
+from hostkit import ssh as vm_ssh
+from hostkit.ssh import SshHost, channel_chunks
 
 COMMAND_TIMEOUT = 120.0
 DOM0_DIR = "/var/lib/unibench"  # images and guest configs, on an SSH dom0

@@ -30,14 +30,13 @@ from pathlib import Path
 
 import psutil
 
-from baselines import disk_image, linux_vm, xen_lab
-from harness import namespaces
-from harness.namespaces import TapLink, entered
-from harness.targets.ssh import SshHost
+from baselines import linux_vm, xen_lab
 from harness.xen.dom0 import GuestNetwork, SshDom0
-from unikernel.build import cache
-from unikernel.build.accel import choose_accel
-from unikernel.build.qemu import machine_args, tap_nic
+from hostkit import cache, disk_image, namespaces
+from hostkit.accel import choose_accel
+from hostkit.namespaces import TapLink, entered
+from hostkit.qemu import machine_args, tap_nic
+from hostkit.ssh import SshHost
 
 Log = Callable[[str], None]
 

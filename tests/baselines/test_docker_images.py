@@ -12,7 +12,6 @@ import docker
 import docker.errors
 import pytest
 
-from baselines.debootstrap import rootfs_path
 from baselines.docker_images import (
     IMAGE_NAMES,
     IMAGES,
@@ -21,7 +20,8 @@ from baselines.docker_images import (
     image_size,
     image_tag,
 )
-from baselines.errors import BaselineError
+from hostkit.debootstrap import rootfs_path
+from hostkit.errors import ArtifactError
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -111,7 +111,7 @@ def test_a_broken_build_leaves_nothing_behind(
 ) -> None:
     label = uuid.uuid4().hex
     _variant(monkeypatch, label, write_tar=_write_broken_image)
-    with pytest.raises(BaselineError, match="cannot start Python"):
+    with pytest.raises(ArtifactError, match="cannot start Python"):
         ensure_image(client, "python-minimal")
     with pytest.raises(docker.errors.ImageNotFound):
         client.images.get(image_tag("python-minimal"))

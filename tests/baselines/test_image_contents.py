@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from baselines.debian_slim import DPKG_CONFIG, is_dropped, write_debian_slim
-from baselines.debootstrap import ensure_rootfs, rootfs_path
 from baselines.docker_images import ROOTFS
 from baselines.python_minimal import select_paths
-from baselines.rootfs_archive import RootfsArchive, member_path
+from hostkit.debian_slim import DPKG_CONFIG, is_dropped, write_debian_slim
+from hostkit.debootstrap import ensure_rootfs, rootfs_path
+from hostkit.rootfs_archive import RootfsArchive, member_path
 
 
 def test_slim_rules_drop_docs_but_keep_copyright() -> None:

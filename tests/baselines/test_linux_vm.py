@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 
 from baselines import linux_vm
-from baselines.debootstrap import RootfsRecipe
-from baselines.errors import BaselineError
 from baselines.linux_vm import (
     GUEST_DIR,
     GUEST_FILES,
@@ -28,7 +26,9 @@ from baselines.linux_vm import (
     qemu_command,
     recipe_hash,
 )
-from tests.baselines.conftest import refuse
+from hostkit.debootstrap import RootfsRecipe
+from hostkit.errors import ArtifactError
+from tests.support.artifacts import refuse
 from workloads import boot_probe
 
 
@@ -142,9 +142,9 @@ def test_only_the_minimal_kind_replaces_init() -> None:
 
 
 def test_an_unknown_kind_is_refused(cache: Path, no_build: None) -> None:
-    with pytest.raises(BaselineError, match="linux-vm-minimal"):
+    with pytest.raises(ArtifactError, match="linux-vm-minimal"):
         kernel_args("linux-vm-huge")  # type: ignore[arg-type]
-    with pytest.raises(BaselineError):
+    with pytest.raises(ArtifactError):
         ensure_vm_image("linux-vm-huge", None)  # type: ignore[arg-type]
 
 
@@ -284,7 +284,7 @@ def test_an_unfinished_entry_is_built_again(cache: Path, monkeypatch: pytest.Mon
 
 def test_building_needs_root(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(BaselineError, match="needs root"):
+    with pytest.raises(ArtifactError, match="needs root"):
         ensure_vm_image("linux-vm", None)
 
 
@@ -327,7 +327,7 @@ def test_an_overlay_is_backed_by_the_base_and_removed_after_use(tmp_path: Path) 
 def test_a_failed_overlay_leaves_no_file(tmp_path: Path) -> None:
     image = dataclasses.replace(fake_image(tmp_path / "entry"), disk=tmp_path / "missing.qcow2")
     folder = tmp_path / "launches"
-    with pytest.raises(BaselineError, match="qemu-img create"):
+    with pytest.raises(ArtifactError, match="qemu-img create"):
         overlay(image, folder)
     assert list(folder.iterdir()) == []
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from baselines import vm_ssh
 from baselines.linux_vm import VM_KINDS, VmImage, VmKind, ensure_vm_image, overlaid, qemu_command
 from harness.console import ConsoleWatcher
-from harness.namespaces import TapLink, entered
-from tests.unikernel.net.netns import require
-from unikernel.build.qemu import tap_nic
+from hostkit import ssh as vm_ssh
+from hostkit.namespaces import TapLink, entered
+from hostkit.qemu import tap_nic
+from tests.support.netns import require
 from workloads.boot_probe import READY_MARKER
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the first run builds (minutes)
@@ -74,9 +74,9 @@ def ssh_session(
             time.sleep(0.5)
             continue
         try:
-            return vm_ssh.connect(
-                image, sock, link.guest_address, timeout=60.0, known_key=known_key
-            )
+            key = paramiko.Ed25519Key.from_private_key_file(str(image.ssh_private_key))
+            expected = known_key or vm_ssh.parse_host_key(image.ssh_host_key)
+            return vm_ssh.login(sock, link.guest_address, image.ssh_user, key, expected, 60.0)
         except paramiko.BadHostKeyException:
             sock.close()
             raise
@@ -122,8 +122,9 @@ def test_the_image_boots_echoes_and_takes_a_checked_ssh_login(
 
             # A server showing any other key than the image's is refused: here the guest's real
             # key against an expected one that is not it (the client key's public half).
+            wrong_key = paramiko.Ed25519Key.from_private_key_file(str(image.ssh_private_key))
             with pytest.raises(paramiko.BadHostKeyException):
-                ssh_session(image, link, deadline, known_key=vm_ssh.client_key(image))
+                ssh_session(image, link, deadline, known_key=wrong_key)
         finally:
             qemu.kill()
             qemu.wait(timeout=30)

@@ -3,10 +3,10 @@ import re
 
 import pytest
 
-from baselines import debootstrap
-from baselines.debootstrap import RootfsRecipe
 from baselines.docker_images import IMAGE_NAMES, IMAGES, image_tag, recipe_hash
-from baselines.errors import BaselineError
+from hostkit import debootstrap
+from hostkit.debootstrap import RootfsRecipe
+from hostkit.errors import ArtifactError
 
 RECIPE = RootfsRecipe(suite="bookworm", variant="minbase", packages=("python3-minimal", "netbase"))
 
@@ -68,5 +68,5 @@ def test_image_tag_names_the_recipe() -> None:
 
 
 def test_unknown_image_lists_the_known_ones() -> None:
-    with pytest.raises(BaselineError, match="debian-python, python-minimal"):
+    with pytest.raises(ArtifactError, match="debian-python, python-minimal"):
         recipe_hash("alpine")

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from baselines import linux_vm, xen_lab
-from baselines.errors import BaselineError
 from baselines.xen_lab import (
     LAB_GUEST_DIR,
     LAB_GUEST_FILES,
@@ -20,7 +19,8 @@ from baselines.xen_lab import (
     find_lab_image,
     recipe_hash,
 )
-from tests.baselines.conftest import refuse
+from hostkit.errors import ArtifactError
+from tests.support.artifacts import refuse
 
 
 @pytest.fixture
@@ -186,13 +186,13 @@ def test_the_hypervisor_is_taken_out_gunzipped(tmp_path: Path) -> None:
 
 def test_a_hypervisor_that_is_no_elf_is_refused(tmp_path: Path) -> None:
     tree = lab_tree(tmp_path, b"MZ not an ELF")
-    with pytest.raises(BaselineError, match="ELF"):
+    with pytest.raises(ArtifactError, match="ELF"):
         xen_lab.take_hypervisor(tree, tmp_path / "staging")
 
 
 def test_the_xen_version_comes_from_the_file_name() -> None:
     assert xen_lab.xen_version("xen-4.17-amd64.gz") == "4.17"
-    with pytest.raises(BaselineError):
+    with pytest.raises(ArtifactError):
         xen_lab.xen_version("xen.gz")
 
 
@@ -218,5 +218,5 @@ def test_a_finished_entry_is_used_without_building(cache: Path, no_build: None) 
 
 def test_building_needs_root(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(BaselineError, match=r"needs root.*python -m baselines\.xen_lab"):
+    with pytest.raises(ArtifactError, match=r"needs root.*python -m baselines\.xen_lab"):
         ensure_lab_image()

@@ -4,23 +4,22 @@ a TAP link in a namespace made for each launch, which is gone afterwards."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from harness import namespaces
-from harness.namespaces import TapLink, entered
 from harness.progress import QuietProgress
 from harness.runner import Runner, RunSettings
 from harness.store import Store
 from harness.suites.boot import BootSuite
 from harness.targets.base import Target
 from harness.targets.unikernel import unikernel_targets
-from tests.unikernel.net.netns import require
-from unikernel.build.kernel import find_specialized_kernel
+from hostkit import namespaces
+from hostkit.namespaces import TapLink, entered
+from tests.support.artifacts import require_specialized_kernel
+from tests.support.netns import require
 
 
 def boot_samples(tmp_path: Path, target: Target, repeat: int) -> dict[str, list[float]]:
@@ -62,10 +61,7 @@ def test_the_hosted_unikernel_serves_the_probe_after_it_is_ready(tmp_path: Path)
 @pytest.mark.slow
 def test_the_qemu_unikernel_serves_the_probe_over_virtio_net(tmp_path: Path) -> None:
     require()
-    if shutil.which("qemu-system-x86_64") is None or find_specialized_kernel("qemu") is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must pre-build the qemu kernel")
-        pytest.skip("no QEMU or no cached qemu kernel")
+    require_specialized_kernel()
     qemu = next(t for t in unikernel_targets() if t.name == "unikernel-qemu")
     found = boot_samples(tmp_path, qemu, repeat=1)
     (ready,), (served,) = found["time_to_ready"], found["time_to_service"]

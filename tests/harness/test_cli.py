@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from harness.cli import cli
 from harness.store import Store
-from tests.harness.test_runner import processes_running
+from tests.support.processes import processes_running
 from workloads import script
 
 BENCH = str(Path(sys.executable).parent / "bench")

@@ -17,7 +17,7 @@ from harness.store import Store
 from harness.suites.boot import BootSuite
 from harness.targets.base import Target
 from harness.targets.docker import LABEL, DockerTarget, docker_targets, remove_stale_containers
-from tests.harness.test_runner import HANG
+from tests.support.processes import HANG
 
 pytestmark = pytest.mark.docker
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from harness.history import detect_steps, histories
 from harness.store import Store
-from tests.harness.test_compare import BOOT, HOST, THROUGHPUT, invoke, noisy, store_run
+from tests.support.stored_runs import BOOT, HOST, THROUGHPUT, invoke, noisy, store_run
 
 
 def levels(*segments: tuple[float, int], spread: float = 0.01, seed: int = 0) -> list[float]:

@@ -11,14 +11,13 @@ import pytest
 from rich.console import Console
 
 from baselines import linux_vm
-from harness import namespaces
 from harness.progress import QuietProgress
 from harness.runner import Runner, RunSettings
 from harness.store import Store
 from harness.suites.boot import BootSuite
 from harness.targets.linux_vm import LinuxVmTarget
-from tests.unikernel.net.netns import require
-from unikernel.build import cache
+from hostkit import cache, namespaces
+from tests.support.netns import require
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a first run builds the image
 

@@ -10,7 +10,7 @@ import pytest
 
 from harness.nightly import ConfigError, last_good_run, load_config
 from harness.store import Store
-from tests.harness.test_compare import BOOT, DOCKER_BOOT, HOST, invoke, noisy, store_run
+from tests.support.stored_runs import BOOT, DOCKER_BOOT, HOST, invoke, noisy, store_run
 
 
 def write_config(tmp_path: Path, jobs: str, **top: str) -> Path:

@@ -28,7 +28,7 @@ import pytest
 
 from harness.report.site import KNOWN_SUITES, build_site
 from harness.store import Store
-from tests.harness.test_compare import BOOT, invoke, noisy, store_run
+from tests.support.stored_runs import BOOT, invoke, noisy, store_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = (

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from rich.console import Console
 
@@ -16,12 +15,7 @@ from harness.store import Store
 from harness.suites.boot import BootSuite
 from harness.targets.base import Availability, Instance, LaunchSettings, Log, Target, Workload
 from harness.targets.process import ProcessTarget
-
-HANG = Workload(
-    name="hang",
-    script=Path(__file__).resolve().parents[1] / "workloads" / "hang.py",
-    ports=BootSuite().workload(ProcessTarget()).ports,
-)
+from tests.support.processes import HANG, processes_running
 
 
 class UnavailableTarget(Target):
@@ -50,14 +44,6 @@ def run_suite(
     store = Store(tmp_path / "bench.sqlite")
     runner = Runner(store, settings, QuietProgress(Console(quiet=True)))
     return store, runner.run(suite, targets, "bench run --suite boot")
-
-
-def processes_running(script: Path) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if str(script.name) in " ".join(proc.info["cmdline"] or []):
-            found.append(proc)
-    return found
 
 
 def test_boot_on_process_records_every_repeat(tmp_path: Path) -> None:

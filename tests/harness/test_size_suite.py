@@ -4,7 +4,6 @@ target. The boot probe is built from a copy in tmp_path, never in the shared _bu
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from harness.suites.boot import BOOT_PROBE
 from harness.suites.size import SizeSuite, code_lines
 from harness.targets import all_targets
 from harness.targets.base import Target, Workload
-from unikernel.build.kernel import find_specialized_kernel
+from tests.support.artifacts import require_specialized_kernel
 
 # Measured on the boot probe: the standard build's bytecode is 11.8 times the pruned one's
 # (11.2 MB against 0.95 MB), its whole image about 1.9 times (the kernel and the interpreter
@@ -120,11 +119,7 @@ def test_pruning_shrinks_the_hosted_bytecode_many_times(tmp_path: Path, probe: W
 def test_qemu_images_have_every_part_in_both_builds(
     tmp_path: Path, probe: Workload, name: str
 ) -> None:
-    if find_specialized_kernel("qemu") is None:
-        message = "no cached qemu kernel: run `python -m unikernel.build.kernel --profile qemu`"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must pre-build the kernel: {message}")
-        pytest.skip(message)
+    require_specialized_kernel()
     sizes = sizes_of(run_size(tmp_path, probe, [all_targets()[name]]), name)
     for build in ("pruned", "standard"):
         for part in (*PARTS[name], "initramfs", "image"):

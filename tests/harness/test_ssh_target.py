@@ -17,7 +17,7 @@ from harness.suites.boot import BOOT_PROBE
 from harness.targets.base import Instance, LaunchSettings
 from harness.targets.linux_vm import LinuxVmTarget
 from harness.targets.ssh import HostsFileError, load_hosts
-from tests.unikernel.net.netns import require
+from tests.support.netns import require
 
 GOOD = """
 [[host]]

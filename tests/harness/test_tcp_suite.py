@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from harness import namespaces
 from harness.model import Params
 from harness.progress import QuietProgress
 from harness.runner import Runner, RunSettings
@@ -18,7 +17,8 @@ from harness.targets.base import Target
 from harness.targets.process import ProcessTarget
 from harness.targets.unikernel import unikernel_targets
 from harness.targets.veth import VethTarget
-from tests.unikernel.net.netns import require
+from hostkit import namespaces
+from tests.support.netns import require
 
 
 class Named(ProcessTarget):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from harness.suites.threads import ThreadsSuite
 from harness.targets.base import Target
 from harness.targets.process import ProcessTarget
 from harness.targets.unikernel import unikernel_targets
-from unikernel.build.kernel import find_specialized_kernel
+from tests.support.artifacts import require_specialized_kernel
 
 SMALL = {"count": ["2000"], "period": ["0.5"], "rounds": ["2"]}
 
@@ -70,10 +68,7 @@ def test_linux_kinds_and_the_hosted_unikernel(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_threads_in_the_qemu_unikernel(tmp_path: Path) -> None:
-    if shutil.which("qemu-system-x86_64") is None or find_specialized_kernel("qemu") is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must pre-build the qemu kernel")
-        pytest.skip("no QEMU or no cached qemu kernel")
+    require_specialized_kernel()
     qemu = next(t for t in unikernel_targets() if t.name == "unikernel-qemu")
     found = by_target(run_threads(tmp_path, [qemu]))
     assert found["unikernel-qemu"][("thread_create_seconds", "uthread")] > 0

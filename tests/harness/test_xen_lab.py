@@ -20,7 +20,6 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from baselines import xen_lab
-from harness import namespaces
 from harness.cli import cli
 from harness.progress import QuietProgress
 from harness.runner import Runner, RunSettings
@@ -29,7 +28,8 @@ from harness.suites.boot import BOOT_PROBE, BootSuite
 from harness.targets.base import Target
 from harness.targets.xen import Dom0Lease, xen_targets
 from harness.xen import lab
-from tests.unikernel.net.netns import require
+from hostkit import namespaces
+from tests.support.netns import require
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.linux_peer import LINUX, OURS, TAP, netns
+from tests.support.netns import Netns, Process, require
 from unikernel.apps.iperf3 import server
-from unikernel.build.app import Console, Network, load_app
-from unikernel.build.image import build
-from unikernel.build.runtime import PYTHON
 from unikernel.core.scheduler import run
+from unikernel.toolchain.app import Console, Network, load_app
+from unikernel.toolchain.image import build
+from unikernel.toolchain.runtime import PYTHON
 from workloads import WORKLOADS_DIR
-
-from ..net.netns import Netns, Process, require
-from ..net.test_linux_interop import LINUX, OURS, TAP, netns
 
 __all__ = ["netns"]  # the fixture, imported for pytest
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.linux_peer import LINUX, OURS, netns, on_stack, tap
+from tests.support.netns import Netns, require
 from unikernel.apps.iperf3.client import ClientResult, run_client
 from unikernel.apps.iperf3.protocol import TestParams
 from unikernel.apps.iperf3.server import Iperf3Server, TestReport
@@ -26,9 +28,6 @@ from unikernel.core.scheduler import fail_after, sleep, spawn
 from unikernel.drivers.tap import TapNetif
 from unikernel.net.interface import Interface
 from unikernel.net.service import NetworkService, attach_tcp
-
-from ..net.netns import Netns, require
-from ..net.test_linux_interop import LINUX, OURS, netns, on_stack, tap
 
 __all__ = ["netns", "tap"]  # the fixtures, imported for pytest
 

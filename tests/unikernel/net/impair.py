@@ -27,12 +27,11 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tests.support.netns import Netns
 from unikernel.core.scheduler import now, sleep_until, spawn
 from unikernel.core.sync import Event
 from unikernel.drivers import Netif
 from unikernel.net.interface import Interface
-
-from .netns import Netns
 
 Buffer = bytes | bytearray | memoryview
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.linux_peer import echo_server, mac_text, on_stack
+from tests.support.netns import Netns, require
 from unikernel.core.scheduler import fail_after, now, sleep, spawn
 from unikernel.drivers.packet import (
     GSO_NONE,
@@ -44,9 +46,6 @@ from unikernel.net.service import attach_tcp
 from unikernel.net.sockets import UdpSocket, ping
 from unikernel.net.tcp import ACK, PSH, build_segment
 from unikernel.net.tcp_sockets import TcpSocket
-
-from .netns import Netns, require
-from .test_linux_interop import echo_server, mac_text, on_stack
 
 OURS_DEV, LINUX_DEV = "ub-ours", "ub-linux"
 LINUX = "10.78.0.1"

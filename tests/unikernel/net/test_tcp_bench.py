@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.unikernel.net.test_tcp_wire import A_IP, B_IP, PEER_ISN, RawPeer, seeded
+from tests.support.tcp_wire import A_IP, B_IP, PEER_ISN, RawPeer, seeded
 from unikernel.net.tcp import ACK, PSH, SYN, Connection, TcpLayer, build_segment, parse_segment
 from unikernel.net.tcp.segment import syn_options, timestamp_option
 

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.support.linux_peer import LINUX, OURS, TEST_TIMEOUT, netns, on_stack, tap
+from tests.support.netns import Netns, require
 from unikernel.core.entropy import random_u32
 from unikernel.core.scheduler import fail_after, now, sleep, spawn
 from unikernel.drivers import Netif
@@ -27,9 +29,6 @@ from unikernel.net.interface import Interface
 from unikernel.net.ipv4 import parse_address
 from unikernel.net.tcp import TcpConfig, TcpLayer
 from unikernel.net.tcp_sockets import TcpSocket, TcpSockets
-
-from .netns import Netns, require
-from .test_linux_interop import LINUX, OURS, TEST_TIMEOUT, netns, on_stack, tap
 
 __all__ = ["netns", "tap"]  # the fixtures, imported for pytest
 

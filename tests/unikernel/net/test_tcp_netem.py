@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.support.linux_peer import LINUX, TAP, netns, tap
+from tests.support.netns import Netns, require
 from unikernel.core.scheduler import fail_after
 from unikernel.drivers import Netif
 from unikernel.drivers.tap import TapNetif
@@ -28,8 +30,6 @@ from unikernel.net.ipv4 import parse_address
 from unikernel.net.tcp import Connection
 
 from .impair import ImpairedNetif, Impairment, netem_available, netem_both_ways
-from .netns import Netns, require
-from .test_linux_interop import LINUX, TAP, netns, tap
 from .test_tcp_linux import Tcp, on_tcp, wait_tcp_listener
 
 __all__ = ["netns", "tap"]  # the fixtures, imported for pytest

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.unikernel.net.test_tcp_wire import A_IP, B_IP, PEER_ISN, Wire, raw_client
+from tests.support.tcp_wire import A_IP, B_IP, PEER_ISN, Wire, raw_client
 from unikernel.net.tcp import CLOSE_WAIT, CLOSED, ESTABLISHED, Connection, Segment, TcpConfig
 
 MSS = 1000  # what raw_client's peer offers; no timestamps there, so segments carry 1000

@@ -13,7 +13,7 @@ loss each way (test_tcp_netem). Each test plays the peer by hand with a fake clo
 
 from __future__ import annotations
 
-from tests.unikernel.net.test_tcp_wire import PEER_ISN, RawPeer, raw_client
+from tests.support.tcp_wire import PEER_ISN, RawPeer, raw_client
 from unikernel.net.tcp import Connection, Segment, TcpConfig
 from unikernel.net.tcp.segment import sack_option
 

@@ -7,7 +7,7 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.unikernel.net.test_tcp_wire import A_IP, B_IP, Wire
+from tests.support.tcp_wire import A_IP, B_IP, Wire
 from unikernel.net.tcp import ACK, FIN, PSH, SYN, build_segment, checksum, parse_segment
 from unikernel.net.tcp.segment import sack_option, syn_options, timestamp_option
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.unikernel.net.test_tcp_wire import A_IP, B_IP, seeded
+from tests.support.tcp_wire import A_IP, B_IP, seeded
 from unikernel.core.clock import FakeClock
 from unikernel.core.scheduler import now, run, sleep, spawn
 from unikernel.net.tcp import CLOSED, TcpConfig, TcpLayer

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unikernel.net.test_tcp_wire import (
+from tests.support.tcp_wire import (
     A_IP,
     B_IP,
     PEER_ISN,

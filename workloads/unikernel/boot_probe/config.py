@@ -2,7 +2,7 @@
 and either ends (the VM powers off with status 0) or, given a network, echoes the host's UDP
 probe until stopped."""
 
-from unikernel.build.app import App, Console, Network
+from unikernel.toolchain.app import App, Console, Network
 
 app = App(
     name="boot-probe",

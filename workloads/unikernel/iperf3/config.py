@@ -2,7 +2,7 @@
 suite's peer for Debian's iperf3 client. Its code lives in the library OS
 (unikernel.apps.iperf3), so this folder holds only the configuration."""
 
-from unikernel.build.app import App, Console, Network
+from unikernel.toolchain.app import App, Console, Network
 
 app = App(
     name="iperf3",

@@ -1,0 +1,25 @@
+"""Workloads that misbehave, and finding the processes a test left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psutil
+
+from harness.suites.boot import BootSuite
+from harness.targets.base import Workload
+from harness.targets.process import ProcessTarget
+
+HANG = Workload(
+    name="hang",
+    script=Path(__file__).resolve().parents[1] / "workloads" / "hang.py",
+    ports=BootSuite().workload(ProcessTarget()).ports,
+)
+
+
+def processes_running(script: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if str(script.name) in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found

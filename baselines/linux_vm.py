@@ -45,7 +45,7 @@ from hostkit.disk_image import DiskRecipe, Log
 from hostkit.disk_image import disk_size_mib as disk_size_mib
 from hostkit.errors import ArtifactError
 from hostkit.qemu import machine_args
-from workloads import boot_probe
+from workloads.boot_probe import boot_probe
 
 VmKind = Literal["linux-vm", "linux-vm-minimal"]
 VM_KINDS: tuple[VmKind, ...] = get_args(VmKind)
@@ -151,13 +151,13 @@ class VmImage:
         """QEMU's options for the root disk, given an overlay() of the image."""
         return ["-drive", f"file={overlay_path},if=virtio,format=qcow2"]
 
+    def files(self) -> dict[str, Path]:
+        """What the image is made of on the host: its disk, kernel and initramfs."""
+        return {"disk": self.disk, "kernel": self.kernel, "initrd": self.initrd}
+
     def sizes(self) -> dict[str, int]:
         """Bytes on the host: the disk file (allocated clusters only), kernel and initramfs."""
-        return {
-            "disk": self.disk.stat().st_size,
-            "kernel": self.kernel.stat().st_size,
-            "initrd": self.initrd.stat().st_size,
-        }
+        return {name: path.stat().st_size for name, path in self.files().items()}
 
 
 # --- the recipe --------------------------------------------------------------------------------

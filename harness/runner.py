@@ -91,7 +91,8 @@ class Runner:
             return
         workload = suite.workload(target)
         try:
-            target.prepare(workload, self.progress.message)
+            if suite.launches:
+                target.prepare(workload, self.progress.message)
             suite.prepare(target, workload, param_sets, self.progress.message)
             targets_metadata = run.metadata["targets"]
             assert isinstance(targets_metadata, dict)

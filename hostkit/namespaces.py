@@ -120,13 +120,6 @@ class TapLink:
     def name(self) -> str:
         return self.namespace.name
 
-    def guest_environment(self, hosted: bool) -> dict[str, str]:
-        """How the unikernel's network service finds and configures its device."""
-        environment = {"UNIKERNEL_IP": f"{self.guest_address}/{self.prefix_len}"}
-        if hosted:
-            environment["UNIKERNEL_TAP"] = self.device
-        return environment
-
     def close(self) -> None:
         self.namespace.close()
 

@@ -33,6 +33,16 @@ def tap_nic(index: int, device: str, offloads: bool = False) -> list[str]:
     ]  # fmt: skip
 
 
+def virtio_disk(index: int, path: Path, read_only: bool = False, cache: str = "none") -> list[str]:
+    """A virtio-blk disk backed by the raw file `path`. cache=none: the host opens the file
+    with O_DIRECT, so the guest's reads reach the device, not the host's page cache."""
+    mode = "on" if read_only else "off"
+    return [
+        "-drive", f"file={path},format=raw,if=none,id=disk{index},readonly={mode},cache={cache}",
+        "-device", f"virtio-blk-pci,drive=disk{index}",
+    ]  # fmt: skip
+
+
 def machine_args(accel: str, memory_mib: int, cpus: int = 1) -> list[str]:
     """A bare PC with the serial console on stdio, no default devices, and an exit instead of
     a reboot: what every VM the project boots starts from."""

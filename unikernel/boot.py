@@ -2,11 +2,13 @@
 
 Python is the only process. Before the application runs, the boot layer mounts what the kernel
 offers (devices, proc, sys), loads the kernel modules the app's devices need (none under the
-specialized kernel), checks entropy, brings network links up, and prints the ready marker with
-its own boot-clock time. After the application's main returns, it prints the exit marker and
+specialized kernel), wires the app's devices to the drivers the build chose (bringing the VM's
+NICs up), and prints the ready marker with its own boot-clock time. It then calls the app's
+`main(devices)`. After it returns, it prints the exit marker and
 powers the VM off, carrying the exit status out where the VMM can tell it (QEMU's debug-exit port).
 
-The build compiles the application's configuration into the module `_unikernel_config`.
+The build compiles the application's configuration into the module `_unikernel_config`
+(unikernel/toolchain/wiring.py writes it).
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ import _unikernel_config as config
 
 from unikernel.core import lifecycle
 from unikernel.core.console import Console
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from unikernel.core.devices import Devices
 
 READY_MARKER = "UNIBENCH-READY"
 EXIT_MARKER = "UNIBENCH-EXIT"
@@ -60,18 +66,6 @@ def load_kernel_modules(paths: tuple[str, ...], console: Console) -> None:
                 )
 
 
-def bring_links_up(names: tuple[str, ...], console: Console) -> None:
-    """Up every NIC the app declared. A missing one is said, not fatal: the app's own
-    open_network() fails with the reason if it needs that NIC (a VM launched without it)."""
-    from unikernel.drivers.packet import bring_up
-
-    for name in names:
-        try:
-            bring_up(name)
-        except OSError as error:
-            console.line(f"boot: {name} is not usable: {error}")
-
-
 def report_exit(console: Console, status: int) -> None:
     sys.stdout.flush()  # what the app print()ed comes before the marker, as it was written
     console.line(f"{EXIT_MARKER} status={status}")
@@ -94,11 +88,13 @@ def power_off(console: Console) -> None:
         console.line(f"boot: power-off failed ({error}); exiting PID 1 instead")
 
 
-def run_main() -> int:
+def run_main(devices: Devices) -> int:
     module_name, _, function_name = config.MAIN.partition(":")
     module = __import__(module_name, fromlist=[function_name])
     main = getattr(module, function_name)
-    result = main()
+    # main(devices), as apps are written; a main that takes nothing is called so.
+    takes_devices = getattr(getattr(main, "__code__", None), "co_argcount", 1) > 0
+    result = main(devices) if takes_devices else main()
     if hasattr(result, "__await__"):  # an async main runs on our scheduler
         from unikernel.core.scheduler import run
 
@@ -117,14 +113,13 @@ def main() -> None:
         mount_kernel_filesystems()
         if config.MODULES:  # the generic kernel's drivers, for the app's devices
             load_kernel_modules(config.MODULES, console)
-    if vm and config.NETWORK:  # hosted, the device is a TAP device its owner brought up
-        bring_links_up(config.NETWORK, console)
+    devices = config.devices(console)  # brings the VM's NICs up, as the build wired them
     console.line(
         f"{READY_MARKER} boottime={booted:.6f} ready={time.clock_gettime(time.CLOCK_BOOTTIME):.6f}"
         f" target={config.TARGET} app={config.APP}"
     )
     try:
-        status = run_main()
+        status = run_main(devices)
     except BaseException as exc:  # whatever the app raised becomes its exit status
         if not isinstance(exc, SystemExit):
             import traceback

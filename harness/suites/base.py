@@ -68,6 +68,9 @@ class Suite(ABC):
     # What `bench run` does unless told: deterministic measurements need one repeat, no warm-up.
     default_repeat = 10
     default_warmup = 1
+    # Whether repeats launch the workload: if not, targets are not prepared for launches (no
+    # Xen lab is booted to weigh an image).
+    launches = True
 
     @abstractmethod
     def workload(self, target: Target) -> Workload:

@@ -12,18 +12,19 @@ from __future__ import annotations
 from harness.model import Measurement, Metric, Params
 from harness.probes import UdpEchoProbe
 from harness.suites.base import RepeatContext, Suite
-from harness.targets.base import Instance, LaunchSettings, Port, Target, Workload
-from workloads import WORKLOADS_DIR, script
+from harness.targets.base import Instance, LaunchSettings, Target, Workload
+from unikernel.devices import Console, Network, Port
+from workloads import linux_script, unikernel_app
 
 TIME_TO_READY = Metric("time_to_ready", "s", "lower")
 TIME_TO_SERVICE = Metric("time_to_service", "s", "lower")
 
 BOOT_PROBE = Workload(
     name="boot-probe",
-    script=script("boot_probe.py"),
+    script=linux_script("boot_probe", "boot_probe.py"),
     args=("--udp-echo", "{probe}"),
-    ports=(Port("probe", "udp", number=7),),
-    unikernel_app=WORKLOADS_DIR / "unikernel" / "boot_probe",
+    devices=(Console(), Network(ports=(Port("probe", "udp", number=7),))),
+    unikernel_app=unikernel_app("boot_probe"),
 )
 
 
@@ -77,7 +78,7 @@ class BootSuite(Suite):
         address = instance.address("probe")
         if address is None:  # nothing to probe: a unikernel built without a network device
             t0 = instance.start()
-            ready, line = instance.console.wait_for(self._workload.ready_marker, ctx.deadline)
+            ready, line = instance.ready(ctx.deadline)
             return [
                 Measurement(TIME_TO_READY, ready - t0),
                 *self._phases(instance),
@@ -89,7 +90,7 @@ class BootSuite(Suite):
             t0 = instance.start()
             if not instance.probe_during_launch:
                 probe.start()
-            ready, line = instance.console.wait_for(self._workload.ready_marker, ctx.deadline)
+            ready, line = instance.ready(ctx.deadline)
             served = probe.wait()
         return [
             Measurement(TIME_TO_READY, ready - t0),

@@ -23,8 +23,9 @@ from typing import Any
 
 from harness.model import Measurement, Metric, Params
 from harness.suites.base import RepeatContext, Suite
-from harness.targets.base import Instance, Port, Target, Workload
-from workloads import WORKLOADS_DIR, script
+from harness.targets.base import Instance, LaunchSettings, Target, Workload
+from unikernel.devices import Console, Network, Port
+from workloads import linux_script, unikernel_app
 
 THROUGHPUT = Metric("throughput", "Mbit/s", "higher")
 RETRANSMITS = Metric("retransmits", "segments", "lower")
@@ -32,11 +33,13 @@ IPERF3_PORT = 5201
 
 IPERF3 = Workload(
     name="iperf3",
-    script=script("iperf3_server.py"),
+    script=linux_script("iperf3", "iperf3_server.py"),
     args=("--listen", "{iperf3}"),
-    ports=(Port("iperf3", "tcp", number=IPERF3_PORT),),
-    ready_marker="listening on",  # iperf3's "Server listening on", our appliance's likewise
-    unikernel_app=WORKLOADS_DIR / "unikernel" / "iperf3",
+    devices=(
+        Console(ready_marker="listening on"),  # iperf3's "Server listening on", ours likewise
+        Network(ports=(Port("iperf3", "tcp", number=IPERF3_PORT),), offloads=("off", "on")),
+    ),
+    unikernel_app=unikernel_app("iperf3"),
     programs=("iperf3",),
 )
 
@@ -45,13 +48,6 @@ DEFAULTS: dict[str, tuple[str, ...]] = {
     "flows": ("1", "10"),
     "offloads": ("off", "on"),
     "seconds": ("5",),
-}
-# The offload settings a target's link can have; the others are not measured there.
-LINK_OFFLOADS: dict[str, tuple[str, ...]] = {
-    "unikernel-hosted": ("off",),  # a TAP device read as frames: nothing is offloaded
-    "process": ("on",),  # loopback: Linux never segments or checksums there
-    "docker": ("on",),
-    "docker-minimal": ("on",),
 }
 CLIENT_GRACE = 30.0  # seconds past the test's own length before a silent client is killed
 
@@ -68,15 +64,23 @@ class TcpSuite(Suite):
 
     def param_sets(self, requested: Mapping[str, Sequence[str]], target: Target) -> list[Params]:
         chosen = {**DEFAULTS, **requested}
-        offloads = LINK_OFFLOADS.get(target.name)
-        if offloads is not None:
-            chosen["offloads"] = [o for o in chosen["offloads"] if o in offloads] or offloads
+        # Only the settings both the workload and the target's link can have are measured;
+        # asked for none of those, the link's own.
+        network = IPERF3.network
+        assert network is not None
+        possible = [o for o in target.link_offloads(IPERF3) if o in network.offloads]
+        chosen["offloads"] = [o for o in chosen["offloads"] if o in possible] or possible
         return super().param_sets(chosen, target)
+
+    def launch_settings(self, params: Params, cpus: int | None) -> LaunchSettings:
+        return LaunchSettings(
+            cpus=cpus, offloads=params.get("offloads") == "on", workload_params=params
+        )
 
     def run_once(self, target: Target, params: Params, ctx: RepeatContext) -> list[Measurement]:
         instance = ctx.create(IPERF3)
         instance.start()
-        instance.console.wait_for(IPERF3.ready_marker, ctx.deadline)
+        instance.ready(ctx.deadline)
         report = run_client(instance, params, ctx)
         end = report["end"]
         received = end["sum_received"]["bits_per_second"] / 1e6

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from harness.model import Measurement, Metric, Params, ParamValue
 from harness.suites.base import RepeatContext, Suite
 from harness.targets.base import LaunchSettings, Target, Workload
-from workloads import WORKLOADS_DIR, script
+from workloads import linux_script, unikernel_app
 
 CREATE_SECONDS = Metric("thread_create_seconds", "s", "lower")
 LATENESS = {
@@ -30,7 +30,7 @@ QUANTILES = "UNIBENCH-QUANTILES lateness "
 
 THREADS_PROBE = Workload(
     name="threads-probe",
-    script=script("threads_probe.py"),
+    script=linux_script("threads_probe", "threads_probe.py"),
     args=(
         "--mode",
         "{mode}",
@@ -43,7 +43,7 @@ THREADS_PROBE = Workload(
         "--rounds",
         "{rounds}",
     ),
-    unikernel_app=WORKLOADS_DIR / "unikernel" / "threads_probe",
+    unikernel_app=unikernel_app("threads_probe"),
 )
 
 # (mode, kind) -> count. OS threads cost far more each; fewer keep a repeat within minutes.

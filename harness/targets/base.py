@@ -16,10 +16,23 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from harness.console import ConsoleWatcher
 from harness.model import ParamValue
+from unikernel.devices import (
+    READY_MARKER,
+    Console,
+    Device,
+    Disk,
+    Network,
+    Port,
+    check_names,
+    devices_of,
+)
+
+if TYPE_CHECKING:
+    from unikernel.devices import Offload
 
 Log = Callable[[str], None]
 
@@ -34,45 +47,59 @@ class Availability:
 
 
 @dataclass(frozen=True)
-class Port:
-    """A port the workload serves on: its name in the workload's arguments, and the protocol."""
-
-    name: str
-    protocol: Literal["udp", "tcp"]
-    number: int = 0  # where the workload has an address of its own (a unikernel): its port
-
-
-@dataclass(frozen=True)
 class Workload:
-    """A Linux workload: a Python script run with the target's python3.
+    """What a suite runs on a target: a Python script for Linux targets (run with the target's
+    python3) and the same workload as a unikernel application, with the devices it needs.
 
     `args` may name ports as "{name}"; each target substitutes the HOST:PORT the workload must
-    listen on, which differs between a host process and a container behind a published port.
+    listen on, which differs between a host process and a container behind a published port, and
+    disks as "{name}", the path of the device there. Parameters of the run fill the other names.
     """
 
     name: str
     script: Path
     args: tuple[str, ...] = ()
-    ports: tuple[Port, ...] = ()
-    ready_marker: str = "UNIBENCH-READY"
+    devices: tuple[Device, ...] = (Console(),)
     unikernel_app: Path | None = None  # the same workload as a unikernel application folder
     # Host programs the script runs (iperf3): images get them with the libraries they load.
     programs: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        check_names(self.devices)
+
+    @property
+    def ready_marker(self) -> str:
+        consoles = devices_of(self.devices, Console)
+        return consoles[0].ready_marker if consoles else READY_MARKER
+
+    @property
+    def network(self) -> Network | None:
+        """The workload's link to the host, if it serves on one."""
+        networks = devices_of(self.devices, Network)
+        return networks[0] if networks else None
+
+    @property
+    def ports(self) -> tuple[Port, ...]:
+        return self.network.ports if self.network is not None else ()
+
+    @property
+    def disks(self) -> list[Disk]:
+        return devices_of(self.devices, Disk)
+
     def argv(
-        self, listen: Mapping[str, str], script_path: str, params: Mapping[str, ParamValue]
+        self, places: Mapping[str, str], script_path: str, params: Mapping[str, ParamValue]
     ) -> list[str]:
         """The interpreter's arguments, with the script where the target keeps it, and the
-        listening addresses and parameters in place of their "{name}"."""
+        listening addresses, disk paths and parameters in place of their "{name}"."""
         # -I: isolated from the host's environment; -S: no site import, as in the unikernel.
-        script_args = [arg.format_map({**params, **listen}) for arg in self.args]
+        script_args = [arg.format_map({**params, **places}) for arg in self.args]
         return ["-I", "-S", script_path, *script_args]
 
     def digest(self) -> str:
         """Changes whenever what the workload runs changes; names cached images."""
         h = hashlib.sha256()
         h.update(self.script.read_bytes())
-        h.update(repr((self.name, self.args, self.ports, self.ready_marker)).encode())
+        h.update(repr((self.name, self.args, self.devices)).encode())
         for path in sorted(program_files(self.programs)):
             h.update(path.encode())
             h.update(Path(path).read_bytes())
@@ -103,18 +130,26 @@ def program_files(programs: tuple[str, ...]) -> set[str]:
 
 @dataclass(frozen=True)
 class LaunchSettings:
-    """How to launch: CPU pinning, for VMs memory, and the parameters the workload reads (as
-    "{name}" in a Linux workload's arguments, as UNIBENCH_NAME in a unikernel's environment)."""
+    """How to launch: CPU pinning, for VMs memory, whether the link offloads checksums and
+    segmentation (None: the link's default), and the parameters the workload reads (as "{name}"
+    in a Linux workload's arguments, as UNIBENCH_NAME in a unikernel's environment)."""
 
     cpus: int | None = None
     memory_mib: int | None = None
+    offloads: bool | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     workload_params: Mapping[str, ParamValue] = field(default_factory=dict)
 
-    def workload_environment(self) -> dict[str, str]:
-        return {
-            f"UNIBENCH_{name.upper()}": str(value) for name, value in self.workload_params.items()
-        }
+
+@dataclass(frozen=True)
+class ImageSize:
+    """What a target's image for a workload weighs: each part, and the whole, in bytes as stored
+    and once compressed (zlib, level 9, so compressed sizes compare across targets); and, where
+    the target can tell, the lines of code behind it."""
+
+    total: tuple[int, int]
+    parts: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    code_lines: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -129,6 +164,7 @@ class Instance(ABC):
     """One launched workload. Created ready to start, so the harness can watch before t0."""
 
     console: ConsoleWatcher
+    ready_marker: str = READY_MARKER  # what the workload prints once ready
     phases: dict[str, float]  # durations of launch phases the target can tell apart, seconds
     # Whether the host may probe the workload while the launch call still runs. Not where early
     # probes disturb what they measure (see the docker target).
@@ -139,6 +175,11 @@ class Instance(ABC):
     @abstractmethod
     def start(self) -> float:
         """Launches the workload; returns t0, the clock just before the launch call."""
+
+    def ready(self, deadline: float) -> tuple[float, str]:
+        """Waits for the workload to say it is ready: when the marker arrived, and its line.
+        TimeoutError at `deadline` (perf_counter)."""
+        return self.console.wait_for(self.ready_marker, deadline)
 
     @abstractmethod
     def address(self, port: str) -> tuple[str, int] | None:
@@ -167,6 +208,20 @@ class Target(ABC):
 
     @abstractmethod
     def create(self, workload: Workload, settings: LaunchSettings) -> Instance: ...
+
+    def link_offloads(self, workload: Workload) -> tuple[Offload, ...]:
+        """The offload settings this target's link for the workload can have: both by default,
+        where the target sets them per launch (LaunchSettings.offloads)."""
+        return ("off", "on")
+
+    def image_builds(self, workload: Workload) -> tuple[str, ...]:
+        """The builds of the workload's image this target can weigh; () for one build only."""
+        return ()
+
+    def image_size(self, workload: Workload, build: str | None, log: Log) -> ImageSize:
+        """What the image this target runs the workload from weighs, building (or finding in
+        the cache) what it needs, without launching anything."""
+        raise NotImplementedError(f"{self.name} cannot tell what its image weighs")
 
     def release(self) -> None:  # noqa: B027
         """Frees what prepare() held for the run (a Xen lab it started), once the run is over,

@@ -15,16 +15,19 @@ import tarfile
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
+import docker.types
 from docker.utils.socket import frames_iter
 
 from baselines import docker_images
 from harness.console import ConsoleWatcher
+from harness.sizing import CHUNK, zlib_size
 from harness.targets.base import (
     Availability,
+    ImageSize,
     Instance,
     LaunchSettings,
     Log,
@@ -35,10 +38,15 @@ from harness.targets.base import (
     program_files,
 )
 from harness.targets.process import pinned_cpus
+from hostkit.launch_disk import LaunchDisk
+
+if TYPE_CHECKING:
+    from unikernel.devices import Offload
 
 LABEL = "org.unibench.owner-pid"  # which harness process owns a container, for stale clean-up
 FIRST_GUEST_PORT = 7000
 WORKDIR = "/opt/unibench"
+DISKS_DIR = "/unibench/disks"
 ENGINE_TIMEOUT = 120
 
 
@@ -106,34 +114,38 @@ class ContainerInstance(Instance):
         self, client: docker.DockerClient, image: str, workload: Workload, settings: LaunchSettings
     ) -> None:
         self._client = client
+        self.ready_marker = workload.ready_marker
         self._ports: dict[str, tuple[str, int]] = {}
         published: dict[str, tuple[str, int]] = {}
-        listen: dict[str, str] = {}
+        places: dict[str, str] = {}
         for index, port in enumerate(workload.ports):
             guest = FIRST_GUEST_PORT + index
             host = free_port(port.protocol)
             self._ports[port.name] = ("127.0.0.1", host)
             published[f"{guest}/{port.protocol}"] = ("127.0.0.1", host)
-            listen[port.name] = f"0.0.0.0:{guest}"
+            places[port.name] = f"0.0.0.0:{guest}"
         cpus = pinned_cpus(settings.cpus) if settings.cpus else None
         self._lock = threading.Lock()
         self._stopped = False
         self.phases: dict[str, float] = {}
+        # A disk is its host file, bind-mounted where the workload is told to find it.
+        self._disks = [LaunchDisk(disk) for disk in workload.disks]
+        mounts = []
+        for disk in self._disks:
+            places[disk.name] = f"{DISKS_DIR}/{disk.name}"
+            mounts.append(
+                docker.types.Mount(
+                    places[disk.name], str(disk.path), type="bind", read_only=disk.read_only
+                )
+            )
         began = time.perf_counter()
-        self._container = client.containers.create(
-            image,
-            command=[
-                "python3",
-                *workload.argv(
-                    listen, f"{WORKDIR}/{workload.script.name}", settings.workload_params
-                ),
-            ],
-            ports=published,
-            labels={LABEL: str(os.getpid()), **settings.labels},
-            cpuset_cpus=",".join(map(str, sorted(cpus))) if cpus else None,
-            mem_limit=f"{settings.memory_mib}m" if settings.memory_mib else None,
-            detach=True,
-        )
+        try:
+            self._container = self._create(
+                image, workload, settings, places, published, mounts, cpus
+            )
+        except BaseException:
+            self._close_disks()
+            raise
         self.phases["create"] = time.perf_counter() - began
         try:
             # Attached before start, as `docker run` does, so no early line is missed.
@@ -146,6 +158,32 @@ class ContainerInstance(Instance):
         self.console = ConsoleWatcher(attach_chunks(sock), name=workload.name)
         self.console.start()
 
+    def _create(
+        self,
+        image: str,
+        workload: Workload,
+        settings: LaunchSettings,
+        places: dict[str, str],
+        published: dict[str, tuple[str, int]],
+        mounts: list[docker.types.Mount],
+        cpus: set[int] | None,
+    ) -> Any:
+        script = f"{WORKDIR}/{workload.script.name}"
+        return self._client.containers.create(
+            image,
+            command=["python3", *workload.argv(places, script, settings.workload_params)],
+            ports=published,
+            mounts=mounts,
+            labels={LABEL: str(os.getpid()), **settings.labels},
+            cpuset_cpus=",".join(map(str, sorted(cpus))) if cpus else None,
+            mem_limit=f"{settings.memory_mib}m" if settings.memory_mib else None,
+            detach=True,
+        )
+
+    def _close_disks(self) -> None:
+        for disk in self._disks:
+            disk.close()
+
     def start(self) -> float:
         t0 = time.perf_counter()
         self._container.start()
@@ -157,7 +195,7 @@ class ContainerInstance(Instance):
 
     def usage(self) -> Usage:
         try:
-            stats: dict[str, Any] = self._container.stats(stream=False, one_shot=True)  # type: ignore[assignment]
+            stats: dict[str, Any] = self._container.stats(stream=False, one_shot=True)
         except docker.errors.APIError:
             return Usage(cpu_seconds=None, peak_memory_bytes=None)
         cpu_ns = stats.get("cpu_stats", {}).get("cpu_usage", {}).get("total_usage")
@@ -173,10 +211,14 @@ class ContainerInstance(Instance):
             if self._stopped:
                 return
             self._stopped = True
-        with contextlib.suppress(docker.errors.NotFound):
-            self._container.remove(force=True)
-        if hasattr(self, "console"):
-            self.console.join(timeout=5)
+        try:
+            if hasattr(self, "_container"):
+                with contextlib.suppress(docker.errors.NotFound):
+                    self._container.remove(force=True)
+            if hasattr(self, "console"):
+                self.console.join(timeout=5)
+        finally:
+            self._close_disks()
 
 
 class DockerTarget(Target):
@@ -218,6 +260,21 @@ class DockerTarget(Target):
 
     def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
         return ContainerInstance(self.client(), self.image(workload), workload, settings)
+
+    def link_offloads(self, workload: Workload) -> tuple[Offload, ...]:
+        return ("on",)  # the published port is loopback's, and the bridge's veth offloads
+
+    def image_size(self, workload: Workload, build: str | None, log: Log) -> ImageSize:
+        """Each image's size as the engine reports it (its layers, unpacked), and the bytes of
+        `docker save`'s tar stream once compressed: the workload's image, and its base."""
+        client = self.client()
+        base_tag = docker_images.ensure_image(client, self.base_image, log)
+        tag = workload_image(client, base_tag, workload, log)
+        measured = {}
+        for name, image_tag in (("image", tag), ("base_image", base_tag)):
+            image = client.images.get(image_tag)
+            measured[name] = (int(image.attrs["Size"]), zlib_size(image.save(CHUNK)))
+        return ImageSize(total=measured["image"], parts={"base_image": measured["base_image"]})
 
     def metadata(self) -> dict[str, object]:
         version = self.client().version()

@@ -14,16 +14,20 @@ being the instance's console, its ports on the guest's address.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
+from typing import TYPE_CHECKING
 
 import paramiko
 
 from baselines import linux_vm
 from baselines.linux_vm import VmImage, VmKind
 from harness.console import ConsoleWatcher
+from harness.sizing import files_size
 from harness.targets.base import (
     Availability,
+    ImageSize,
     Instance,
     LaunchSettings,
     Log,
@@ -35,10 +39,14 @@ from harness.targets.process import ProcessInstance
 from harness.targets.ssh import SshInstance
 from hostkit import cache, namespaces
 from hostkit.accel import choose_accel
+from hostkit.launch_disk import LaunchDisk
 from hostkit.namespaces import TapLink
-from hostkit.qemu import tap_nic
+from hostkit.qemu import tap_nic, virtio_disk
 from hostkit.ssh import SshHost
-from workloads.boot_probe import READY_MARKER
+from unikernel.devices import READY_MARKER
+
+if TYPE_CHECKING:
+    from unikernel.devices import Offload
 
 BAKED_IN_WORKLOADS = ("boot-probe",)  # what the image starts by itself at boot
 BOOT_TIMEOUT = 300.0  # for a guest to boot under TCG on a loaded machine, before its workload
@@ -81,12 +89,20 @@ class GuestWorkload(Instance):
     is the guest's serial console until the workload runs, then the workload's output."""
 
     def __init__(
-        self, vm: ProcessInstance, host: SshHost, workload: Workload, settings: LaunchSettings
+        self,
+        vm: ProcessInstance,
+        host: SshHost,
+        workload: Workload,
+        settings: LaunchSettings,
+        disk_paths: dict[str, str],
     ) -> None:
+        """`disk_paths`: the guest's device for each disk of the workload."""
+        self._disk_paths = disk_paths
         self._vm = vm
         self._host = host
         self._workload = workload
         self._settings = settings
+        self.ready_marker = workload.ready_marker
         self._remote: SshInstance | None = None
         self.namespace = vm.namespace
         self.phases: dict[str, float] = {}
@@ -107,7 +123,9 @@ class GuestWorkload(Instance):
         numbers = {port.name: port.number for port in self._workload.ports}
         while True:  # sshd may come up a moment after the boot workload
             try:
-                return SshInstance(self._host, self._workload, self._settings, numbers)
+                return SshInstance(
+                    self._host, self._workload, self._settings, numbers, self._disk_paths
+                )
             except (OSError, paramiko.SSHException):
                 if time.perf_counter() > deadline:
                     raise
@@ -125,6 +143,13 @@ class GuestWorkload(Instance):
                 self._remote.stop()
         finally:
             self._vm.stop()
+
+
+def vm_image_size(image: VmImage) -> ImageSize:
+    """A Linux VM's image: its disk (the qcow2 file, allocated clusters only), kernel and initrd."""
+    parts = {name: files_size([path]) for name, path in image.files().items()}
+    raw = sum(size[0] for size in parts.values())
+    return ImageSize(total=(raw, files_size(list(image.files().values()))[1]), parts=parts)
 
 
 class LinuxVmTarget(Target):
@@ -149,13 +174,24 @@ class LinuxVmTarget(Target):
 
     def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
         image = self.image()
-        link = TapLink()
-        try:
+        baked = workload.name in BAKED_IN_WORKLOADS
+        if baked and workload.disks:
+            raise ValueError(f"{self.name} starts {workload.name} at boot, with no disks")
+        with contextlib.ExitStack() as made:  # closed here only if the launch fails
+            link = TapLink()
+            made.callback(link.close)
             disk = Overlay(image)
-        except BaseException:
-            link.close()
-            raise
-        try:
+            made.callback(disk.close)
+            # The root disk is the guest's vda; the workload's disks follow, vdb on.
+            disks = [LaunchDisk(declared) for declared in workload.disks]
+            for attached in disks:
+                made.callback(attached.close)
+            drives = [
+                arg
+                for index, attached in enumerate(disks, start=1)
+                for arg in virtio_disk(index, attached.path, attached.read_only)
+            ]
+            nic = tap_nic(0, link.device, settings.offloads is True)
             argv = linux_vm.qemu_command(
                 image,
                 disk.path,
@@ -163,34 +199,38 @@ class LinuxVmTarget(Target):
                 settings.memory_mib or linux_vm.DEFAULT_MEMORY_MIB,
                 address=link.guest_address,
                 prefix_len=link.prefix_len,
-                devices=tap_nic(0, link.device, settings.workload_params.get("offloads") == "on"),
+                devices=[*nic, *drives],
                 cpus=settings.cpus or 1,
             )
             ports = {port.name: (link.guest_address, port.number) for port in workload.ports}
             vm = ProcessInstance(
-                "qemu" if workload.name not in BAKED_IN_WORKLOADS else workload.name,
+                workload,
                 argv,
                 ports,
                 settings,  # --cpus N: N vCPUs, and QEMU pinned to N host CPUs
                 namespace=link.name,
                 spawn_namespace=link.name,
-                owned=(link, disk),
+                owned=(link, disk, *disks),
             )
-            if workload.name in BAKED_IN_WORKLOADS:
-                return vm
-            host = SshHost(
-                name=self.name,
-                address=link.guest_address,
-                user=image.ssh_user,
-                key=image.ssh_private_key,
-                host_key=image.ssh_host_key,
-                namespace=link.name,
-            )
-            return GuestWorkload(vm, host, workload, settings)
-        except BaseException:
-            disk.close()
-            link.close()
-            raise
+            made.pop_all()
+        if baked:
+            return vm
+        host = SshHost(
+            name=self.name,
+            address=link.guest_address,
+            user=image.ssh_user,
+            key=image.ssh_private_key,
+            host_key=image.ssh_host_key,
+            namespace=link.name,
+        )
+        disk_paths = {d.name: f"/dev/vd{chr(ord('b') + i)}" for i, d in enumerate(disks)}
+        return GuestWorkload(vm, host, workload, settings, disk_paths)
+
+    def link_offloads(self, workload: Workload) -> tuple[Offload, ...]:
+        return ("off", "on")  # the virtio-net NIC's, set per launch
+
+    def image_size(self, workload: Workload, build: str | None, log: Log) -> ImageSize:
+        return vm_image_size(linux_vm.ensure_vm_image(self.kind, log))
 
     def metadata(self) -> dict[str, object]:
         facts: dict[str, object] = {"kind": self.kind, **self.sample_params()}

@@ -12,21 +12,29 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import psutil
 
 from harness.console import ConsoleWatcher, read_pipe
 from harness.interrupts import signals_deferred
+from harness.sizing import files_size, native_python_files
 from harness.targets.base import (
     Availability,
+    ImageSize,
     Instance,
     LaunchSettings,
+    Log,
     Target,
     Usage,
     Workload,
     free_port,
 )
+from hostkit.launch_disk import LaunchDisk
+
+if TYPE_CHECKING:
+    from unikernel.devices import Offload
 from hostkit.namespaces import entered
 
 
@@ -75,7 +83,7 @@ class ProcessInstance(Instance):
 
     def __init__(
         self,
-        name: str,
+        workload: Workload,
         argv: list[str],
         ports: dict[str, tuple[str, int]],
         settings: LaunchSettings,
@@ -83,9 +91,13 @@ class ProcessInstance(Instance):
         namespace: str | None = None,
         spawn_namespace: str | None = None,
         owned: Sequence[Closable] = (),
+        ready_marker: str | None = None,
     ) -> None:
         """`owned`: what the launch made for the process (its network link, its disk), closed
-        after the process has gone."""
+        after the process has gone. `ready_marker`: when not the workload's own (a VM that
+        boots before its workload runs)."""
+        name = workload.name
+        self.ready_marker = ready_marker or workload.ready_marker
         self._ports = ports
         self.namespace = namespace  # where its ports are reached from
         self._spawn_namespace = spawn_namespace  # where it runs
@@ -158,6 +170,40 @@ class ProcessInstance(Instance):
                 owned.callback(resource.close)
 
 
+def process_instance(
+    workload: Workload,
+    settings: LaunchSettings,
+    ports: dict[str, tuple[str, int]],
+    *,
+    namespace: str | None = None,
+    spawn_namespace: str | None = None,
+    owned: Sequence[Closable] = (),
+) -> ProcessInstance:
+    """The workload's script run by the host's python3, listening where `ports` say, with a
+    host file for each disk it declares; the files and what else it `owned` go when it stops."""
+    disks = [LaunchDisk(disk) for disk in workload.disks]
+    try:
+        places = {name: f"{host}:{port}" for name, (host, port) in ports.items()}
+        places.update({disk.name: str(disk.path) for disk in disks})
+        argv = [
+            host_python(),
+            *workload.argv(places, str(workload.script), settings.workload_params),
+        ]
+        return ProcessInstance(
+            workload,
+            argv,
+            ports,
+            settings,
+            namespace=namespace,
+            spawn_namespace=spawn_namespace,
+            owned=(*owned, *disks),
+        )
+    except BaseException:
+        for disk in disks:
+            disk.close()
+        raise
+
+
 class ProcessTarget(Target):
     name = "process"
     description = "the workload as a native Linux process on the host"
@@ -168,14 +214,16 @@ class ProcessTarget(Target):
             return Availability(False, f"no python3 at {python}", "apt-get install python3")
         return Availability(True)
 
+    def link_offloads(self, workload: Workload) -> tuple[Offload, ...]:
+        return ("on",)  # loopback: Linux never segments or checksums there
+
     def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
         ports = {port.name: ("127.0.0.1", free_port(port.protocol)) for port in workload.ports}
-        listen = {name: f"{host}:{port}" for name, (host, port) in ports.items()}
-        argv = [
-            host_python(),
-            *workload.argv(listen, str(workload.script), settings.workload_params),
-        ]
-        return ProcessInstance(workload.name, argv, ports, settings)
+        return process_instance(workload, settings, ports)
+
+    def image_size(self, workload: Workload, build: str | None, log: Log) -> ImageSize:
+        # No image: what Debian's python3 needs on the host's disk.
+        return ImageSize(total=files_size(native_python_files(Path(host_python()).resolve())))
 
     def metadata(self) -> dict[str, object]:
         python = host_python()

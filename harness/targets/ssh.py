@@ -28,10 +28,12 @@ import threading
 import time
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.console import ConsoleWatcher
 from harness.targets.base import (
     Availability,
+    ImageSize,
     Instance,
     LaunchSettings,
     Log,
@@ -41,6 +43,9 @@ from harness.targets.base import (
 )
 from hostkit import ssh as vm_ssh
 from hostkit.ssh import CONNECT_TIMEOUT, SshHost, channel_chunks
+
+if TYPE_CHECKING:
+    from unikernel.devices import Offload
 
 FIRST_PORT = 7000  # where a workload's ports go when they have no number of their own
 
@@ -85,8 +90,17 @@ class SshInstance(Instance):
         workload: Workload,
         settings: LaunchSettings,
         port_numbers: dict[str, int] | None = None,
+        disk_paths: dict[str, str] | None = None,
     ) -> None:
-        """`port_numbers`: where the workload's ports go (default: from FIRST_PORT on)."""
+        """`port_numbers`: where the workload's ports go (default: from FIRST_PORT on);
+        `disk_paths`: the host's device for each disk the workload declares."""
+        missing = [disk.name for disk in workload.disks if disk.name not in (disk_paths or {})]
+        if missing:
+            raise ValueError(
+                f"{host.name} has no device for disk {', '.join(missing)} of {workload.name}"
+            )
+        self._disk_paths = disk_paths or {}
+        self.ready_marker = workload.ready_marker
         self._host = host
         self._workload = workload
         self._settings = settings
@@ -119,9 +133,10 @@ class SshInstance(Instance):
         return out
 
     def start(self) -> float:
-        listen = {name: f"0.0.0.0:{port}" for name, (_, port) in self._ports.items()}
+        places = {name: f"0.0.0.0:{port}" for name, (_, port) in self._ports.items()}
+        places.update(self._disk_paths)
         script = f"{self._folder}/{self._workload.script.name}"
-        argv = self._workload.argv(listen, script, self._settings.workload_params)
+        argv = self._workload.argv(places, script, self._settings.workload_params)
         # The shell's pid is the workload's (exec), written where stop() finds it.
         command = f"echo $$ > {self._folder}/pid; exec {shlex.join([self._host.python, *argv])}"
         t0 = time.perf_counter()
@@ -171,6 +186,25 @@ class SshTarget(Target):
 
     def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
         return SshInstance(self.host, workload, settings)
+
+    def link_offloads(self, workload: Workload) -> tuple[Offload, ...]:
+        return ("on",)  # the host's NIC as its owner set it up
+
+    def image_size(self, workload: Workload, build: str | None, log: Log) -> ImageSize:
+        """What the host's python3 and its standard library take on its disk, as `du` counts
+        them there (no compressed size: nothing is copied back to compress)."""
+        command = (
+            f"{shlex.quote(self.host.python)} -I -c "
+            "'import sys, sysconfig; print(sys.executable, sysconfig.get_paths()[\"stdlib\"])'"
+        )
+        status, out, err = self.host.run(command)
+        if status != 0 or len(out.split()) != 2:
+            raise RuntimeError(f"{self.name}: cannot find its python3 ({err.strip()})")
+        status, out, err = self.host.run(f"du -scbL {out.strip()} | tail -n 1")
+        if status != 0:
+            raise RuntimeError(f"{self.name}: du failed ({err.strip()})")
+        total = int(out.split()[0])
+        return ImageSize(total=(total, total))
 
     def metadata(self) -> dict[str, object]:
         _, uname, _ = self.host.run("uname -srm")

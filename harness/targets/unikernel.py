@@ -8,11 +8,17 @@ here, else under TCG; the choice is recorded with every sample as `accel`.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import unikernel
+from harness.sizing import code_lines
 from harness.targets.base import (
     Availability,
+    ImageSize,
     Instance,
     LaunchSettings,
     Log,
@@ -22,11 +28,80 @@ from harness.targets.base import (
 from harness.targets.process import ProcessInstance
 from hostkit import namespaces
 from hostkit.accel import choose_accel
+from hostkit.launch_disk import LaunchDisk
 from hostkit.namespaces import TapLink
-from hostkit.qemu import qemu_command, tap_nic
-from unikernel.toolchain.app import AppError, Network, load_app
+from unikernel.devices import Disk, Network, devices_of
+from unikernel.toolchain import runtime
+from unikernel.toolchain.app import AppError, LoadedApp, load_app
 from unikernel.toolchain.image import BuildResult, build
-from unikernel.toolchain.runtime import PYTHON
+from unikernel.toolchain.launch import launch
+from unikernel.toolchain.pruning import stdlib_modules
+
+if TYPE_CHECKING:
+    from unikernel.devices import Offload
+
+BUILDS = ("pruned", "standard")  # the standard build: the whole standard library, unpruned
+
+
+def app_for(workload: Workload) -> LoadedApp:
+    """The workload's unikernel application, checked to declare the devices the workload's
+    harness side expects: each network and disk, by name."""
+    if workload.unikernel_app is None:
+        raise AppError(f"workload {workload.name} has no unikernel application")
+    loaded = load_app(workload.unikernel_app)
+    for kind, wanted, declared in (
+        (
+            "network",
+            {d.name for d in devices_of(workload.devices, Network)},
+            {d.name for d in loaded.app.devices_of(Network)},
+        ),
+        (
+            "disk",
+            {d.name for d in devices_of(workload.devices, Disk)},
+            {d.name for d in loaded.app.devices_of(Disk)},
+        ),
+    ):
+        if wanted - declared:
+            raise AppError(
+                f"{workload.name} needs {kind} {', '.join(sorted(wanted))}, but "
+                f"{loaded.folder / 'config.py'} declares {', '.join(sorted(declared)) or 'none'}"
+            )
+    return loaded
+
+
+def image_size(built: BuildResult) -> ImageSize:
+    """What a build weighs: its image (the specialized kernel with the initramfs built in; or
+    Debian's kernel and the initramfs beside it; or, hosted, the bytecode archive the host's
+    interpreter runs), each part, and the lines of code of our library OS and of the standard
+    library modules the build kept."""
+    report: dict[str, Any] = built.report
+    parts = {p["part"]: (int(p["bytes"]), int(p["compressed"])) for p in report["parts"]}
+    if "image" in parts:
+        total = parts.pop("image")
+    elif "kernel" in parts:
+        total = (
+            parts["kernel"][0] + parts["initramfs"][0],
+            parts["kernel"][1] + parts["initramfs"][1],
+        )
+    else:
+        total = parts["bytecode"]
+    stdlib = stdlib_modules(runtime.ensure_runtime(lambda _: None).stdlib)
+    kept = [stdlib[name] for name in report["kept_modules"] if name in stdlib]
+    return ImageSize(
+        total=total,
+        parts=parts,
+        code_lines={
+            "libos": code_lines(libos_files()),
+            "stdlib": code_lines(path for path in kept if path.suffix == ".py"),
+        },
+    )
+
+
+def libos_files() -> list[Path]:
+    """Our library OS's sources: everything under unikernel/ but the toolchain, which runs on
+    the build host only."""
+    libos = Path(unikernel.__file__).resolve().parent
+    return sorted(p for p in libos.rglob("*.py") if not p.is_relative_to(libos / "toolchain"))
 
 
 class UnikernelTarget(Target):
@@ -39,7 +114,6 @@ class UnikernelTarget(Target):
         self.description = description
         self._builds: dict[str, BuildResult] = {}
         self._memory: dict[str, int] = {}
-        self._networked: dict[str, bool] = {}
 
     def availability(self) -> Availability:
         if self.platform == "qemu" and shutil.which("qemu-system-x86_64") is None:
@@ -57,14 +131,10 @@ class UnikernelTarget(Target):
         return Availability(True)
 
     def prepare(self, workload: Workload, log: Log) -> None:
-        if workload.unikernel_app is None:
-            raise AppError(f"workload {workload.name} has no unikernel application")
-        loaded = load_app(workload.unikernel_app)
+        loaded = app_for(workload)
         self._builds[workload.name] = build(loaded, self.platform, self.kernel, log=log)
         self._memory[workload.name] = loaded.app.memory_mib
-        # A guest with a NIC gets a link of its own when the workload serves on a port.
-        self._networked[workload.name] = bool(loaded.app.devices_of(Network) and workload.ports)
-        if self._networked[workload.name]:
+        if workload.network is not None:
             why_not = namespaces.available()
             if why_not is not None:
                 raise AppError(f"{workload.name} needs a network link: {why_not}")
@@ -80,35 +150,53 @@ class UnikernelTarget(Target):
 
     def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
         built = self.build_result(workload)
-        environment = settings.workload_environment()
-        link = TapLink() if self._networked[workload.name] else None
-        try:
+        with contextlib.ExitStack() as made:  # closed here only if the launch fails
+            link = None
             ports: dict[str, tuple[str, int]] = {}
-            if link is not None:
-                environment.update(link.guest_environment(hosted=self.platform == "hosted"))
+            if workload.network is not None:
+                link = TapLink()
+                made.callback(link.close)
                 ports = {port.name: (link.guest_address, port.number) for port in workload.ports}
+            disks = [LaunchDisk(declared) for declared in workload.disks]
+            for disk in disks:
+                made.callback(disk.close)
+            command = launch(
+                built,
+                params=settings.workload_params,
+                link=link,
+                disks=disks,
+                memory_mib=settings.memory_mib or self._memory[workload.name],
+                accel=choose_accel() if self.platform == "qemu" else "native",
+                offloads=settings.offloads is True,
+            )
             namespace = None if link is None else link.name
-            owned = () if link is None else (link,)
-            if self.platform == "hosted":
-                argv = [PYTHON, "-I", "-S", str(built.outputs["app"])]
-                return ProcessInstance(
-                    workload.name, argv, ports, settings, environment, namespace, namespace, owned
-                )
-            # The kernel hands name=value arguments it does not know to PID 1 as its environment.
-            memory = settings.memory_mib or self._memory[workload.name]
-            kernel_args = tuple(f"{name}={value}" for name, value in environment.items())
-            offloads = str(settings.workload_params.get("offloads", "off")) == "on"
-            nic = () if link is None else tuple(tap_nic(0, link.device, offloads))
-            argv = qemu_command(
-                built.qemu_image(), choose_accel(), memory, extra_args=kernel_args, devices=nic
+            instance = ProcessInstance(
+                workload,
+                command.argv,
+                ports,
+                settings,
+                command.environment,
+                namespace=namespace,
+                spawn_namespace=namespace,
+                owned=(*(() if link is None else (link,)), *disks),
             )
-            return ProcessInstance(
-                workload.name, argv, ports, settings, None, namespace, namespace, owned
-            )
-        except BaseException:
-            if link is not None:
-                link.close()
-            raise
+            made.pop_all()
+            return instance
+
+    def link_offloads(self, workload: Workload) -> tuple[Offload, ...]:
+        if self.platform == "hosted":
+            return ("off",)  # a TAP device read as frames: nothing is offloaded
+        return ("off", "on")  # virtio-net with or without the vnet header, per launch
+
+    def image_builds(self, workload: Workload) -> tuple[str, ...]:
+        return BUILDS
+
+    def image_size(self, workload: Workload, build_name: str | None, log: Log) -> ImageSize:
+        loaded = app_for(workload)
+        if build_name == "standard":
+            log(f"{self.name}: the standard build, with the whole standard library")
+        built = build(loaded, self.platform, self.kernel, log=log, prune=build_name != "standard")
+        return image_size(built)
 
     def metadata(self) -> dict[str, object]:
         facts: dict[str, object] = {"kernel": self.kernel, **self.sample_params()}

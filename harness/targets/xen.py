@@ -21,12 +21,13 @@ import shlex
 import threading
 import time
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from baselines import linux_vm
 from harness.console import ConsoleWatcher
 from harness.targets.base import (
     Availability,
+    ImageSize,
     Instance,
     LaunchSettings,
     Log,
@@ -34,14 +35,20 @@ from harness.targets.base import (
     Usage,
     Workload,
 )
-from harness.targets.linux_vm import BAKED_IN_WORKLOADS, vm_host_availability
+from harness.targets.linux_vm import BAKED_IN_WORKLOADS, vm_host_availability, vm_image_size
+from harness.targets.unikernel import BUILDS, app_for, image_size
 from harness.xen import lab
 from harness.xen.dom0 import Dom0, LocalDom0, Session, SshDom0
 from hostkit.accel import choose_accel
 from hostkit.ssh import SshHost
 from hostkit.xl import Disk, Vif, xl_config
-from unikernel.toolchain.app import AppError, load_app
+from unikernel.net.service import ADDRESS_VARIABLE
+from unikernel.toolchain.app import AppError
 from unikernel.toolchain.image import build
+from unikernel.toolchain.launch import parameter_environment
+
+if TYPE_CHECKING:
+    from unikernel.devices import Offload
 
 GuestKind = Literal["unikernel", "linux"]
 # linux-vm-minimal's command line, for Xen: the disk is xvda and read-only (every guest boots
@@ -142,8 +149,10 @@ class XenGuest(Instance):
         config: str,
         ports: dict[str, tuple[str, int]],
         namespace: str | None,
+        ready_marker: str,
     ) -> None:
         self.phases: dict[str, float] = {}
+        self.ready_marker = ready_marker
         self.namespace = namespace
         self._dom0 = dom0
         self._name = name
@@ -204,13 +213,15 @@ class XenTarget(Target):
     def prepare(self, workload: Workload, log: Log) -> None:
         if self.guest == "linux" and workload.name not in BAKED_IN_WORKLOADS:
             raise AppError(f"{self.name} runs the boot workload only, not {workload.name}")
-        if self.guest == "unikernel" and workload.unikernel_app is None:
-            raise AppError(f"workload {workload.name} has no unikernel application")
+        if workload.disks:
+            raise AppError(
+                f"{self.name} cannot give {workload.name} its disks yet: a disk from dom0 comes "
+                "with the block suite (planned)"
+            )
+        loaded = app_for(workload) if self.guest == "unikernel" else None
         dom0 = self.lease.acquire(self.name, log)
         self._dom0 = dom0
-        if self.guest == "unikernel":
-            assert workload.unikernel_app is not None
-            loaded = load_app(workload.unikernel_app)
+        if loaded is not None:
             built = build(loaded, "xen", "specialized", log=log)
             log(f"placing the {workload.name} image in dom0 ({dom0.name})")
             self._kernel[workload.name] = dom0.place(built.outputs["image"])
@@ -256,14 +267,15 @@ class XenTarget(Target):
             ports = {port.name: (address, port.number) for port in workload.ports}
             cidr = f"{address}/{network.prefix_len}"
             address_args.append(
-                f"UNIKERNEL_IP={cidr}"
+                f"{ADDRESS_VARIABLE}={cidr}"
                 if self.guest == "unikernel"
                 else f"{linux_vm.NETWORK_PARAMETER}={cidr}"
             )
         memory = settings.memory_mib or self._memory[workload.name]
         if self.guest == "unikernel":
             # The kernel hands name=value arguments it does not know to PID 1's environment.
-            parameters = [f"{k}={v}" for k, v in settings.workload_environment().items()]
+            environment = parameter_environment(settings.workload_params)
+            parameters = [f"{k}={v}" for k, v in environment.items()]
             config = xl_config(
                 name,
                 PurePosixPath(self._kernel[workload.name]),
@@ -286,7 +298,20 @@ class XenTarget(Target):
                 tsc_mode=self._tsc_mode,
             )
         namespace = network.namespace if network is not None else None
-        return XenGuest(dom0, name, config, ports, namespace)
+        return XenGuest(dom0, name, config, ports, namespace, workload.ready_marker)
+
+    def link_offloads(self, workload: Workload) -> tuple[Offload, ...]:
+        return ("off",)  # the vif as xl sets it up; our packet driver asks for no offloads
+
+    def image_builds(self, workload: Workload) -> tuple[str, ...]:
+        return BUILDS if self.guest == "unikernel" else ()
+
+    def image_size(self, workload: Workload, build_name: str | None, log: Log) -> ImageSize:
+        if self.guest == "linux":
+            # What dom0 boots: Debian's kernel and the linux-vm-minimal guest's initrd and disk.
+            return vm_image_size(linux_vm.ensure_vm_image("linux-vm-minimal", log))
+        prune = build_name != "standard"
+        return image_size(build(app_for(workload), "xen", "specialized", log=log, prune=prune))
 
     def release(self) -> None:
         self._dom0 = None

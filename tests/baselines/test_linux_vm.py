@@ -29,7 +29,7 @@ from baselines.linux_vm import (
 from hostkit.debootstrap import RootfsRecipe
 from hostkit.errors import ArtifactError
 from tests.support.artifacts import refuse
-from workloads import boot_probe
+from workloads.boot_probe import boot_probe
 
 
 @pytest.fixture

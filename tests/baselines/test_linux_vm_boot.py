@@ -21,7 +21,7 @@ from hostkit import ssh as vm_ssh
 from hostkit.namespaces import TapLink, entered
 from hostkit.qemu import tap_nic
 from tests.support.netns import require
-from workloads.boot_probe import READY_MARKER
+from unikernel.devices import READY_MARKER
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the first run builds (minutes)
 

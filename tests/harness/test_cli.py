@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from harness.cli import cli
 from harness.store import Store
 from tests.support.processes import processes_running
-from workloads import script
+from workloads import linux_script
 
 BENCH = str(Path(sys.executable).parent / "bench")
 
@@ -113,5 +113,7 @@ def test_sigterm_stops_the_run_keeps_samples_and_cleans_up(tmp_path: Path) -> No
     assert run.status == "interrupted" and not run.complete and run.ended is not None
     assert len(kept) >= 6
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
-    orphans = [p for p in processes_running(script("boot_probe.py")) if p.ppid() == 1]
+    orphans = [
+        p for p in processes_running(linux_script("boot_probe", "boot_probe.py")) if p.ppid() == 1
+    ]
     assert orphans == []

@@ -17,9 +17,10 @@ from harness.cli import cli
 from harness.model import Sample
 from harness.progress import QuietProgress
 from harness.runner import Runner, RunSettings
+from harness.sizing import code_lines
 from harness.store import Store
 from harness.suites.boot import BOOT_PROBE
-from harness.suites.size import SizeSuite, code_lines
+from harness.suites.size import SizeSuite
 from harness.targets import all_targets
 from harness.targets.base import Target, Workload
 from tests.support.artifacts import require_specialized_kernel
@@ -86,7 +87,7 @@ def test_only_unikernel_targets_sweep_the_build() -> None:
         {"build": "pruned"}
     ]
     assert suite.param_sets({"build": ["pruned"]}, targets["docker"]) == [{}]
-    with pytest.raises(ValueError, match="build must be one of"):
+    with pytest.raises(ValueError, match="builds its image as pruned, standard, not tiny"):
         suite.param_sets({"build": ["tiny"]}, targets["unikernel-hosted"])
 
 

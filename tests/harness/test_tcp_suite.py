@@ -13,17 +13,13 @@ from harness.progress import QuietProgress
 from harness.runner import Runner, RunSettings
 from harness.store import Store
 from harness.suites.tcp import TcpSuite, client_argv
+from harness.targets import all_targets
 from harness.targets.base import Target
 from harness.targets.process import ProcessTarget
 from harness.targets.unikernel import unikernel_targets
 from harness.targets.veth import VethTarget
 from hostkit import namespaces
 from tests.support.netns import require
-
-
-class Named(ProcessTarget):
-    def __init__(self, name: str) -> None:
-        self.name = name
 
 
 class FakeInstance:
@@ -57,7 +53,7 @@ def test_every_combination_by_default_but_only_the_offloads_a_link_has() -> None
     reference = suite.param_sets({}, VethTarget())
     assert len(reference) == 8  # 2 directions x 2 flow counts x offloads off and on
     assert {p["offloads"] for p in reference} == {"off", "on"}
-    hosted = suite.param_sets({}, Named("unikernel-hosted"))
+    hosted = suite.param_sets({}, all_targets()["unikernel-hosted"])
     assert {p["offloads"] for p in hosted} == {"off"} and len(hosted) == 4
     loopback = suite.param_sets({"offloads": ["off"]}, ProcessTarget())
     assert {p["offloads"] for p in loopback} == {"on"}  # what the link can do, not nothing

@@ -30,6 +30,7 @@ from harness.targets.xen import Dom0Lease, xen_targets
 from harness.xen import lab
 from hostkit import namespaces
 from tests.support.netns import require
+from unikernel.devices import Console as ConsoleDevice
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -100,7 +101,9 @@ def test_the_boot_suite_runs_both_guests_in_the_lab_as_xen_samples(
 def test_a_guest_that_never_becomes_ready_is_destroyed(
     tmp_path: Path, running_lab: lab.LabState
 ) -> None:
-    never = dataclasses.replace(BOOT_PROBE, ready_marker="A-MARKER-NO-GUEST-PRINTS")
+    never = dataclasses.replace(
+        BOOT_PROBE, devices=(ConsoleDevice("A-MARKER-NO-GUEST-PRINTS"), *BOOT_PROBE.devices[1:])
+    )
     unikernel = xen_targets(Dom0Lease("lab"))[0]
     store = run_boot(tmp_path, [unikernel], BootSuite(never), timeout=60)
     samples = store.samples(store.last_run().id)

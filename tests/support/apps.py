@@ -9,7 +9,8 @@ from pathlib import Path
 def make_app(folder: Path, main_source: str, **extra: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.py").write_text(
-        "from unikernel.toolchain.app import App, Console\n"
+        "from unikernel.devices import Console\n"
+        "from unikernel.toolchain.app import App\n"
         "app = App(name='probe', main='probe_main:main', devices=(Console(),))\n"
     )
     (folder / "probe_main.py").write_text(textwrap.dedent(main_source))

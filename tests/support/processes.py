@@ -13,7 +13,7 @@ from harness.targets.process import ProcessTarget
 HANG = Workload(
     name="hang",
     script=Path(__file__).resolve().parents[1] / "workloads" / "hang.py",
-    ports=BootSuite().workload(ProcessTarget()).ports,
+    devices=BootSuite().workload(ProcessTarget()).devices,
 )
 
 

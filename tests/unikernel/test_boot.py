@@ -20,7 +20,7 @@ from unikernel.core.console import Console
 def boot(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
     """unikernel.boot, imported against a generated configuration of our own."""
     config = types.ModuleType("_unikernel_config")
-    config.TARGET, config.NETWORK, config.MODULES = "qemu", ("eth0",), ()  # type: ignore[attr-defined]
+    config.TARGET, config.NICS, config.MODULES = "qemu", ("eth0",), ()  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "_unikernel_config", config)
     monkeypatch.delitem(sys.modules, "unikernel.boot", raising=False)
     yield importlib.import_module("unikernel.boot")

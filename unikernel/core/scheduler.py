@@ -11,10 +11,10 @@ A thread is in one of four states:
   `_disarm` undoing that registration should it be interrupted instead;
 - done, holding its result or exception until someone joins it.
 
-Interruptions (Thread.cancel(), a timeout scope expiring) are delivered at wait points: a parked
-thread is disarmed and resumed with the exception at once; a runnable or running thread gets it
-when it next waits. A wake-up once given is never taken back: a thread woken with a queue item
-returns that item, and meets its cancellation at its next wait.
+Interruptions (Thread.cancel(), a cancel scope cancelled or timing out) are delivered at wait
+points: a parked thread is disarmed and resumed with the exception at once; a runnable or
+running thread gets it when it next waits. A wake-up once given is never taken back: a thread
+woken with a queue item returns that item, and meets its cancellation at its next wait.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Generator
     from types import TracebackType
-    from typing import Any, TypeVarTuple
+    from typing import Any, Self, TypeVarTuple
 
     Ts = TypeVarTuple("Ts")
 
@@ -53,11 +53,12 @@ class BusyError(RuntimeError):
     """Another thread already waits for the same direction of the same file descriptor."""
 
 
-class _TimedOut(Cancelled):
-    """How an expired TimeoutScope interrupts its thread; the scope catches it on the way out."""
+class _ScopeCancelled(Cancelled):
+    """How a cancelled CancelScope interrupts the waits inside it; the scope catches it on the way
+    out. A nursery also cancels its children with its scope's, to know them again."""
 
-    def __init__(self, scope: TimeoutScope) -> None:
-        super().__init__("timed out")
+    def __init__(self, scope: CancelScope) -> None:
+        super().__init__(scope._reason)
         self.scope = scope
 
 
@@ -81,13 +82,14 @@ class Thread(Generic[T]):
     """A cooperative thread, made by spawn()."""
 
     __slots__ = (
-        "_cancel_requested",
+        "_cancel_pending",
         "_coro",
         "_disarm",
         "_done",
         "_error",
         "_joiners",
         "_observed",
+        "_on_done",
         "_result",
         "_sched",
         "_scope",
@@ -103,9 +105,10 @@ class Thread(Generic[T]):
         self._value: object = None
         self._throw: BaseException | None = None
         self._disarm: Callable[[], object] | None = None
-        self._cancel_requested = False
-        self._scope: TimeoutScope | None = None  # the innermost one the thread is in
+        self._cancel_pending: Cancelled | None = None
+        self._scope: CancelScope | None = None  # the innermost one the thread is in
         self._joiners: dict[Thread[Any], None] | None = None
+        self._on_done: Callable[[Thread[Any]], object] | None = None  # a nursery's, say
         self._done = False
         self._error = None
 
@@ -137,11 +140,14 @@ class Thread(Generic[T]):
         """Raise Cancelled in the thread at its current wait point (or its next one, if it is
         not waiting now); a thread that has not started yet gets it at its first. No-op once
         the thread is done."""
-        if not self._done:
-            self._cancel_requested = True
-            self._interrupt()
+        self._cancel_with(Cancelled())
 
-    # Used by the scheduler and by sync.py.
+    # Used by the scheduler, sync.py and nursery.py.
+
+    def _cancel_with(self, exc: Cancelled) -> None:
+        if not self._done:
+            self._cancel_pending = exc
+            self._interrupt()
 
     def _park(self, disarm: Callable[[], object]) -> _Park:
         self._disarm = disarm
@@ -172,7 +178,7 @@ class Thread(Generic[T]):
         self._sched._runq.append(self)
 
     def _raise_interruption(self) -> None:
-        if self._cancel_requested or self._scope is not None:
+        if self._cancel_pending or self._scope is not None:  # an exception is true
             exc = self._take_interruption()
             if exc is not None:
                 raise exc
@@ -180,19 +186,20 @@ class Thread(Generic[T]):
     def _take_interruption(self) -> BaseException | None:
         """The exception the thread should get at a wait point, if any.
 
-        Cancellation is delivered once. Expired timeout scopes keep interrupting every wait
-        inside them, the outermost first, until the thread leaves them.
+        Cancellation is delivered once. Cancelled scopes keep interrupting every wait inside
+        them, the outermost first, until the thread leaves them.
         """
-        if self._cancel_requested:
-            self._cancel_requested = False
-            return Cancelled()
-        expired = None
+        exc = self._cancel_pending
+        if exc is not None:
+            self._cancel_pending = None
+            return exc
+        cancelled = None
         scope = self._scope
         while scope is not None:
-            if scope._expired:
-                expired = scope
+            if scope._cancelled:
+                cancelled = scope
             scope = scope._outer
-        return None if expired is None else _TimedOut(expired)
+        return None if cancelled is None else _ScopeCancelled(cancelled)
 
 
 class _Scheduler:
@@ -245,7 +252,7 @@ class _Scheduler:
                 thread._done = True
                 thread._result = stop.value
                 self._live -= 1
-                if thread._joiners or thread is self._main:
+                if thread._joiners or thread._on_done is not None or thread is self._main:
                     self._finished(thread)
             except BaseException as error:
                 self._failed_with(thread, error)
@@ -271,6 +278,9 @@ class _Scheduler:
             thread._joiners = None
             for joiner in joiners:
                 joiner._wake()
+        on_done = thread._on_done
+        if on_done is not None:
+            on_done(thread)
         if thread is self._main:
             # The application is over: the others unwind through their finally blocks.
             for other in self._live_threads():
@@ -462,33 +472,92 @@ async def wait_writable(fd: int) -> None:
     await thread._park(lambda: sched.unwatch_fd(fd, sched._writers))
 
 
-class TimeoutScope:
-    """A `with` block whose waits are interrupted once its deadline has passed.
+class CancelScope:
+    """A `with` block whose waits are interrupted once cancel() has been called.
 
-    Made by move_on_after() and fail_after(). Scopes nest; an expired scope interrupts every wait
-    inside it, the outermost expired scope first.
+    From then on every wait inside the block raises Cancelled, until the thread leaves it; the
+    scope catches its own on the way out, and the thread goes on after the block. Scopes nest:
+    the outermost cancelled one interrupts first. A scope belongs to the thread that enters it;
+    any thread may cancel it. TimeoutScope cancels itself at a deadline, and a nursery cancels
+    the body of its `async with` with one.
     """
 
-    __slots__ = ("_expired", "_fail", "_outer", "_seconds", "_thread", "_timer", "timed_out")
+    __slots__ = ("_cancelled", "_outer", "_thread", "cancelled_caught")
+    _reason = "cancelled"  # the message of the Cancelled it raises
+
+    def __init__(self) -> None:
+        self._cancelled = False
+        self._thread: Thread[Any] | None = None  # while the thread is inside the block
+        self._outer: CancelScope | None = None
+        self.cancelled_caught = False  # whether the cancellation cut the block short
+
+    @property
+    def cancel_called(self) -> bool:
+        return self._cancelled
+
+    def __enter__(self) -> Self:
+        thread = current_thread()
+        self._thread = thread
+        self._outer = thread._scope
+        thread._scope = self
+        return self
+
+    def cancel(self) -> None:
+        """Interrupt the block's waits from now on (at once, if the thread waits in it)."""
+        if not self._cancelled:
+            self._cancelled = True
+            if self._thread is not None:
+                self._thread._interrupt()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        thread = self._thread
+        assert thread is not None
+        thread._scope = self._outer
+        self._thread = None  # cancelled later, the scope interrupts nothing
+        if isinstance(exc, _ScopeCancelled) and exc.scope is self:
+            self.cancelled_caught = True
+            return True
+        return False
+
+
+class TimeoutScope(CancelScope):
+    """A cancel scope that cancels itself once its deadline has passed.
+
+    Made by move_on_after() and fail_after().
+    """
+
+    __slots__ = ("_fail", "_seconds", "_timer")
+    _reason = "timed out"
+
+    # These methods do CancelScope's work themselves rather than call it: every socket call
+    # with a timeout makes one of these scopes, and the calls would cost it a third more.
 
     def __init__(self, seconds: float, fail: bool) -> None:
+        self._cancelled = False
+        self._thread = None
+        self._outer = None
+        self.cancelled_caught = False
         self._seconds = seconds
         self._fail = fail
-        self._expired = False
-        self.timed_out = False  # whether the deadline cut the block short
 
-    def __enter__(self) -> TimeoutScope:
+    @property
+    def timed_out(self) -> bool:
+        """Whether the deadline (or a cancel()) cut the block short."""
+        return self.cancelled_caught
+
+    def __enter__(self) -> Self:
         thread = current_thread()
         self._thread = thread
         self._outer = thread._scope
         thread._scope = self
         sched = thread._sched
-        self._timer = sched._timers.add(sched.clock.now() + self._seconds, self._expire)
+        self._timer = sched._timers.add(sched.clock.now() + self._seconds, self.cancel)
         return self
-
-    def _expire(self) -> None:
-        self._expired = True
-        self._thread._interrupt()
 
     def __exit__(
         self,
@@ -497,10 +566,13 @@ class TimeoutScope:
         traceback: TracebackType | None,
     ) -> bool:
         self._timer.cancel()
-        self._thread._scope = self._outer
-        if not (isinstance(exc, _TimedOut) and exc.scope is self):
+        thread = self._thread
+        assert thread is not None
+        thread._scope = self._outer
+        self._thread = None
+        if not (isinstance(exc, _ScopeCancelled) and exc.scope is self):
             return False
-        self.timed_out = True
+        self.cancelled_caught = True
         if self._fail:
             raise TimeoutError(f"timed out after {self._seconds} s")
         return True

@@ -45,6 +45,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from unikernel.core.console import Console
+
     Buffer = bytes | bytearray | memoryview
 
 # From <linux/if_ether.h>, <linux/if_packet.h> and <linux/socket.h>; Python 3.11's _socket
@@ -291,6 +293,16 @@ def bring_up(name: str) -> None:
         _bring_up(sock.fileno(), name)
     finally:
         sock.close()
+
+
+def bring_up_all(names: Sequence[str], console: Console) -> None:
+    """Up every NIC the app declared, before it runs. A missing one is said, not fatal: the app
+    fails with the reason if it opens that network (a VM launched without the NIC)."""
+    for name in names:
+        try:
+            bring_up(name)
+        except OSError as error:
+            console.line(f"boot: {name} is not usable: {error}")
 
 
 def _grow_receive_queue(sock: _socket.socket) -> None:

@@ -168,3 +168,19 @@ def _local_mac(avoid: bytes) -> bytes:
         mac = bytes(((first & 0xFC) | 0x02, *rest))
         if mac != avoid:
             return mac
+
+
+TAP_VARIABLE = "UNIKERNEL_TAP"  # the TAP device a hosted unikernel's launcher made for it
+
+
+def launch_tap() -> TapNetif:
+    """The TAP device whoever launched us made for this process (it must exist, in the network
+    namespace we run in): the hosted target's network."""
+    name = os.environ.get(TAP_VARIABLE)
+    if not name:
+        raise FileNotFoundError(
+            f"a hosted unikernel attaches to a TAP device: set {TAP_VARIABLE} to one that exists"
+            " (ip tuntap add dev NAME mode tap) in our network namespace; bench and"
+            " `unikernel run` make one"
+        )
+    return TapNetif(name, existing=True)

@@ -2,11 +2,16 @@
 
 Three threads per interface. The reader waits for the netif's descriptor, feeds the stack a
 batch of frames at a time and transmits what it produced. The timer sleeps until the stack's
-next deadline and ticks it; whoever makes the stack's deadline earlier (a reply sent, a
-packet queued for ARP) wakes it through flush(). The writer drains the backlog when the
-netif is full, so that nobody else ever blocks on a write.
+next deadline and ticks it, and with it every protocol registered with a tick (TCP's timers
+fire here); whoever makes the stack's deadline earlier (a reply sent, a packet queued for ARP)
+wakes it through flush(), or wake_timer() when there is nothing to send. The writer drains the
+backlog when the netif is full, so that nobody else ever blocks on a write.
 
 Applications that feed the stack themselves (sockets sending) call flush() afterwards.
+
+The three threads are not a nursery's: they outlive the call that starts them (start() is not
+async, and open_network() returns with them running), and close() must stop them at once, so
+that the netif may be closed right after it.
 """
 
 from __future__ import annotations
@@ -91,7 +96,13 @@ class Interface:
         if stack.config is not None:
             self.configured.set()
         deadline = stack.next_deadline()
-        if deadline is not None and deadline < self._timer_deadline:
+        if deadline is not None:
+            self.wake_timer(deadline)
+
+    def wake_timer(self, deadline: float) -> None:
+        """Tick the stack by `deadline`: for a protocol whose next deadline came earlier
+        without anything to send (TCP arming its keepalive or persist timer, say)."""
+        if deadline < self._timer_deadline:
             self._timer_wakeup.set()
 
     async def drain(self) -> None:

@@ -1,19 +1,18 @@
-"""The network as an OS service: what an application with a Network device calls.
+"""The network as an OS service: our stack, UDP and TCP on a frame device.
 
-    network = await open_network()          # the device, configured, its threads running
+    network = await devices.network().open()    # see unikernel.net.device
     listener = network.listen(5201)
     sock = await network.connect("10.0.0.1", 80, timeout=5)
     with network.udp() as udp: ...
 
-How the device is set up comes from the environment, which the harness (or `unikernel run`)
-fills and the kernel hands to PID 1 from its command line:
+How the interface is configured comes from the environment, which the harness (or `unikernel
+run`) fills and the kernel hands to PID 1 from its command line:
 
     UNIKERNEL_IP        an address/prefix ("10.0.0.2/24"), or "dhcp" (the default)
     UNIKERNEL_GATEWAY   the default router, with a static address
-    UNIKERNEL_TAP       hosted only: the TAP device to attach (it must exist, in our namespace)
 
-In a VM the device is the NIC itself, through AF_PACKET; hosted, it is the TAP device. Either
-way the kernel underneath only moves Ethernet frames: IP, UDP and TCP are ours.
+The frame device underneath is the build's choice for the target (unikernel.net.device): the
+kernel only moves Ethernet frames; IP, UDP and TCP are ours.
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
 
 ADDRESS_VARIABLE = "UNIKERNEL_IP"
 GATEWAY_VARIABLE = "UNIKERNEL_GATEWAY"
-TAP_VARIABLE = "UNIKERNEL_TAP"
 TCP_PROTOCOL = 6
 _UNSET = bytes(4)
 
@@ -62,26 +60,9 @@ def ipv4_config(environ: Mapping[str, str]) -> Ipv4Config | None:
         ) from None
 
 
-def open_netif(device: str, environ: Mapping[str, str]) -> Netif:
-    """The frame device: the TAP device named in the environment when hosted, else the VM's
-    NIC `device`. A hosted process never takes a NIC of the host: that is the host's."""
-    tap = environ.get(TAP_VARIABLE)
-    if tap:
-        from unikernel.drivers.tap import TapNetif
-
-        return TapNetif(tap, existing=True)
-    if os.getpid() != 1:
-        raise NetworkConfigError(
-            f"a hosted unikernel attaches to a TAP device: set {TAP_VARIABLE} to one that exists"
-            " (ip tuntap add dev NAME mode tap), in the network namespace we run in"
-        )
-    from unikernel.drivers.packet import PacketNetif
-
-    return PacketNetif(device)
-
-
 def attach_tcp(interface: Interface, config: TcpConfig | None = None) -> TcpSockets:
-    """TCP plugged into the interface's stack; its segments leave at once (flush)."""
+    """TCP plugged into the interface's stack; its segments leave at once (flush), and its
+    timers fire in the interface's timer thread."""
     stack = interface.stack
     layer = TcpLayer(
         random_u32, config or TcpConfig(mtu=stack.mtu), local_ip=stack.address or _UNSET
@@ -91,7 +72,7 @@ def attach_tcp(interface: Interface, config: TcpConfig | None = None) -> TcpSock
         ip_send(destination, segment, now())
         interface.flush()
 
-    sockets = TcpSockets(layer, send=send)
+    sockets = TcpSockets(layer, send=send, wake_timer=interface.wake_timer)
     ip_send = stack.register_protocol(
         TCP_PROTOCOL, sockets.input, tick=sockets.tick, next_deadline=layer.next_deadline
     )
@@ -144,17 +125,18 @@ class NetworkService:
 
 
 async def open_network(
-    device: str = "eth0",
+    netif: Netif,
     *,
     environ: Mapping[str, str] | None = None,
     timeout: float = 30.0,
     tcp_config: TcpConfig | None = None,
 ) -> NetworkService:
-    """The device, up and configured (waiting up to `timeout` seconds for a DHCP lease)."""
-    environ = os.environ if environ is None else environ
-    config = ipv4_config(environ)
-    netif = open_netif(device, environ)
+    """Our stack on `netif`, configured (waiting up to `timeout` seconds for a DHCP lease);
+    the service owns the netif from here, and closes it on failure."""
+    device = getattr(netif, "name", "the network device")
     try:
+        environ = os.environ if environ is None else environ
+        config = ipv4_config(environ)
         stack = Stack(netif.mac, mtu=netif.mtu, config=config)
         interface = Interface(stack, netif).start()
         service = NetworkService(interface, attach_tcp(interface, tcp_config), netif)

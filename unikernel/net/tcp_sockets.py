@@ -1,9 +1,14 @@
 """Blocking TCP calls for cooperative threads, over the sans-IO engine in unikernel.net.tcp.
 
-Wiring, with stack.py's register_protocol() (its `send` takes no source address):
+Wiring, with stack.py's register_protocol() (its `send` takes no source address) and the
+interface that drives the stack (see service.attach_tcp()):
 
     layer = TcpLayer(random_u32, TcpConfig(mtu=stack.mtu), local_ip=address)
-    sockets = TcpSockets(layer, send=lambda dst, src, segment: ip_send(dst, segment, now()))
+    sockets = TcpSockets(
+        layer,
+        send=lambda dst, src, segment: ip_send(dst, segment, now()),
+        wake_timer=interface.wake_timer,
+    )
     ip_send = stack.register_protocol(
         6, sockets.input, tick=sockets.tick, next_deadline=layer.next_deadline
     )
@@ -19,9 +24,14 @@ Wiring, with stack.py's register_protocol() (its `send` takes no source address)
     conn = await listener.accept()
 
 `send(destination_ip, source_ip, segment)` is the IP layer's output: it wraps each segment in an
-IPv4 datagram, protocol 6. `now` is the clock the engine sees, the scheduler's by default. One
-thread, started with the first connect() or listen(), fires the engine's timers. Timeouts use
-fail_after(), so they follow the scheduler's clock, fake in tests.
+IPv4 datagram, protocol 6. `now` is the clock the engine sees, the scheduler's by default.
+
+The engine's timers fire in tick(). Wired as above, the interface's timer thread calls it at
+the stack's deadline, which includes ours, and `wake_timer(deadline)` tells that thread when
+ours comes earlier with nothing to send (a keepalive, a persist timer). Without `wake_timer`
+(two engines joined in memory, say) a thread of our own, started with the first connect() or
+listen(), fires them. Timeouts use fail_after(), so they follow the scheduler's clock, fake in
+tests.
 """
 
 from __future__ import annotations
@@ -90,10 +100,13 @@ class TcpSockets:
         layer: TcpLayer,
         send: Callable[[bytes, bytes, bytes], object],
         now: Callable[[], float] = scheduler.now,
+        *,
+        wake_timer: Callable[[float], object] | None = None,
     ) -> None:
         self.layer = layer
         self._send = send
         self._now = now
+        self._wake_timer = wake_timer  # None: we fire our timers ourselves
         self._timer_thread: Thread[None] | None = None
         self._kick: Event | None = None  # set to wake the timer thread early
         self._timer_deadline = _INF  # when the timer thread wakes up anyway
@@ -107,8 +120,7 @@ class TcpSockets:
         self._flush()
 
     def tick(self, now: float | None = None) -> None:
-        """Fire the engine's due timers. The timer thread does this by itself; a stack that
-        also ticks its protocols may call it too."""
+        """Fire the engine's due timers: the stack's driver calls it, or our own timer thread."""
         self.layer.tick(self._now() if now is None else now)
         self._flush()
 
@@ -136,6 +148,8 @@ class TcpSockets:
         return TcpListenerSocket(self, self.layer.listen(port, backlog))
 
     def _start(self) -> None:
+        if self._wake_timer is not None:
+            return  # the stack's driver ticks us
         if self._timer_thread is None or self._timer_thread.done:
             self._timer_thread = spawn(self._run_timers)
 
@@ -179,7 +193,11 @@ class TcpSockets:
         finally:
             self._flushing = False
         deadline = layer.next_deadline()
-        if deadline is not None and deadline < self._timer_deadline and self._kick is not None:
+        if deadline is None:
+            return
+        if self._wake_timer is not None:
+            self._wake_timer(deadline)
+        elif deadline < self._timer_deadline and self._kick is not None:
             self._kick.set()
 
 

@@ -5,9 +5,13 @@ An application is a folder. Its `config.py` (run on the build host, never inside
 names the function the image runs and the devices that function needs; every other module of
 the folder is application code, imported inside the image as a top-level module.
 
-    from unikernel.toolchain.app import App, Console, Data
+    from unikernel.devices import Console, Data
+    from unikernel.toolchain.app import App
 
     app = App(name="boot-probe", main="boot_probe:main", devices=(Console(), Data("data")))
+
+The devices are unikernel.devices' declarations; the build wires each to its target's driver and
+the image calls `main(devices)` with them (unikernel.core.devices.Devices).
 """
 
 from __future__ import annotations
@@ -15,6 +19,11 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+from unikernel.devices import Console, Data, Device, Disk, Network, check_names, devices_of
+
+D = TypeVar("D", Console, Network, Disk, Data)
 
 CONFIG_FILE = "config.py"
 BUILD_DIR = "_build"
@@ -22,36 +31,6 @@ BUILD_DIR = "_build"
 
 class AppError(Exception):
     pass
-
-
-@dataclass(frozen=True)
-class Console:
-    """The serial console (ttyS0 under QEMU, hvc0 under Xen, standard output when hosted)."""
-
-
-@dataclass(frozen=True)
-class Network:
-    """A raw Ethernet interface: AF_PACKET on the guest's NIC, a TAP device when hosted."""
-
-    name: str = "net0"
-
-
-@dataclass(frozen=True)
-class Block:
-    """A raw block device: virtio-blk or xen-blkfront in a VM, a file when hosted."""
-
-    name: str = "disk0"
-    size_mib: int = 64
-
-
-@dataclass(frozen=True)
-class Data:
-    """A folder of the application compiled into the image as a read-only key-value store."""
-
-    folder: str
-
-
-Device = Console | Network | Block | Data
 
 
 @dataclass(frozen=True)
@@ -67,6 +46,13 @@ class App:
         module, sep, function = self.main.partition(":")
         if not sep or not module or not function.isidentifier():
             raise AppError(f"main = {self.main!r}: write it as 'module:function'")
+        unknown = [d for d in self.devices if not isinstance(d, (Console, Network, Disk, Data))]
+        if unknown:
+            raise AppError(f"devices must be unikernel.devices declarations, not {unknown}")
+        try:
+            check_names(self.devices)
+        except ValueError as error:
+            raise AppError(str(error)) from None
 
     @property
     def main_module(self) -> str:
@@ -76,8 +62,8 @@ class App:
     def main_function(self) -> str:
         return self.main.partition(":")[2]
 
-    def devices_of(self, kind: type) -> list[Device]:
-        return [device for device in self.devices if isinstance(device, kind)]
+    def devices_of(self, kind: type[D]) -> list[D]:
+        return devices_of(self.devices, kind)
 
 
 @dataclass(frozen=True)

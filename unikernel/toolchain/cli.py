@@ -1,27 +1,24 @@
 """`unikernel`: configure an application for a target, build its image, run it, clean up.
 
-unikernel configure -t qemu workloads/unikernel/boot_probe
-unikernel build workloads/unikernel/boot_probe
-unikernel run workloads/unikernel/boot_probe
+unikernel configure -t qemu workloads/boot_probe/unikernel
+unikernel build workloads/boot_probe/unikernel
+unikernel run workloads/boot_probe/unikernel --timeout 60
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import click
 
-from hostkit.qemu import guest_status, qemu_command
 from unikernel.toolchain.app import AppError, LoadedApp, load_app
 from unikernel.toolchain.image import KERNEL_PROFILES, TARGETS, BuildResult, build, output_dir
-from unikernel.toolchain.runtime import PYTHON
+from unikernel.toolchain.run import parse_params, run_image
 
 CONFIGURED = "configured.json"
-EXIT_MARKER = "UNIBENCH-EXIT status="
 
 
 def _load(folder: Path) -> LoadedApp:
@@ -105,62 +102,64 @@ def build_command(folder: Path) -> None:
 @click.option(
     "--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True
 )
-@click.option("--memory", "memory_mib", type=int, default=None, help="MiB; default: the app's.")
-@click.option("--timeout", type=float, default=600.0, show_default=True)
+@click.option(
+    "--memory",
+    "memory_mib",
+    type=click.IntRange(min=16),
+    default=None,
+    help="MiB; default: the app's.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=600.0,
+    show_default=True,
+    help="Seconds; the image is killed then, and the command exits with 124.",
+)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A parameter for the app (it reads UNIBENCH_NAME); repeatable.",
+)
 @app_argument
-def run(accel: str, memory_mib: int | None, timeout: float, folder: Path) -> None:
-    """Run the built image (hosted: a process; qemu: a VM); exit with the application's status."""
+def run(
+    accel: str, memory_mib: int | None, timeout: float, params: tuple[str, ...], folder: Path
+) -> None:
+    """Run the built image (hosted: a process; qemu: a VM) with the devices its app declares;
+    exit with the application's status.
+
+    A declared network gets a network namespace of its own holding a TAP device: the app is at
+    10.203.0.2 there, reachable with `ip netns exec NAME ...` (the name is printed). A declared
+    disk gets its backing file, or a blank one for this run. Everything made is removed when
+    the run ends, at the timeout, or on Ctrl-C."""
     loaded = _load(folder)
     settings = configured(loaded)
     target = settings["target"]
     report_path = output_dir(loaded, target, settings["kernel"]) / "report.json"
     if not report_path.is_file():
         raise click.ClickException(f"nothing built for {target}: run `unikernel build {folder}`")
-    outputs = json.loads(report_path.read_text())["outputs"]
-    if target == "hosted":
-        command = [PYTHON if Path(PYTHON).exists() else "python3", "-I", "-S", outputs["app"]]
-    elif target == "qemu":
-        from hostkit.accel import choose_accel
-        from hostkit.qemu import QemuImage
-
-        image = (
-            QemuImage(Path(outputs["image"]))
-            if "image" in outputs
-            else QemuImage(Path(outputs["kernel"]), Path(outputs["initramfs"]))
+    report = json.loads(report_path.read_text())
+    built = BuildResult(
+        target=target,
+        kernel_profile=report.get("kernel_profile"),
+        outputs={name: Path(path) for name, path in report["outputs"].items()},
+        report=report,
+    )
+    try:
+        status = run_image(
+            loaded,
+            built,
+            params=parse_params(params),
+            timeout=timeout,
+            memory_mib=memory_mib,
+            accel=accel,
+            say=lambda text: click.echo(text, err=True),
         )
-        chosen = choose_accel() if accel == "auto" else accel
-        command = qemu_command(image, chosen, memory_mib or loaded.app.memory_mib)
-    else:
-        raise click.ClickException(
-            f"`unikernel run` runs hosted and qemu images; {target} runs under xl"
-        )
-    sys.exit(run_console(command, timeout, vm=target != "hosted"))
-
-
-def run_console(command: list[str], timeout: float, vm: bool) -> int:
-    """Runs the command with its console on ours; the guest's status, from the exit marker."""
-    status: int | None = None
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL) as proc:
-        assert proc.stdout is not None
-        try:
-            for raw in proc.stdout:
-                line = raw.decode(errors="replace")
-                sys.stdout.write(line)
-                if line.startswith(EXIT_MARKER):
-                    status = int(line[len(EXIT_MARKER) :].split()[0])
-            code = proc.wait(timeout=timeout)
-        except (subprocess.TimeoutExpired, KeyboardInterrupt):
-            proc.kill()
-            raise
-    if not vm:
-        return code
-    from_port = guest_status(code)
-    if from_port is not None:
-        return from_port
-    if status is not None:
-        return status
-    click.echo(f"the VM stopped (QEMU status {code}) without reporting an exit status", err=True)
-    return 1
+    except (AppError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(status)
 
 
 @cli.command()

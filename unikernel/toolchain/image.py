@@ -26,10 +26,12 @@ from pathlib import Path
 from hostkit import cpio
 from hostkit.qemu import QemuImage, qemu_command
 from hostkit.xl import xl_config
+from unikernel.devices import Data, Disk, Network
 from unikernel.toolchain import kernel, runtime
-from unikernel.toolchain.app import App, AppError, Block, Data, LoadedApp, Network
+from unikernel.toolchain.app import App, AppError, LoadedApp
 from unikernel.toolchain.bytecode import SourceModule, build_archive, compile_pyc
 from unikernel.toolchain.pruning import ImportGraph, stdlib_modules, walk_imports
+from unikernel.toolchain.wiring import config_source
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TARGETS = ("hosted", "qemu", "xen")
@@ -65,26 +67,17 @@ class BuildResult:
         return QemuImage(kernel=self.outputs["kernel"], initrd=self.outputs["initramfs"])
 
 
-def config_source(app: App, target: str, modules: Sequence[str] = ()) -> str:
-    """The application's configuration, compiled into the image as a module; `modules` are the
-    image paths of the kernel modules the boot layer loads, in loading order."""
-    networks = tuple(f"eth{i}" for i, _ in enumerate(app.devices_of(Network)))
-    blocks = tuple(device.name for device in app.devices_of(Block) if isinstance(device, Block))
-    return (
-        f"TARGET = {target!r}\nAPP = {app.name!r}\nMAIN = {app.main!r}\n"
-        f"NETWORK = {networks!r}\nBLOCK = {blocks!r}\nMODULES = {tuple(modules)!r}\n"
-    )
-
-
 def kernel_modules(app: App, target: str, generic: kernel.GenericKernel | None) -> list[Path]:
     """The module files of the generic kernel that the app's devices need, in loading order:
     the drivers of its NICs and disks and of the buses under them. None for the specialized
     kernel (it has no modules), for the hosted target, or for an app with no such device."""
     if generic is None or target == "hosted":
         return []
-    roles = [
-        role for role, kind in (("network", Network), ("block", Block)) if app.devices_of(kind)
-    ]
+    roles = []
+    if app.devices_of(Network):
+        roles.append("network")
+    if app.devices_of(Disk):
+        roles.append("block")
     return generic.modules_for(target, roles) if roles else []
 
 
@@ -116,6 +109,11 @@ def walk_app(
     generated.mkdir(parents=True)
     (generated / f"{CONFIG_MODULE}.py").write_text(config_source(loaded.app, target, modules))
     roots = ["unikernel.boot", CONFIG_MODULE, loaded.app.main_module, *loaded.app.extra_modules]
+    if target == "hosted":
+        # The host's interpreter runs the archive through runpy, which is frozen (the walk cannot
+        # see into it) and imports importlib.util: without it, an archive holding part of the
+        # importlib package would hide the rest.
+        roots.append("runpy")
     data = data_source(loaded)
     if data is not None:
         (generated / f"{DATA_MODULE}.py").write_text(data)

@@ -1,4 +1,4 @@
-"""The iperf3 appliance as the harness runs it: workloads/unikernel/iperf3 built for the hosted
+"""The iperf3 appliance as the harness runs it: workloads/iperf3/unikernel built for the hosted
 target, its app.zip run by the image's Python inside a network namespace, on a TAP device it
 attaches itself, with Debian's iperf3 as the client."""
 
@@ -14,15 +14,18 @@ import pytest
 from tests.support.linux_peer import LINUX, OURS, TAP, netns
 from tests.support.netns import Netns, Process, require
 from unikernel.apps.iperf3 import server
+from unikernel.core.console import Console as ConsoleDevice
+from unikernel.core.devices import Devices
 from unikernel.core.scheduler import run
-from unikernel.toolchain.app import Console, Network, load_app
+from unikernel.devices import Console, Network
+from unikernel.toolchain.app import load_app
 from unikernel.toolchain.image import build
 from unikernel.toolchain.runtime import PYTHON
-from workloads import WORKLOADS_DIR
+from workloads import unikernel_app
 
 __all__ = ["netns"]  # the fixture, imported for pytest
 
-APP_FOLDER = WORKLOADS_DIR / "unikernel" / "iperf3"
+APP_FOLDER = unikernel_app("iperf3")
 
 
 def test_the_workload_declares_the_appliance() -> None:
@@ -47,7 +50,7 @@ def test_main_says_which_setting_is_wrong(
     message: str,
 ) -> None:
     monkeypatch.setenv(variable, value)
-    assert run(server.main) == 2
+    assert run(server.main, Devices(ConsoleDevice(1))) == 2
     assert capfd.readouterr().out == f"iperf3: {message}\n"
 
 

@@ -49,7 +49,8 @@ def generic_kernel_is_fetched() -> None:
 def test_a_nic_app_on_the_generic_kernel_loads_virtio_net_and_sees_eth0(tmp_path: Path) -> None:
     folder = make_app(tmp_path / "app", NIC_PROBE)
     (folder / "config.py").write_text(
-        "from unikernel.toolchain.app import App, Console, Network\n"
+        "from unikernel.devices import Console, Network\n"
+        "from unikernel.toolchain.app import App\n"
         "app = App(name='nic-probe', main='probe_main:main', devices=(Console(), Network()))\n"
     )
     result = build(load_app(folder), "qemu", "generic", log=lambda _: None)

@@ -12,19 +12,20 @@ from pathlib import Path
 import pytest
 
 from tests.support.cpio_reader import parse
+from unikernel.devices import Console, Disk, Network
 from unikernel.toolchain import kernel, runtime
-from unikernel.toolchain.app import App, Block, Console, Network
+from unikernel.toolchain.app import App
 from unikernel.toolchain.image import (
     MODULES_DIR,
-    config_source,
     kernel_modules,
     module_image_path,
     write_initramfs,
 )
+from unikernel.toolchain.wiring import config_source
 
 CONSOLE_APP = App(name="c", main="m:main", devices=(Console(),))
 NETWORK_APP = App(name="n", main="m:main", devices=(Console(), Network()))
-DISK_APP = App(name="d", main="m:main", devices=(Console(), Block()))
+DISK_APP = App(name="d", main="m:main", devices=(Console(), Disk()))
 
 
 def fake_generic(folder: Path) -> kernel.GenericKernel:
@@ -99,7 +100,7 @@ def test_the_generated_configuration_lists_the_modules_in_loading_order(tmp_path
     namespace: dict[str, object] = {}
     exec(config_source(NETWORK_APP, "qemu", [module_image_path(m) for m in modules]), namespace)
     assert namespace["MODULES"] == tuple(f"{MODULES_DIR}/{m.name}" for m in modules)
-    assert namespace["NETWORK"] == ("eth0",)
+    assert namespace["NICS"] == ("eth0",)
     specialized: dict[str, object] = {}
     exec(config_source(NETWORK_APP, "qemu"), specialized)
     assert specialized["MODULES"] == ()

@@ -98,7 +98,8 @@ def test_data_files_are_compiled_into_the_image(tmp_path: Path) -> None:
     (folder / "pages").mkdir(parents=True)
     (folder / "pages" / "index.html").write_bytes(b"<h1>hello</h1>")
     (folder / "config.py").write_text(
-        "from unikernel.toolchain.app import App, Console, Data\n"
+        "from unikernel.devices import Console, Data\n"
+        "from unikernel.toolchain.app import App\n"
         "app = App(name='site', main='site_main:main', devices=(Console(), Data('pages')))\n"
     )
     (folder / "site_main.py").write_text(

@@ -34,7 +34,8 @@ from unikernel.apps.iperf3.streams import (
     sink,
     source,
 )
-from unikernel.core.scheduler import fail_after, now, sleep, spawn
+from unikernel.core.nursery import open_nursery
+from unikernel.core.scheduler import fail_after, move_on_after, now, sleep
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
         ) -> TcpSocket: ...
 
 
-_POLL = 0.005  # how often the waiting driver looks at its streams
+_POLL = 0.005  # how often the driver looks at its streams while the test runs
 
 
 class ClientConfig(Timeouts):
@@ -131,7 +132,6 @@ async def run_client(
     control = await network.connect(host, port, timeout=timeout)
     channel = ControlChannel(control, protocol)
     streams: list[StreamStats] = []
-    threads: list[Thread[None]] = []
     try:
         await channel.flush(timeout)  # the cookie
         event = await channel.next_event(timeout)
@@ -147,24 +147,18 @@ async def run_client(
             event = await channel.next_event(timeout)
             if not isinstance(event, expected):
                 raise _unexpected(event)
-        return await _run(channel, params, config, streams, threads)
+        return await _run(channel, params, config, streams)
     except BaseException:
         protocol.terminate()  # CLIENT_TERMINATE, unless the protocol is over already
         raise
     finally:
-        for thread in threads:
-            thread.cancel()
         for stream in streams:
             stream.sock.close()
         await channel.close(timeout)
 
 
 async def _run(
-    channel: ControlChannel,
-    params: TestParams,
-    config: ClientConfig,
-    streams: list[StreamStats],
-    threads: list[Thread[None]],
+    channel: ControlChannel, params: TestParams, config: ClientConfig, streams: list[StreamStats]
 ) -> ClientResult:
     """From TEST_RUNNING to IPERF_DONE."""
     protocol = channel.protocol
@@ -173,45 +167,26 @@ async def _run(
     cpu = CpuMeter()
     start = now()
     omit_until = start + params.omit
-    ends_at = start + params.omit + params.time if params.time else None
     bound = params.time + params.omit + config.grace if params.time else config.unbounded_test
     deadline = start + bound
-    limit = params.byte_limit
-    if params.reverse:
-        threads += [spawn(sink, stream, omit_until, deadline) for stream in streams]
-    else:
-        block = memoryview(bytes(params.length))
-        budget = Budget(limit) if limit else None
-        threads += [spawn(source, s, block, budget, omit_until, deadline) for s in streams]
-    # The server says nothing while the test runs, unless it fails: listen all the same.
-    watcher = spawn(channel.next_event, bound)
-    try:
-        while True:
-            if watcher.done:
-                raise _unexpected(await watcher.join())
-            at = now()
-            if ends_at is not None and at >= ends_at:
-                break
-            if limit and params.reverse and sum(s.bytes + s.omitted for s in streams) >= limit:
-                break
-            if limit and not params.reverse and all(thread.done for thread in threads):
-                break
-            if all(stream.error is not None for stream in streams):
-                raise OSError(f"every stream failed: {streams[0].error}")
-            if at >= deadline:
-                raise TimeoutError(f"the test did not end within {bound} s")
-            await sleep(_POLL if ends_at is None else min(_POLL, ends_at - at))
-    finally:
-        watcher.cancel()
-    if not params.reverse:
-        await _finish_sending(streams, threads, timeout)
-    protocol.end_test()
-    await channel.flush(timeout)
-    event = await channel.next_event(timeout)
-    if not isinstance(event, ResultsRequested):
-        raise _unexpected(event)
-    if params.reverse:
-        await _finish_receiving(streams, threads, config.catch_up)
+    async with open_nursery() as data:
+        if params.reverse:
+            threads = [data.spawn(sink, stream, omit_until, deadline) for stream in streams]
+        else:
+            block = memoryview(bytes(params.length))
+            budget = Budget(params.byte_limit) if params.byte_limit else None
+            threads = [data.spawn(source, s, block, budget, omit_until, deadline) for s in streams]
+        await _test_running(channel, params, streams, threads, start, bound)
+        if not params.reverse:
+            await _finish_sending(streams, threads, timeout)
+        protocol.end_test()
+        await channel.flush(timeout)
+        event = await channel.next_event(timeout)
+        if not isinstance(event, ResultsRequested):
+            raise _unexpected(event)
+        if params.reverse:
+            await _finish_receiving(threads, config.catch_up)
+        data.cancel()  # the sinks the server has not closed within catch_up
     seconds = max(stream.end for stream in streams) - start
     protocol.send_results(cpu.results([s.result(start) for s in streams], not params.reverse))
     await channel.flush(timeout)
@@ -228,6 +203,41 @@ async def _run(
     return ClientResult(params, streams, server, seconds)
 
 
+async def _test_running(
+    channel: ControlChannel,
+    params: TestParams,
+    streams: list[StreamStats],
+    threads: list[Thread[None]],
+    start: float,
+    bound: float,
+) -> None:
+    """Until the test's time is up, or its byte count sent (or received). The server says
+    nothing meanwhile unless it fails: a thread listens all the same."""
+    ends_at = start + params.omit + params.time if params.time else None
+    deadline = start + bound
+    limit = params.byte_limit
+
+    async def listen() -> None:
+        raise _unexpected(await channel.next_event(bound))
+
+    async with open_nursery() as listening:
+        listening.spawn(listen)
+        while True:
+            at = now()
+            if ends_at is not None and at >= ends_at:
+                break
+            if limit and params.reverse and sum(s.bytes + s.omitted for s in streams) >= limit:
+                break
+            if limit and not params.reverse and all(thread.done for thread in threads):
+                break
+            if all(stream.error is not None for stream in streams):
+                raise OSError(f"every stream failed: {streams[0].error}")
+            if at >= deadline:
+                raise TimeoutError(f"the test did not end within {bound} s")
+            await sleep(_POLL if ends_at is None else min(_POLL, ends_at - at))
+        listening.cancel()  # before we read the control connection ourselves
+
+
 async def _finish_sending(
     streams: list[StreamStats], threads: list[Thread[None]], timeout: float
 ) -> None:
@@ -235,8 +245,8 @@ async def _finish_sending(
     for stream in streams:
         stream.stop = True
     with fail_after(timeout):
-        while not all(thread.done for thread in threads):
-            await sleep(_POLL)
+        for thread in threads:
+            await thread.join()
         for stream in streams:
             try:
                 await stream.sock.drain()
@@ -245,16 +255,12 @@ async def _finish_sending(
             stream.end = now()
 
 
-async def _finish_receiving(
-    streams: list[StreamStats], threads: list[Thread[None]], catch_up: float
-) -> None:
+async def _finish_receiving(threads: list[Thread[None]], catch_up: float) -> None:
     """Count what still arrives until the server closes every stream (it does at TEST_END),
     for at most `catch_up` seconds."""
-    limit = now() + catch_up
-    while now() < limit and not all(thread.done for thread in threads):
-        await sleep(_POLL)
-    for thread in threads:
-        thread.cancel()
+    with move_on_after(catch_up):
+        for thread in threads:
+            await thread.join()
 
 
 def _unexpected(event: Event) -> ProtocolError:

@@ -11,7 +11,7 @@ it sent (its results come before ours), so the two counts agree, where iperf3's 
 drops what is still in flight. Sending (-R), we stop at TEST_END, close the streams and wait
 until the client has acknowledged everything before asking for results.
 
-As an appliance (`main`): the network comes from open_network() (UNIKERNEL_IP, ...), the port
+As an appliance (`main(devices)`): on its declared network (its address in UNIKERNEL_IP), the port
 from UNIBENCH_PORT (5201), and UNIBENCH_TESTS=N ends the program after N completed tests, so
 that an image can power off.
 """
@@ -49,11 +49,11 @@ from unikernel.apps.iperf3.streams import (
     sink,
     source,
 )
-from unikernel.core.console import Console
-from unikernel.core.scheduler import fail_after, now, sleep, spawn
+from unikernel.core.devices import Devices
+from unikernel.core.nursery import open_nursery
+from unikernel.core.scheduler import Cancelled, fail_after, now, sleep
 from unikernel.core.sync import Queue
 from unikernel.net.ipv4 import format_address
-from unikernel.net.service import open_network
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 
 PORT_VARIABLE = "UNIBENCH_PORT"
 TESTS_VARIABLE = "UNIBENCH_TESTS"
-_POLL = 0.005  # how often a waiting driver looks at its streams
+_POLL = 0.005  # how often a catching-up driver looks at its streams
 
 
 class ServerConfig(Timeouts):
@@ -133,24 +133,21 @@ class Iperf3Server:
         self.listener = listener
         self.config = config or ServerConfig()
         self._log = log
-        self._controls: Queue[tuple[TcpSocket, bytes] | None] = Queue()  # None: no listener
+        self._controls: Queue[tuple[TcpSocket, bytes]] = Queue()
         self._busy = False  # a control connection is queued or being served
         self._stream_cookie: str | None = None  # the test that is accepting streams now
-        self._streams: Queue[TcpSocket | ProtocolError] | None = None
+        self._streams: Queue[TcpSocket] | None = None
         self._tests = 0
 
     async def serve(self, tests: int | None = None) -> list[TestReport]:
-        """Serve until `tests` tests have completed (None: forever); the last reports."""
+        """Serve until `tests` tests have completed (None: forever); the last reports. If the
+        listener fails, serving stops (a test in progress too) with its error."""
         reports: deque[TestReport] = deque(maxlen=64)
         completed = 0
-        acceptor = spawn(self._accept)
-        try:
+        async with open_nursery() as nursery:
+            nursery.spawn(self._accept)
             while tests is None or completed < tests:
-                item = await self._controls.get()
-                if item is None:
-                    await acceptor.join()  # its error, if it failed
-                    raise OSError("the listener stopped accepting")
-                control, cookie = item
+                control, cookie = await self._controls.get()
                 try:
                     report = await self.run_test(control, cookie)
                 finally:
@@ -159,8 +156,7 @@ class Iperf3Server:
                 self._say(f"iperf3: {report.describe()}")
                 if report.error is None:
                     completed += 1
-        finally:
-            acceptor.cancel()
+            nursery.cancel()  # the acceptor, and the connections it is greeting
         return list(reports)
 
     def _say(self, line: str) -> None:
@@ -168,13 +164,11 @@ class Iperf3Server:
             self._log(line)
 
     async def _accept(self) -> None:
-        try:
+        """Greet each new connection in a thread of its own, until the listener fails."""
+        async with open_nursery() as greeters:
             while True:
                 sock = await self.listener.accept()
-                spawn(self._greet, sock)
-        except Exception:
-            self._controls.try_put(None)  # serve() must not wait for clients that cannot come
-            raise
+                greeters.spawn(self._greet, sock)
 
     async def _greet(self, sock: TcpSocket) -> None:
         """Read a new connection's cookie; hand it to the test accepting streams with that
@@ -185,15 +179,19 @@ class Iperf3Server:
         except (ProtocolError, OSError):
             sock.abort()
             return
+        except Cancelled:
+            sock.abort()  # serving has stopped: nobody will take this connection
+            raise
         streams = self._streams
         if streams is not None and cookie == self._stream_cookie:
             streams.try_put(sock)
         elif self._busy:
-            try:  # noqa: SIM105 (contextlib takes 10 ms to import)
+            try:
                 await sock.send(deny(), timeout=self.config.handshake)
             except OSError:
                 pass
-            sock.close()
+            finally:
+                sock.close()
         else:
             self._busy = True
             self._controls.try_put((sock, data))
@@ -206,7 +204,6 @@ class Iperf3Server:
         report = TestReport(self._tests, f"{format_address(address)}:{port}")
         protocol = ServerProtocol(self.config.max_streams)
         channel = ControlChannel(control, protocol)
-        threads: list[Thread[None]] = []
         timeout = self.config.handshake
         try:
             await channel.feed(cookie, timeout)
@@ -218,7 +215,7 @@ class Iperf3Server:
                 raise self._unexpected(event)
             params = report.params = event.params
             report.streams = await self._accept_streams(channel, protocol, event)
-            await self._run(channel, report, params, threads)
+            await self._run(channel, report, params)
         except ProtocolError as error:
             report.error = str(error)
         except TimeoutError:
@@ -227,8 +224,6 @@ class Iperf3Server:
         except OSError as error:  # the control connection reset while we wrote to it
             report.error = f"the control connection failed while {protocol.state}: {error}"
         finally:
-            for thread in threads:
-                thread.cancel()
             for stream in report.streams:
                 stream.sock.close()
             await channel.close(timeout)
@@ -241,29 +236,30 @@ class Iperf3Server:
         control connection is watched meanwhile: a client that gives up or goes away ends
         the wait at once."""
         params = event.params
-        queue: Queue[TcpSocket | ProtocolError] = Queue()
+        queue: Queue[TcpSocket] = Queue()
         self._stream_cookie, self._streams = event.cookie, queue
         streams: list[StreamStats] = []
 
         async def watch() -> None:
+            """The client says nothing while its streams connect: what it says is an error."""
             try:
                 stray = await channel.next_event(self.config.handshake)
-                queue.try_put(self._unexpected(stray))
-            except ProtocolError as error:
-                queue.try_put(error)
-            except OSError as error:  # TimeoutError: the wait below has timed out too
-                queue.try_put(ProtocolError(f"the control connection failed: {error}"))
+            except TimeoutError:
+                return  # the wait for the streams has timed out too
+            except OSError as error:
+                raise ProtocolError(f"the control connection failed: {error}") from error
+            raise self._unexpected(stray)
 
-        watcher = spawn(watch)
         try:
-            with fail_after(self.config.handshake):
-                while len(streams) < params.parallel:
-                    item = await queue.get()
-                    if isinstance(item, ProtocolError):
-                        raise item
-                    if params.nodelay:
-                        item.nodelay = True
-                    streams.append(StreamStats(stream_id(len(streams)), item, params.reverse))
+            async with open_nursery() as nursery:
+                nursery.spawn(watch)
+                with fail_after(self.config.handshake):
+                    while len(streams) < params.parallel:
+                        sock = await queue.get()
+                        if params.nodelay:
+                            sock.nodelay = True
+                        streams.append(StreamStats(stream_id(len(streams)), sock, params.reverse))
+                nursery.cancel()  # the watcher
         except BaseException as error:
             for stream in streams:
                 stream.sock.close()
@@ -275,17 +271,10 @@ class Iperf3Server:
                 ) from None
             raise
         finally:
-            watcher.cancel()
             self._stream_cookie = self._streams = None
         return streams
 
-    async def _run(
-        self,
-        channel: ControlChannel,
-        report: TestReport,
-        params: TestParams,
-        threads: list[Thread[None]],
-    ) -> None:
+    async def _run(self, channel: ControlChannel, report: TestReport, params: TestParams) -> None:
         """From TEST_START to IPERF_DONE."""
         protocol = channel.protocol
         assert isinstance(protocol, ServerProtocol)
@@ -299,28 +288,30 @@ class Iperf3Server:
         start = now()
         deadline = start + bound
         omit_until = start + params.omit
-        if params.reverse:
-            block = memoryview(bytes(params.length))
-            budget = Budget(params.byte_limit) if params.byte_limit else None
-            threads += [spawn(source, s, block, budget, omit_until, deadline) for s in streams]
-        else:
-            threads += [spawn(sink, s, omit_until, deadline) for s in streams]
+        async with open_nursery() as data:
+            if params.reverse:
+                block = memoryview(bytes(params.length))
+                budget = Budget(params.byte_limit) if params.byte_limit else None
+                threads = [
+                    data.spawn(source, s, block, budget, omit_until, deadline) for s in streams
+                ]
+            else:
+                threads = [data.spawn(sink, s, omit_until, deadline) for s in streams]
 
-        event = await channel.next_event(max(0.0, deadline - now()))
-        if not isinstance(event, TestEnded):
-            raise self._unexpected(event)
-        if params.reverse:
-            await self._stop_sources(streams, threads)
-        protocol.request_results()
-        await channel.flush(timeout)
-        event = await channel.next_event(timeout)
-        if not isinstance(event, ResultsReceived):
-            raise self._unexpected(event)
-        report.peer = event.results
-        if not params.reverse:
-            await self._catch_up(streams, event.results)
-            for thread in threads:
-                thread.cancel()
+            event = await channel.next_event(max(0.0, deadline - now()))
+            if not isinstance(event, TestEnded):
+                raise self._unexpected(event)
+            if params.reverse:
+                await self._stop_sources(streams, threads)
+            protocol.request_results()
+            await channel.flush(timeout)
+            event = await channel.next_event(timeout)
+            if not isinstance(event, ResultsReceived):
+                raise self._unexpected(event)
+            report.peer = event.results
+            if not params.reverse:
+                await self._catch_up(streams, event.results)
+            data.cancel()  # the sinks: what the client sent has come
         report.seconds = max(stream.end for stream in streams) - start
         protocol.send_results(cpu.results([s.result(start) for s in streams], params.reverse))
         await channel.flush(timeout)
@@ -338,8 +329,8 @@ class Iperf3Server:
         for stream in streams:
             stream.stop = True
         with fail_after(self.config.handshake):
-            while not all(thread.done for thread in threads):
-                await sleep(_POLL)
+            for thread in threads:
+                await thread.join()
             for stream in streams:
                 stream.sock.shutdown()
             for stream in streams:
@@ -380,10 +371,10 @@ def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
     return int(text)
 
 
-async def main() -> int:
-    """The appliance: serve iperf3 tests on UNIBENCH_PORT (5201); with UNIBENCH_TESTS=N, exit 0
-    after N completed tests."""
-    console = Console(1)
+async def main(devices: Devices) -> int:
+    """The appliance: serve iperf3 tests on UNIBENCH_PORT (5201) of its network; with
+    UNIBENCH_TESTS=N, exit 0 after N completed tests."""
+    console = devices.console
     try:
         port = _env_int(os.environ, PORT_VARIABLE, DEFAULT_PORT)
         tests = _env_int(os.environ, TESTS_VARIABLE, 0) or None
@@ -392,7 +383,7 @@ async def main() -> int:
     except ValueError as error:
         console.line(f"iperf3: {error}")
         return 2
-    network = await open_network()
+    network = await devices.network().open()
     listener = network.listen(port)
     console.line(f"iperf3: listening on {network.address}:{port}")
     await Iperf3Server(listener, log=console.line).serve(tests)

@@ -2,7 +2,8 @@
 suite's peer for Debian's iperf3 client. Its code lives in the library OS
 (unikernel.apps.iperf3), so this folder holds only the configuration."""
 
-from unikernel.toolchain.app import App, Console, Network
+from unikernel.devices import Console, Network
+from unikernel.toolchain.app import App
 
 app = App(
     name="iperf3",

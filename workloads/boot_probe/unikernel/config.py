@@ -2,7 +2,8 @@
 and either ends (the VM powers off with status 0) or, given a network, echoes the host's UDP
 probe until stopped."""
 
-from unikernel.toolchain.app import App, Console, Network
+from unikernel.devices import Console, Network
+from unikernel.toolchain.app import App
 
 app = App(
     name="boot-probe",

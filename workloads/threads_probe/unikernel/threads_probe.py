@@ -7,7 +7,7 @@ hold that one script alone).
 
 import os
 
-from unikernel.core.console import Console
+from unikernel.core.devices import Devices
 from unikernel.core.scheduler import now, sleep_until, spawn
 from unikernel.core.sync import Event
 
@@ -53,8 +53,8 @@ async def jitter(count: int, period: float, rounds: int) -> list[float]:
     return lateness
 
 
-async def main() -> int:
-    console = Console(1)
+async def main(devices: Devices) -> int:
+    console = devices.console
     mode = os.environ.get("UNIBENCH_MODE", "create")
     count = int(os.environ.get("UNIBENCH_COUNT", "1000"))
     if mode == "create":

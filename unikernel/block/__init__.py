@@ -1,0 +1,1 @@
+"""Storage: raw block devices, as the application's declared disks."""

@@ -1,0 +1,61 @@
+"""A declared disk, wired to its device: a file when hosted (its path in the environment, made
+by whoever launched us), /dev/vdX under QEMU (virtio-blk), /dev/xvdX under Xen (blkfront)."""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from unikernel.devices import Disk
+
+DISK_VARIABLE = "UNIKERNEL_DISK_"  # + the disk's name in capitals: a hosted disk's file
+
+
+def disk_variable(name: str) -> str:
+    return DISK_VARIABLE + "".join(c if c.isalnum() else "_" for c in name.upper())
+
+
+def hosted_disk_environment(paths: Mapping[str, str]) -> dict[str, str]:
+    """What a launcher sets for a hosted unikernel's disks: name -> the host file."""
+    return {disk_variable(name): path for name, path in paths.items()}
+
+
+class DiskDevice:
+    """A raw block device: where it is and how the app may open it."""
+
+    def __init__(self, declared: Disk, path: str) -> None:
+        self.declared = declared
+        self.name = declared.name
+        self.path = path
+        self.read_only = declared.read_only
+
+    @classmethod
+    def hosted(cls, declared: Disk, environ: Mapping[str, str] | None = None) -> DiskDevice:
+        """The disk as a host file, named in the environment by whoever launched us."""
+        variable = disk_variable(declared.name)
+        path = (os.environ if environ is None else environ).get(variable)
+        if not path:
+            raise FileNotFoundError(
+                f"disk {declared.name}: a hosted unikernel reads its disk from a file; set "
+                f"{variable} to its path (bench and `unikernel run` make one)"
+            )
+        return cls(declared, path)
+
+    def size_bytes(self) -> int:
+        """The device's capacity."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return os.lseek(fd, 0, os.SEEK_END)
+        finally:
+            os.close(fd)
+
+    def open(self, direct: bool = True) -> int:
+        """A file descriptor on the device, read-only if declared so; O_DIRECT unless asked
+        otherwise, so reads reach the device rather than the kernel's page cache."""
+        flags = os.O_RDONLY if self.read_only else os.O_RDWR
+        if direct:
+            flags |= os.O_DIRECT
+        return os.open(self.path, flags | os.O_CLOEXEC)

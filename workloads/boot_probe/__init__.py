@@ -1,0 +1,1 @@
+"""The boot_probe workload: its Linux program and its unikernel application."""

@@ -1,0 +1,1 @@
+"""The iperf3 workload: its Linux program and its unikernel application."""

@@ -1,0 +1,1 @@
+"""The threads_probe workload: its Linux program and its unikernel application."""

@@ -148,8 +148,13 @@ class VmImage:
 
     @staticmethod
     def drive_args(overlay_path: Path) -> list[str]:
-        """QEMU's options for the root disk, given an overlay() of the image."""
-        return ["-drive", f"file={overlay_path},if=virtio,format=qcow2"]
+        """QEMU's options for the root disk, given an overlay() of the image. A device of its
+        own, not if=virtio: devices take PCI slots in the order given, and those made from
+        if=virtio come after them all, so a workload's disk would take vda from the root."""
+        return [
+            "-drive", f"file={overlay_path},if=none,id=root,format=qcow2",
+            "-device", "virtio-blk-pci,drive=root",
+        ]  # fmt: skip
 
     def files(self) -> dict[str, Path]:
         """What the image is made of on the host: its disk, kernel and initramfs."""

@@ -341,7 +341,9 @@ def test_the_qemu_command_boots_the_overlay_with_our_conventions(tmp_path: Path)
     for option, value in (("-M", "pc"), ("-accel", "tcg"), ("-m", "256"), ("-serial", "stdio")):
         assert argv[argv.index(option) + 1] == value
     assert "-nodefaults" in argv and "-no-reboot" in argv
-    assert argv[argv.index("-drive") + 1] == f"file={disk},if=virtio,format=qcow2"
+    assert argv[argv.index("-drive") + 1] == f"file={disk},if=none,id=root,format=qcow2"
+    # The root disk's device comes before any the workload adds: it stays vda.
+    assert argv.index("virtio-blk-pci,drive=root") < argv.index("virtio-net-pci,netdev=net0")
     assert argv[argv.index("-kernel") + 1] == str(image.kernel)
     assert argv[argv.index("-initrd") + 1] == str(image.initrd)
     append = argv[argv.index("-append") + 1].split()

@@ -113,12 +113,15 @@ def main() -> None:
         mount_kernel_filesystems()
         if config.MODULES:  # the generic kernel's drivers, for the app's devices
             load_kernel_modules(config.MODULES, console)
-    devices = config.devices(console)  # brings the VM's NICs up, as the build wired them
-    console.line(
-        f"{READY_MARKER} boottime={booted:.6f} ready={time.clock_gettime(time.CLOCK_BOOTTIME):.6f}"
-        f" target={config.TARGET} app={config.APP}"
-    )
     try:
+        # Wiring brings the VM's NICs up; a device that cannot be had (a hosted disk whose file
+        # nobody named) ends the run before the marker, with the reason and a status.
+        devices = config.devices(console)
+        console.line(
+            f"{READY_MARKER} boottime={booted:.6f}"
+            f" ready={time.clock_gettime(time.CLOCK_BOOTTIME):.6f}"
+            f" target={config.TARGET} app={config.APP}"
+        )
         status = run_main(devices)
     except BaseException as exc:  # whatever the app raised becomes its exit status
         if not isinstance(exc, SystemExit):

@@ -11,37 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
+from hostkit.launch_disk import LaunchDisk
+from hostkit.namespaces import TapLink
 from hostkit.qemu import qemu_command, tap_nic, virtio_disk
 from unikernel.block.device import hosted_disk_environment
 from unikernel.drivers.tap import TAP_VARIABLE
 from unikernel.net.service import ADDRESS_VARIABLE
 from unikernel.toolchain.image import BuildResult
 from unikernel.toolchain.runtime import PYTHON
-
-
-class Link(Protocol):
-    """The network link a launcher made for the image (hostkit.namespaces.TapLink)."""
-
-    @property
-    def device(self) -> str: ...
-    @property
-    def guest_address(self) -> str: ...
-    @property
-    def prefix_len(self) -> int: ...
-
-
-class AttachedDisk(Protocol):
-    """A disk's host file (hostkit.launch_disk.LaunchDisk)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def path(self) -> Path: ...
-    @property
-    def read_only(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -59,8 +37,8 @@ def launch(
     built: BuildResult,
     *,
     params: Mapping[str, object],
-    link: Link | None,
-    disks: Sequence[AttachedDisk] = (),
+    link: TapLink | None,
+    disks: Sequence[LaunchDisk] = (),
     memory_mib: int,
     accel: str,
     offloads: bool = False,

@@ -126,3 +126,28 @@ def test_the_hosted_image_keeps_only_its_own_driver_and_main_gets_the_devices(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "network net0 data ['pages/a.txt']" in done.stdout.splitlines()
     assert Data("pages") in load_app(folder).app.devices
+
+
+@pytest.mark.slow
+def test_a_device_that_cannot_be_had_ends_the_run_with_the_reason_before_the_marker(
+    tmp_path: Path,
+) -> None:
+    folder = make_app(tmp_path / "app", "def main(devices) -> int:\n    return 0\n")
+    (folder / "config.py").write_text(
+        "from unikernel.devices import Console, Disk\n"
+        "from unikernel.toolchain.app import App\n"
+        "app = App(name='probe', main='probe_main:main', devices=(Console(), Disk('store')))\n"
+    )
+    result = build(load_app(folder), "hosted", log=lambda _: None)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("UNIKERNEL_DISK_")}
+    done = subprocess.run(
+        [PYTHON, "-I", "-S", str(result.outputs["app"])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+    )
+    assert done.returncode == 1
+    assert "UNIBENCH-READY" not in done.stdout
+    assert "set UNIKERNEL_DISK_STORE to its path" in done.stdout
+    assert done.stdout.splitlines()[-1] == "UNIBENCH-EXIT status=1"

@@ -15,16 +15,15 @@ import pytest
 
 from hostkit.namespaces import TapLink, entered
 from hostkit.qemu import qemu_command, tap_nic
+from tests.support.artifacts import require_specialized_kernel
 from tests.support.netns import require
-from tests.unikernel.toolchain.test_image_qemu import specialized_kernel_is_built
 from unikernel.toolchain.app import load_app
 from unikernel.toolchain.image import build
-
-__all__ = ["specialized_kernel_is_built"]  # the fixture, imported for pytest
+from workloads import unikernel_app
 
 pytestmark = pytest.mark.slow
 
-BOOT_PROBE = Path(__file__).resolve().parents[3] / "workloads" / "unikernel" / "boot_probe"
+BOOT_PROBE = unikernel_app("boot_probe")
 ECHOING = re.compile(r"boot-probe: echoing on (10\.203\.0\.\d+):(\d+)")
 BOOT_TIMEOUT = 180.0  # TCG on a loaded 2-core machine: seconds per boot, not minutes
 
@@ -32,6 +31,7 @@ BOOT_TIMEOUT = 180.0  # TCG on a loaded 2-core machine: seconds per boot, not mi
 @pytest.fixture
 def link() -> Iterator[TapLink]:
     require("dnsmasq")
+    require_specialized_kernel()
     made = TapLink()
     try:
         yield made

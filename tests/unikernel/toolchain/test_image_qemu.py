@@ -13,6 +13,7 @@ from tests.support.apps import make_app
 from tests.support.artifacts import require_specialized_kernel
 from unikernel.toolchain.app import load_app
 from unikernel.toolchain.image import build
+from workloads import unikernel_app
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,7 @@ def boot(folder: Path) -> tuple[int, list[str]]:
 
 
 def test_the_boot_probe_boots_to_its_marker_and_powers_off_with_status_0() -> None:
-    folder = Path(__file__).resolve().parents[3] / "workloads" / "unikernel" / "boot_probe"
+    folder = unikernel_app("boot_probe")
     code, lines = boot(folder)
     ready = [line for line in lines if line.startswith("UNIBENCH-READY ")]
     assert ready and "target=qemu" in ready[0], lines

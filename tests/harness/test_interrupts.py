@@ -1,0 +1,61 @@
+"""Ctrl-C and SIGTERM are held back inside signals_deferred() blocks, whichever thread the kernel
+delivers them to, and raised as the block ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from harness.interrupts import Interrupted, signals_deferred, terminate_as_interrupt
+
+
+def deliver(signum: int, to_thread: threading.Thread | None) -> None:
+    if to_thread is None:
+        os.kill(os.getpid(), signum)
+    else:
+        assert to_thread.ident is not None
+        signal.pthread_kill(to_thread.ident, signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("via_other_thread", [False, True])
+def test_a_signal_inside_a_held_block_is_raised_at_its_end(
+    signum: int, via_other_thread: bool
+) -> None:
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    reached_the_end = False
+    try:
+        with (
+            terminate_as_interrupt(),
+            pytest.raises(KeyboardInterrupt) as caught,
+            signals_deferred(),
+        ):
+            deliver(signum, other if via_other_thread else None)
+            time.sleep(0.2)  # Python runs the handler between these bytecodes
+            with signals_deferred():  # nested: still held
+                time.sleep(0.05)
+            reached_the_end = True
+    finally:
+        stop.set()
+    assert reached_the_end
+    assert isinstance(caught.value, Interrupted) == (signum == signal.SIGTERM)
+
+
+def test_outside_a_held_block_the_signal_interrupts_at_once() -> None:
+    with terminate_as_interrupt(), pytest.raises(Interrupted):
+        deliver(signal.SIGTERM, None)
+        time.sleep(5)
+        pytest.fail("not interrupted")
+
+
+def test_the_handlers_are_restored_after_the_run() -> None:
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with terminate_as_interrupt():
+        assert signal.getsignal(signal.SIGTERM) is not before[0]
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before

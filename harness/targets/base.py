@@ -96,10 +96,11 @@ class Workload:
         return ["-I", "-S", script_path, *script_args]
 
     def digest(self) -> str:
-        """Changes whenever what the workload runs changes; names cached images."""
+        """Changes whenever what an image of the workload holds changes (its script and host
+        programs; not its devices, which each launch attaches); names cached images."""
         h = hashlib.sha256()
         h.update(self.script.read_bytes())
-        h.update(repr((self.name, self.args, self.devices)).encode())
+        h.update(repr((self.name, self.args)).encode())
         for path in sorted(program_files(self.programs)):
             h.update(path.encode())
             h.update(Path(path).read_bytes())

@@ -30,7 +30,7 @@ from hostkit import namespaces
 from hostkit.accel import choose_accel
 from hostkit.launch_disk import LaunchDisk
 from hostkit.namespaces import TapLink
-from unikernel.devices import Disk, Network, devices_of
+from unikernel.devices import Disk, Network
 from unikernel.toolchain import runtime
 from unikernel.toolchain.app import AppError, LoadedApp, load_app
 from unikernel.toolchain.image import BuildResult, build
@@ -49,21 +49,13 @@ def app_for(workload: Workload) -> LoadedApp:
     if workload.unikernel_app is None:
         raise AppError(f"workload {workload.name} has no unikernel application")
     loaded = load_app(workload.unikernel_app)
-    for kind, wanted, declared in (
-        (
-            "network",
-            {d.name for d in devices_of(workload.devices, Network)},
-            {d.name for d in loaded.app.devices_of(Network)},
-        ),
-        (
-            "disk",
-            {d.name for d in devices_of(workload.devices, Disk)},
-            {d.name for d in loaded.app.devices_of(Disk)},
-        ),
-    ):
+    kinds: tuple[type[Network] | type[Disk], ...] = (Network, Disk)
+    for kind in kinds:
+        wanted = {d.name for d in workload.devices if isinstance(d, kind)}
+        declared = {d.name for d in loaded.app.devices if isinstance(d, kind)}
         if wanted - declared:
             raise AppError(
-                f"{workload.name} needs {kind} {', '.join(sorted(wanted))}, but "
+                f"{workload.name} needs {kind.__name__} {', '.join(sorted(wanted))}, but "
                 f"{loaded.folder / 'config.py'} declares {', '.join(sorted(declared)) or 'none'}"
             )
     return loaded

@@ -29,10 +29,12 @@ from harness.targets.base import (
     free_port,
 )
 from harness.targets.process import ProcessInstance, host_python
+from harness.targets.unikernel import app_for
 from tests.support.artifacts import require_specialized_kernel
 from tests.support.netns import require
 from tests.support.runs import run_suite, values
 from unikernel.devices import Console, Disk
+from unikernel.toolchain.app import AppError
 
 SIGNATURE = bytes(range(7, 7 + 64))
 FIRST_WORD = Metric("disk_first_word", "value", "higher")
@@ -170,3 +172,16 @@ def test_existing_suites_run_on_a_target_of_the_tests_own(tmp_path: Path) -> Non
     script_size = float(os.path.getsize(BootSuite().workload(target).script))
     assert found[target.name, "size_image"] == [script_size]
     assert found[target.name, "size_script"] == [script_size]
+
+
+def test_a_unikernel_app_that_lacks_a_device_the_workload_declares_is_refused(
+    tmp_path: Path, disk_workload: Workload
+) -> None:
+    assert disk_workload.unikernel_app is not None
+    (disk_workload.unikernel_app / "config.py").write_text(
+        "from unikernel.devices import Console\n"
+        "from unikernel.toolchain.app import App\n"
+        "app = App(name='read-disk', main='reader:main', devices=(Console(),))\n"
+    )
+    with pytest.raises(AppError, match=r"read-disk needs Disk data, but .*config.py declares none"):
+        app_for(disk_workload)

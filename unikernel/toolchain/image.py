@@ -361,7 +361,7 @@ def attach_kernel(
     if profile != "specialized":
         raise AppError(f"unknown kernel profile {profile!r}; choose {' or '.join(KERNEL_PROFILES)}")
     if kernel.find_specialized_kernel() is None:
-        log("building the specialized kernel (10 to 15 minutes on 2 cores, once)")
+        log("building the specialized kernel (3 to 15 minutes on 2 cores, once)")
     specialized = kernel.specialized_kernel()
     log(f"embedding the initramfs into the specialized kernel ({specialized.config_hash[:12]})")
     image = kernel.embed_initramfs(

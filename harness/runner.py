@@ -15,7 +15,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from harness.interrupts import terminate_as_interrupt
 from harness.metadata import capture_host
 from harness.model import Measurement, Metric, Params, Run, Sample
 from harness.progress import RunProgress
@@ -23,6 +22,7 @@ from harness.store import Store
 from harness.suites.base import RepeatContext, Suite
 from harness.summary import format_value
 from harness.targets.base import LaunchSettings, Target
+from hostkit.interrupts import terminate_as_interrupt
 
 HOST_CPU = Metric("host_cpu_seconds", "s", "lower")
 HOST_PEAK_MEMORY = Metric("host_peak_memory", "bytes", "lower")

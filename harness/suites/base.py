@@ -9,9 +9,9 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 
-from harness.interrupts import signals_deferred
 from harness.model import Measurement, Metric, Params
 from harness.targets.base import Instance, LaunchSettings, Log, Target, Usage, Workload
+from hostkit.interrupts import signals_deferred
 
 
 class RepeatContext:

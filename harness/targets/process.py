@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Protocol
 import psutil
 
 from harness.console import ConsoleWatcher, read_pipe
-from harness.interrupts import signals_deferred
 from harness.sizing import files_size, native_python_files
 from harness.targets.base import (
     Availability,
@@ -31,6 +30,7 @@ from harness.targets.base import (
     Workload,
     free_port,
 )
+from hostkit.interrupts import signals_deferred
 from hostkit.launch_disk import LaunchDisk
 
 if TYPE_CHECKING:

@@ -15,11 +15,12 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import IO
 
 from hostkit import namespaces
 from hostkit.accel import choose_accel
+from hostkit.interrupts import signal_of, signals_deferred, terminate_as_interrupt
 from hostkit.launch_disk import LaunchDisk
 from hostkit.namespaces import TapLink, entered
 from hostkit.qemu import guest_status
@@ -34,34 +35,6 @@ INTERRUPTED = 130
 KILL_GRACE = 10.0  # for the console's last lines once the image is gone
 
 Say = Callable[[str], None]
-
-
-class Interrupted(Exception):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-STOPPING = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def signals_raise() -> Iterator[None]:
-    """The first SIGINT or SIGTERM becomes an exception in the main thread, so cleanup runs;
-    later ones are ignored, so they cannot cut that cleanup short."""
-    fired: list[int] = []
-
-    def handler(signum: int, _frame: object) -> None:
-        if not fired:
-            fired.append(signum)
-            raise Interrupted(signum)
-
-    previous = {s: signal.signal(s, handler) for s in STOPPING}
-    try:
-        yield
-    finally:
-        for number, old in previous.items():
-            signal.signal(number, old)
 
 
 def run_image(
@@ -84,7 +57,7 @@ def run_image(
         )
     app = loaded.app
     try:
-        with signals_raise(), contextlib.ExitStack() as made:
+        with terminate_as_interrupt(once=True), contextlib.ExitStack() as made:
             link = None
             if app.devices_of(Network):
                 why_not = namespaces.available()
@@ -93,16 +66,18 @@ def run_image(
                         f"{app.name} declares a network, but no link can be made: {why_not}"
                     )
                 namespaces.remove_stale()
-                link = TapLink()
-                made.callback(link.close)
+                with signals_deferred():  # made and owned at once, or neither
+                    link = TapLink()
+                    made.callback(link.close)
                 say(
                     f"network: namespace {link.name}, the app at {link.guest_address}, "
                     f"Linux's side {link.host_address} (ip netns exec {link.name} ...)"
                 )
             disks = []
             for declared in app.devices_of(Disk):
-                disk = LaunchDisk(declared)
-                made.callback(disk.close)
+                with signals_deferred():
+                    disk = LaunchDisk(declared)
+                    made.callback(disk.close)
                 disks.append(disk)
                 say(f"disk {disk.name}: {disk.path}{' (read-only)' if disk.read_only else ''}")
             chosen = choose_accel() if accel == "auto" else accel
@@ -115,9 +90,10 @@ def run_image(
                 accel=chosen,
             )
             return _supervise(command.argv, command.environment, link, timeout, out, say)
-    except Interrupted as interruption:
-        say(f"interrupted ({interruption}): everything the run made was removed")
-        return 128 + interruption.signum
+    except KeyboardInterrupt as interruption:  # Ctrl-C, or SIGTERM as Interrupted
+        signum = signal_of(interruption)
+        say(f"interrupted ({signal.Signals(signum).name}): everything the run made was removed")
+        return 128 + signum
 
 
 def _supervise(
@@ -128,15 +104,14 @@ def _supervise(
     out: IO[str],
     say: Say,
 ) -> int:
-    # Interruptions are blocked while spawning, so none lands between the child's birth and our
-    # knowing its pid; one that came meanwhile is delivered at the unblock, inside the try whose
-    # finally kills the child.
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING)
     process: subprocess.Popen[bytes] | None = None
     copier: threading.Thread | None = None
     reported: list[int] = []
     try:
-        with entered(None if link is None else link.name):
+        # Held back while spawning, so none lands between the child's birth and our knowing its
+        # pid; one that came meanwhile is raised as the block ends, inside the try whose finally
+        # kills the child.
+        with signals_deferred(), entered(None if link is None else link.name):
             process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -148,14 +123,12 @@ def _supervise(
         assert process.stdout is not None
         copier = threading.Thread(target=_copy_console, args=(process.stdout, out, reported))
         copier.start()
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING)
         try:
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             say(f"timed out after {timeout:g} s: the image was killed")
             return TIMED_OUT
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING)
         if process is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)

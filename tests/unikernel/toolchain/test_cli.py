@@ -3,6 +3,7 @@ app declares, parameters, the timeout, and clean-up whatever ends the run."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
@@ -139,19 +140,22 @@ def test_a_signal_at_a_random_moment_stops_the_run_and_leaves_nothing(
 ) -> None:
     require()
     folder = built(tmp_path, "boot_probe")
-    rng = random.Random(signum)
-    for _ in range(5):
+    seed = int.from_bytes(os.urandom(4), "big")
+    rng = random.Random(seed)
+    for _ in range(10):
         run = subprocess.Popen(
             [UNIKERNEL, "run", str(folder), "--timeout", "60"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(rng.uniform(0.05, 1.5))  # before, during or after the launch
+        moment = rng.uniform(0.05, 1.5)  # before, during or after the launch
+        time.sleep(moment)
         run.send_signal(signum)
         _, err = run.communicate(timeout=60)
-        assert run.returncode in (128 + signum, -signum), err
-        assert namespaces_of(run.pid) == [], err
+        said = f"seed {seed}, signal at {moment:.3f} s: {err}"
+        assert run.returncode in (128 + signum, -signum), said
+        assert namespaces_of(run.pid) == [], said
         leftovers = [
             p for p in _processes() if str(folder) in p and "unikernel" not in p.split()[0]
         ]

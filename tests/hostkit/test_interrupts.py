@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from harness.interrupts import Interrupted, signals_deferred, terminate_as_interrupt
+from hostkit.interrupts import Interrupted, signals_deferred, terminate_as_interrupt
 
 
 def deliver(signum: int, to_thread: threading.Thread | None) -> None:
@@ -59,3 +59,15 @@ def test_the_handlers_are_restored_after_the_run() -> None:
     with terminate_as_interrupt():
         assert signal.getsignal(signal.SIGTERM) is not before[0]
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_once_raises_the_first_signal_and_ignores_the_rest() -> None:
+    with terminate_as_interrupt(once=True), pytest.raises(Interrupted):
+        try:
+            deliver(signal.SIGTERM, None)
+            time.sleep(5)
+        finally:  # the clean-up a first signal started: a second must not cut it short
+            deliver(signal.SIGINT, None)
+            time.sleep(0.2)
+            cleaned = True
+    assert cleaned

@@ -4,8 +4,9 @@ through, leaving a child that nobody will stop.
 
 Holding back is done in our handler, not with the signal mask: the kernel may deliver a signal
 to any thread (the console readers, the watchdog) that does not block it, and Python then runs
-the handler in the main thread all the same. So the handler itself looks whether the main thread
-is inside a held-back block, and if so notes the signal for the block's end.
+the handler in the main thread all the same; and a child spawned with signals masked would
+inherit the mask. So the handler itself looks whether the main thread is inside a held-back
+block, and if so notes the signal for the block's end.
 """
 
 from __future__ import annotations
@@ -16,48 +17,62 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
+STOPPING = (signal.SIGINT, signal.SIGTERM)
+
 
 class Interrupted(KeyboardInterrupt):
     """SIGTERM, turned into an exception so that clean-up runs as it does for Ctrl-C."""
 
 
 class _HeldBack:
-    """The main thread's state: how deep in held-back blocks it is, and what arrived there."""
+    """The main thread's state: how deep in held-back blocks it is, what arrived there, and,
+    for a run that stops at the first signal, whether one has been raised already."""
 
     def __init__(self) -> None:
         self.depth = 0
         self.pending: list[int] = []
+        self.once = False
+        self.raised = False
 
 
 _held = _HeldBack()
 
 
-def _interruption(signum: int) -> KeyboardInterrupt:
+def signal_of(interruption: KeyboardInterrupt) -> int:
+    """The signal an interruption came from."""
+    return signal.SIGTERM if isinstance(interruption, Interrupted) else signal.SIGINT
+
+
+def _interrupt(signum: int) -> None:
+    if _held.once and _held.raised:
+        return  # the run is already stopping: let the clean-up it started finish
+    _held.raised = True
     if signum == signal.SIGINT:
-        return KeyboardInterrupt()
-    return Interrupted(f"signal {signum}")
+        raise KeyboardInterrupt
+    raise Interrupted(f"signal {signum}")
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
     if _held.depth > 0:
         _held.pending.append(signum)
         return
-    raise _interruption(signum)
+    _interrupt(signum)
 
 
 @contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
+def terminate_as_interrupt(once: bool = False) -> Iterator[None]:
     """For the block, SIGTERM raises Interrupted and Ctrl-C KeyboardInterrupt, except inside
-    signals_deferred() blocks, at whose end they are raised."""
+    signals_deferred() blocks, at whose end they are raised. `once`: only the first is raised;
+    later ones are ignored, so they cannot cut short the clean-up it started."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {
-        number: signal.signal(number, _handler) for number in (signal.SIGINT, signal.SIGTERM)
-    }
+    previous = {number: signal.signal(number, _handler) for number in STOPPING}
+    _held.once, _held.raised = once, False
     try:
         yield
     finally:
+        _held.once, _held.raised = False, False
         for number, handler in previous.items():
             signal.signal(number, handler)
 
@@ -77,4 +92,4 @@ def signals_deferred() -> Iterator[None]:
         if _held.depth == 0 and _held.pending:
             first = _held.pending[0]
             _held.pending.clear()
-            raise _interruption(first)
+            _interrupt(first)

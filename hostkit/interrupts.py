@@ -63,11 +63,16 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 def terminate_as_interrupt(once: bool = False) -> Iterator[None]:
     """For the block, SIGTERM raises Interrupted and Ctrl-C KeyboardInterrupt, except inside
     signals_deferred() blocks, at whose end they are raised. `once`: only the first is raised;
-    later ones are ignored, so they cannot cut short the clean-up it started."""
+    later ones are ignored, so they cannot cut short the clean-up it started. A signal we were
+    started ignoring stays ignored: a shell ignores SIGINT for its background jobs."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {number: signal.signal(number, _handler) for number in STOPPING}
+    previous = {
+        number: signal.signal(number, _handler)
+        for number in STOPPING
+        if signal.getsignal(number) is not signal.SIG_IGN
+    }
     _held.once, _held.raised = once, False
     try:
         yield

@@ -71,3 +71,16 @@ def test_once_raises_the_first_signal_and_ignores_the_rest() -> None:
             time.sleep(0.2)
             cleaned = True
     assert cleaned
+
+
+def test_a_signal_we_were_started_ignoring_stays_ignored() -> None:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a shell's background job
+    try:
+        with terminate_as_interrupt():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            deliver(signal.SIGINT, None)
+            time.sleep(0.2)  # nothing raised
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -148,6 +148,7 @@ def test_a_signal_at_a_random_moment_stops_the_run_and_leaves_nothing(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=interruptible,
         )
         moment = rng.uniform(0.05, 1.5)  # before, during or after the launch
         time.sleep(moment)
@@ -160,6 +161,12 @@ def test_a_signal_at_a_random_moment_stops_the_run_and_leaves_nothing(
             p for p in _processes() if str(folder) in p and "unikernel" not in p.split()[0]
         ]
         assert leftovers == []
+
+
+def interruptible() -> None:
+    """In the child: SIGINT as a terminal delivers it, even where the tests themselves run as a
+    background job (whose shell made them ignore it, and so their children)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def namespaces_of(pid: int) -> list[str]:

@@ -7,10 +7,22 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from hostkit.interrupts import Interrupted, signals_deferred, terminate_as_interrupt
+
+
+@pytest.fixture(autouse=True)
+def interruptible() -> Iterator[None]:
+    """SIGINT as a terminal's foreground process has it, even where the tests run as a background
+    job (whose shell made them ignore it: then it would stay ignored, by design)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def deliver(signum: int, to_thread: threading.Thread | None) -> None:

@@ -6,16 +6,13 @@ import time
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
-from harness.model import Run
-from harness.progress import QuietProgress
-from harness.runner import Runner, RunSettings
-from harness.store import Store
+from harness.runner import RunSettings
 from harness.suites.boot import BootSuite
 from harness.targets.base import Availability, Instance, LaunchSettings, Log, Target, Workload
 from harness.targets.process import ProcessTarget
 from tests.support.processes import HANG, processes_running
+from tests.support.runs import run_suite
 
 
 class UnavailableTarget(Target):
@@ -36,14 +33,6 @@ class BrokenPrepareTarget(ProcessTarget):
 
     def prepare(self, workload: Workload, log: Log) -> None:
         raise RuntimeError("image recipe is broken")
-
-
-def run_suite(
-    tmp_path: Path, suite: BootSuite, targets: list[Target], settings: RunSettings
-) -> tuple[Store, Run]:
-    store = Store(tmp_path / "bench.sqlite")
-    runner = Runner(store, settings, QuietProgress(Console(quiet=True)))
-    return store, runner.run(suite, targets, "bench run --suite boot")
 
 
 def test_boot_on_process_records_every_repeat(tmp_path: Path) -> None:

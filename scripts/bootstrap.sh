@@ -7,7 +7,7 @@ set -euo pipefail
 UNIBENCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$UNIBENCH_ROOT/.venv"
 DEBIAN_PACKAGES=(docker.io debootstrap iproute2 git ca-certificates curl chromium qemu-system-x86
-    iputils-ping netcat-openbsd dnsmasq-base iperf3 ethtool e2fsprogs qemu-utils openssh-client)
+    iputils-ping netcat-openbsd dnsmasq-base iperf3 ethtool e2fsprogs qemu-utils openssh-client fio)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 

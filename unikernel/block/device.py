@@ -9,6 +9,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from unikernel.block.interface import BlockDevice
     from unikernel.devices import Disk
 
 DISK_VARIABLE = "UNIKERNEL_DISK_"  # + the disk's name in capitals: a hosted disk's file
@@ -59,3 +60,10 @@ class DiskDevice:
         if direct:
             flags |= os.O_DIRECT
         return os.open(self.path, flags | os.O_CLOEXEC)
+
+    def block(self, direct: bool = True) -> BlockDevice:
+        """The device behind the block interface (block/interface.py): O_DIRECT unless asked
+        otherwise, requests in flight on Linux AIO (or OS threads when buffered)."""
+        from unikernel.drivers.rawdisk import RawDisk
+
+        return RawDisk(self.path, read_only=self.read_only, direct=direct)

@@ -33,7 +33,13 @@ def tap_nic(index: int, device: str, offloads: bool = False) -> list[str]:
     ]  # fmt: skip
 
 
-def virtio_disk(index: int, path: Path, read_only: bool = False, cache: str = "none") -> list[str]:
+# How every VM's disks reach their host files: O_DIRECT, past the host's page cache.
+DISK_CACHE = "none"
+
+
+def virtio_disk(
+    index: int, path: Path, read_only: bool = False, cache: str = DISK_CACHE
+) -> list[str]:
     """A virtio-blk disk backed by the raw file `path`. cache=none: the host opens the file
     with O_DIRECT, so the guest's reads reach the device, not the host's page cache."""
     mode = "on" if read_only else "off"

@@ -200,6 +200,8 @@ class Target(ABC):
     name: str
     description: str
     family = "linux"  # or "unikernel": which workload a suite runs on it
+    # How a disk it attaches reaches the host file (QEMU's cache mode); None: no layer between.
+    disk_cache: str | None = None
 
     @abstractmethod
     def availability(self) -> Availability: ...

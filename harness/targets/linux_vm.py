@@ -41,7 +41,7 @@ from hostkit import cache, namespaces
 from hostkit.accel import choose_accel
 from hostkit.launch_disk import LaunchDisk
 from hostkit.namespaces import TapLink
-from hostkit.qemu import tap_nic, virtio_disk
+from hostkit.qemu import DISK_CACHE, tap_nic, virtio_disk
 from hostkit.ssh import SshHost
 from unikernel.devices import READY_MARKER
 
@@ -153,6 +153,8 @@ def vm_image_size(image: VmImage) -> ImageSize:
 
 
 class LinuxVmTarget(Target):
+    disk_cache = DISK_CACHE
+
     def __init__(self, kind: VmKind, description: str) -> None:
         self.name = kind
         self.kind = kind

@@ -30,6 +30,7 @@ from hostkit import namespaces
 from hostkit.accel import choose_accel
 from hostkit.launch_disk import LaunchDisk
 from hostkit.namespaces import TapLink
+from hostkit.qemu import DISK_CACHE
 from unikernel.devices import Disk, Network
 from unikernel.toolchain import runtime
 from unikernel.toolchain.app import AppError, LoadedApp, load_app
@@ -102,6 +103,7 @@ class UnikernelTarget(Target):
     def __init__(self, name: str, platform: str, kernel: str, description: str) -> None:
         self.name = name
         self.platform = platform  # "hosted" or "qemu"
+        self.disk_cache = DISK_CACHE if platform == "qemu" else None
         self.kernel = kernel
         self.description = description
         self._builds: dict[str, BuildResult] = {}

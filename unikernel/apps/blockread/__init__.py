@@ -1,0 +1,1 @@
+"""The block-read appliance: the block suite's random reads, on our block interface."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from baselines import block_data
 from harness.model import Measurement, Metric, Params
@@ -44,8 +45,8 @@ MODES = ("direct", "buffered")
 
 
 @functools.cache
-def block_read_workload() -> Workload:
-    """The workload, its disk backed by the data file (made in prepare(), not here)."""
+def block_read_workload(data: Path) -> Workload:
+    """The workload, its disk backed by the file `data`."""
     return Workload(
         name="block-read",
         script=linux_script("block_read", "block_read.py"),
@@ -63,7 +64,7 @@ def block_read_workload() -> Workload:
         ),
         devices=(
             Console(ready_marker=RESULT),
-            Disk("data", read_only=True, backing=str(block_data.data_path())),
+            Disk("data", read_only=True, backing=str(data)),
         ),
         unikernel_app=unikernel_app("block_read"),
         programs=("fio",),
@@ -77,8 +78,17 @@ class BlockSuite(Suite):
     default_repeat = 3
     default_warmup = 0  # each repeat is a fresh launch over a cold device
 
+    def __init__(self, data_mib: int = block_data.SIZE_MIB, data: Path | None = None) -> None:
+        """Reads the suite's data file of `data_mib` MiB (made by prepare() when missing), or
+        the file `data` as it is."""
+        self._data_mib = data_mib
+        self._data = data
+
+    def data(self) -> Path:
+        return self._data if self._data is not None else block_data.data_path(self._data_mib)
+
     def workload(self, target: Target) -> Workload:
-        return block_read_workload()
+        return block_read_workload(self.data())
 
     def param_sets(self, requested: Mapping[str, Sequence[str]], target: Target) -> list[Params]:
         chosen = {**DEFAULTS, **requested}
@@ -96,12 +106,12 @@ class BlockSuite(Suite):
     def prepare(
         self, target: Target, workload: Workload, param_sets: Sequence[Params], log: Log
     ) -> None:
-        if not block_data.data_path().is_file():
-            log(f"writing the block data ({block_data.SIZE_MIB} MiB with fio)")
-        block_data.ensure_data_file()
+        if self._data is None and not self.data().is_file():
+            log(f"writing the block data ({self._data_mib} MiB with fio)")
+            block_data.ensure_data_file(self._data_mib)
 
     def run_once(self, target: Target, params: Params, ctx: RepeatContext) -> list[Measurement]:
-        instance = ctx.create(block_read_workload())
+        instance = ctx.create(self.workload(target))
         instance.start()
         _, line = instance.console.wait_for(RESULT, ctx.deadline)
         fields = dict(item.split("=", 1) for item in line.split()[1:])

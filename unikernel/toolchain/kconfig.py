@@ -66,6 +66,8 @@ BASE: Fragment = {
     "POSIX_TIMERS": True,
     "HIGH_RES_TIMERS": True,
     "ADVISE_SYSCALLS": True,
+    # Linux AIO: the block driver keeps O_DIRECT requests in flight without a thread each.
+    "AIO": True,
     # Entropy before Python starts (its hash randomization reads it at start-up).
     "RANDOM_TRUST_CPU": True,
     # Raw devices: Ethernet through AF_PACKET, block devices.

@@ -45,6 +45,7 @@ def fio_argv(
     if verify:
         # 1024: the unit the data was stamped in
         argv += ["--verify=md5", "--verify_interval=1024", f"--number_ios={VERIFIED_READS}"]
+        argv.append("--verify_state_save=0")  # else a failed check leaves a file in the cwd
     else:
         argv += ["--time_based", f"--runtime={seconds}s"]
     if mode == "direct":

@@ -213,14 +213,10 @@ class XenTarget(Target):
     def prepare(self, workload: Workload, log: Log) -> None:
         if self.guest == "linux" and workload.name not in BAKED_IN_WORKLOADS:
             raise AppError(f"{self.name} runs the boot workload only, not {workload.name}")
-        if workload.disks:
-            raise AppError(
-                f"{self.name} cannot give {workload.name} its disks yet: a disk from dom0 comes "
-                "with the block suite (planned)"
-            )
         loaded = app_for(workload) if self.guest == "unikernel" else None
         dom0 = self.lease.acquire(self.name, log)
         self._dom0 = dom0
+        self._dom0_disks(workload, dom0)
         if loaded is not None:
             built = build(loaded, "xen", "specialized", log=log)
             log(f"placing the {workload.name} image in dom0 ({dom0.name})")
@@ -252,6 +248,29 @@ class XenTarget(Target):
             "dom0_kernel": info.get("release"),
         }
 
+    def _dom0_disks(self, workload: Workload, dom0: Dom0) -> list[Disk]:
+        """The workload's disks as dom0's devices, in the order the image wires them (xvda,
+        xvdb, ...). A guest's disk must be a device dom0 already holds: the Xen lab holds the
+        block suite's data; anything else is refused, saying so."""
+        disks = []
+        for index, declared in enumerate(workload.disks):
+            device = dom0.host_disks.get(declared.backing or "")
+            if device is None:
+                held = ", ".join(dom0.host_disks) or "none"
+                raise AppError(
+                    f"{self.name} gives a guest only disks dom0 holds (here: {held}), not "
+                    f"{workload.name}'s {declared.name} ({declared.backing or 'a blank disk'}); "
+                    "a lab started before the block suite existed holds none: "
+                    "`bench lab xen down`, then run again"
+                )
+            if not declared.read_only:
+                raise AppError(
+                    f"{workload.name}'s disk {declared.name}: dom0's disks are shared by every "
+                    "guest, so only read-only ones can be given"
+                )
+            disks.append(Disk(device, vdev=f"xvd{chr(ord('a') + index)}"))
+        return disks
+
     def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
         dom0 = self._dom0
         if dom0 is None or workload.name not in self._kernel:
@@ -281,6 +300,7 @@ class XenTarget(Target):
                 PurePosixPath(self._kernel[workload.name]),
                 memory,
                 extra_args=(*parameters, *address_args),
+                disks=self._dom0_disks(workload, dom0),
                 vifs=vifs,
                 tsc_mode=self._tsc_mode,
             )

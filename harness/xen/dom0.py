@@ -18,8 +18,9 @@ import signal
 import subprocess
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import paramiko
 
@@ -77,6 +78,8 @@ class Dom0(ABC):
     guest_network: GuestNetwork | None = None  # None: the harness cannot reach guests
     tsc_mode: str | None = None  # what xl must ask for here, if known: see guest_tsc_mode()
     linux_disk: str | None = None  # the dom0 device holding the Linux guests' disk
+    # Host files dom0 holds as devices of its own (the lab's attached disks): file -> device.
+    host_disks: Mapping[str, str] = MappingProxyType({})
 
     @abstractmethod
     def run(self, command: str, timeout: float = COMMAND_TIMEOUT) -> tuple[int, str, str]:
@@ -212,6 +215,7 @@ class SshDom0(Dom0):
         guest_network: GuestNetwork | None = None,
         tsc_mode: str | None = None,
         linux_disk: str | None = None,
+        host_disks: Mapping[str, str] | None = None,
     ) -> None:
         self.host = host
         self.name = name or f"ssh:{host.name}"
@@ -219,6 +223,7 @@ class SshDom0(Dom0):
         self.guest_network = guest_network
         self.tsc_mode = tsc_mode
         self.linux_disk = linux_disk
+        self.host_disks = dict(host_disks or {})
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
 

@@ -30,12 +30,12 @@ from pathlib import Path
 
 import psutil
 
-from baselines import linux_vm, xen_lab
+from baselines import block_data, linux_vm, xen_lab
 from harness.xen.dom0 import GuestNetwork, SshDom0
 from hostkit import cache, disk_image, namespaces
 from hostkit.accel import choose_accel
 from hostkit.namespaces import TapLink, entered
-from hostkit.qemu import machine_args, tap_nic
+from hostkit.qemu import DISK_CACHE, machine_args, tap_nic
 from hostkit.ssh import SshHost
 
 Log = Callable[[str], None]
@@ -51,6 +51,9 @@ GUESTS = GuestNetwork(
     BRIDGE, NAMESPACE, prefix=namespaces.HOST_ADDRESS.rsplit(".", 1)[0] + ".", first=16, last=250
 )
 LINUX_DISK = "/dev/vdb"
+# The block suite's data file, attached read-only (cache=none, as every VM's disk) so that
+# guests get it from dom0 as a device of their own, with no copy into dom0.
+BLOCK_DATA_DISK = "/dev/vdc"
 # Under QEMU's emulated SVM, Xen's intercept of RDTSCP finds no next-instruction address and
 # kills the guest ("SVM Insn len emulation failed"); TSC reads that do not trap avoid it.
 TSC_MODE = "native"
@@ -94,6 +97,7 @@ class LabState:
     xen_version: str
     started: float  # time.time()
     up_seconds: float  # from QEMU's start to dom0 answering `xl info` over SSH
+    block_data: str = ""  # the host file attached as BLOCK_DATA_DISK ("": a lab from before)
 
 
 LOCK = STATE_DIR / "lock"
@@ -146,11 +150,17 @@ def dom0(state: LabState) -> SshDom0:
         guest_network=GUESTS,
         tsc_mode=TSC_MODE,
         linux_disk=LINUX_DISK,
+        host_disks={state.block_data: BLOCK_DATA_DISK} if state.block_data else {},
     )
 
 
 def qemu_command(
-    image: xen_lab.LabImage, linux: linux_vm.VmImage, overlay: Path, device: str, accel: str
+    image: xen_lab.LabImage,
+    linux: linux_vm.VmImage,
+    overlay: Path,
+    device: str,
+    accel: str,
+    data: Path,
 ) -> list[str]:
     cpu = "max,-smap,-smep" if accel == "tcg" else "max"
     command = machine_args(accel, MEMORY_MIB, CPUS)
@@ -161,6 +171,7 @@ def qemu_command(
         *command,
         "-drive", f"file={overlay},if=virtio,format={image.disk_format}",
         "-drive", f"file={linux.disk},if=virtio,format={linux.disk_format},readonly=on",
+        "-drive", f"file={data},if=virtio,format=raw,readonly=on,cache={DISK_CACHE}",
         *tap_nic(0, device),
         "-kernel", str(image.hypervisor),
         "-append", " ".join(XEN_ARGS),
@@ -182,6 +193,7 @@ def up(log: Log | None = None) -> LabState:
 def _boot(say: Log) -> LabState:
     image = xen_lab.ensure_lab_image(say)
     linux = linux_vm.ensure_vm_image("linux-vm-minimal", say)
+    data = block_data.ensure_data_file()
     why_not = namespaces.available()
     if why_not is not None:
         raise LabError(f"the Xen lab needs a TAP link: {why_not}")
@@ -196,7 +208,7 @@ def _boot(say: Log) -> LabState:
         overlay = disk_image.overlay(
             image.disk, image.disk_format, cache.directory("xen-lab-overlays"), "dom0"
         )
-        command = qemu_command(image, linux, overlay, link.device, accel)
+        command = qemu_command(image, linux, overlay, link.device, accel, data)
         say(f"booting the Xen lab ({accel}); its console goes to {serial_log}")
         started = time.time()
         clock = time.monotonic()
@@ -217,6 +229,7 @@ def _boot(say: Log) -> LabState:
             serial_log=str(serial_log),
             image=image.recipe_hash,
             linux_disk_recipe=linux.recipe_hash,
+            block_data=str(data),
             xen_version="",
             started=started,
             up_seconds=0.0,

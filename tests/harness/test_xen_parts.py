@@ -1,5 +1,5 @@
 """The Xen targets' parts that need no Xen: the guests' addresses, a local dom0's sessions, the
-lab's QEMU command line and state, and how a run is told which dom0 to use."""
+lab's QEMU command line and state, guests' disks, and how a run is told which dom0 to use."""
 
 from __future__ import annotations
 
@@ -12,9 +12,13 @@ from click.testing import CliRunner
 
 from baselines import linux_vm, xen_lab
 from harness.cli import cli
-from harness.targets.xen import Dom0Lease
+from harness.targets.base import Workload
+from harness.targets.xen import Dom0Lease, XenTarget
 from harness.xen import lab
-from harness.xen.dom0 import GuestNetwork, LocalDom0
+from harness.xen.dom0 import GuestNetwork, LocalDom0, SshDom0
+from hostkit.ssh import SshHost
+from unikernel.devices import Console, Disk
+from unikernel.toolchain.app import AppError
 
 
 def test_guests_take_addresses_in_turn_each_with_its_own_mac() -> None:
@@ -89,22 +93,28 @@ def _images(tmp_path: Path) -> tuple[xen_lab.LabImage, linux_vm.VmImage]:
     return lab_image, vm
 
 
-def test_the_lab_boots_xen_with_dom0_as_a_module_and_the_linux_disk_read_only(
+def test_the_lab_boots_xen_with_dom0_as_a_module_and_the_linux_and_block_disks_read_only(
     tmp_path: Path,
 ) -> None:
     lab_image, vm = _images(tmp_path)
-    argv = lab.qemu_command(lab_image, vm, tmp_path / "overlay.qcow2", "ubtap0", "tcg")
+    data = tmp_path / "data.img"
+    argv = lab.qemu_command(lab_image, vm, tmp_path / "overlay.qcow2", "ubtap0", "tcg", data)
     assert argv[argv.index("-cpu") + 1] == "max,-smap,-smep"  # what Xen needs under TCG
     assert argv[argv.index("-kernel") + 1] == str(lab_image.hypervisor)
     # QEMU splits -initrd at commas: dom0's kernel and arguments, then its initramfs.
     module, initramfs = argv[argv.index("-initrd") + 1].split(",")
     assert module.startswith(f"{lab_image.kernel} ") and initramfs == str(lab_image.initrd)
     assert "unibench.ip=10.203.0.2/24" in module.split()
-    assert f"file={vm.disk},if=virtio,format=qcow2,readonly=on" in argv
+    drives = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-drive"]
+    # In dom0: vda its own disk, vdb the Linux guests' (LINUX_DISK), vdc the block data.
+    assert drives[1] == f"file={vm.disk},if=virtio,format=qcow2,readonly=on"
+    assert drives[2] == f"file={data},if=virtio,format=raw,readonly=on,cache=none"
+    assert (lab.LINUX_DISK, lab.BLOCK_DATA_DISK) == ("/dev/vdb", "/dev/vdc")
     assert "dom0_mem=1024M" in argv[argv.index("-append") + 1].split()
     assert argv[argv.index("-m") + 1] == str(lab.MEMORY_MIB)
     assert (
-        lab.qemu_command(lab_image, vm, tmp_path, "ubtap0", "kvm")[argv.index("-cpu") + 1] == "max"
+        lab.qemu_command(lab_image, vm, tmp_path, "ubtap0", "kvm", data)[argv.index("-cpu") + 1]
+        == "max"
     )
 
 
@@ -140,3 +150,23 @@ def test_an_unknown_xen_dom0_is_refused_before_anything_runs() -> None:
         cli, ["run", "--suite", "boot", "--target", "unikernel-xen", "--xen-dom0", "rack7"]
     )
     assert result.exit_code == 2 and "neither lab, local nor a host" in result.output
+
+
+def test_a_xen_guest_gets_the_disks_dom0_holds_and_is_refused_others(tmp_path: Path) -> None:
+    data = tmp_path / "data.img"
+    host = SshHost(name="lab", address="10.0.0.1", user="root", key=tmp_path / "key", host_key="")
+    dom0 = SshDom0(host, "lab", host_disks={str(data): "/dev/vdc"})
+    target = XenTarget("unikernel-xen", "unikernel", "test", Dom0Lease("lab"))
+    reader = Workload(
+        name="reader",
+        script=tmp_path / "reader.py",
+        devices=(Console(), Disk("data", read_only=True, backing=str(data))),
+    )
+    (disk,) = target._dom0_disks(reader, dom0)
+    assert disk.spec() == "format=raw,vdev=xvda,access=ro,target=/dev/vdc"
+    elsewhere = Workload("other", tmp_path / "reader.py", devices=(Disk("scratch"),))
+    with pytest.raises(AppError, match=r"only disks dom0 holds .*`bench lab xen down`"):
+        target._dom0_disks(elsewhere, dom0)
+    writable = Workload("writer", tmp_path / "w.py", devices=(Disk("d", backing=str(data)),))
+    with pytest.raises(AppError, match="only read-only ones"):
+        target._dom0_disks(writable, dom0)

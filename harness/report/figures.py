@@ -232,7 +232,18 @@ def against_param(writer: FigureWriter, suite: str, metric: pd.DataFrame, param:
     first = metric.iloc[0]
     column = f"param:{param}"
     factor, unit = display_unit(first["unit"], list(metric["value"]))
-    others = [c for c in metric.columns if c.startswith("param:") and c != column]
+    # Lines are told apart by the parameters that differ between them; one value shared by
+    # every line (accel=tcg, seconds=2) goes in the caption, not in each label.
+    others = [
+        c
+        for c in metric.columns
+        if c.startswith("param:") and c != column and metric[c].astype(str).nunique() > 1
+    ]
+    shared = [
+        f"{c[6:]}={metric[c].iloc[0]}"
+        for c in metric.columns
+        if c.startswith("param:") and c != column and c not in others and metric[c].notna().all()
+    ]
     frame = metric.assign(x=pd.to_numeric(metric[column]))
     # A sweep spread over several runs is one line; runs are named only if they overlap.
     name_runs = measured_twice(frame, ["target", "params"])
@@ -257,6 +268,8 @@ def against_param(writer: FigureWriter, suite: str, metric: pd.DataFrame, param:
         ax.plot(xs, medians, marker="o", color=colours[line], label=line)
     title = f"{suite}: {first['metric']} against {param} ({direction(first['better'])})"
     caption = provenance(metric)
+    if shared:
+        caption += " · every line: " + ", ".join(shared)
     for published in series_for(suite, first["metric"], param):
         systems = dict.fromkeys(p.system for p in published.points)
         for index, system in enumerate(systems):
@@ -268,13 +281,21 @@ def against_param(writer: FigureWriter, suite: str, metric: pd.DataFrame, param:
         ax.set_xscale("log", base=2)
     swept = sorted(frame["x"].unique())
     if len(swept) <= 12:  # the values measured, as written, rather than powers of two
-        ax.set_xticks(swept, [f"{v:g}" for v in swept])
+        ax.set_xticks(swept, [tick_label(v) for v in swept], rotation=45 if len(swept) > 6 else 0)
         ax.minorticks_off()
     ax.set_xlabel(param)
     ax.set_ylabel(f"{first['metric']} ({unit})")
     ax.set_title(title + "\nmedian and 95 % bootstrap CI per point", fontsize=10)
     outside_legend(ax)
     return writer.save(fig, title, caption)
+
+
+def tick_label(value: float) -> str:
+    """A swept value as written, but sizes of whole KiB as 4K, 128K, 4M."""
+    if value >= 1024 and value == int(value) and int(value) % 1024 == 0:
+        kib = int(value) // 1024
+        return f"{kib // 1024}M" if kib % 1024 == 0 else f"{kib}K"
+    return f"{value:g}"
 
 
 def cdf(writer: FigureWriter, suite: str, metric: pd.DataFrame) -> Drawn:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.report.figures import tick_label
 from harness.report.site import KNOWN_SUITES, build_site
 from harness.store import Store
 from tests.support.stored_runs import BOOT, invoke, noisy, store_run
@@ -65,6 +66,33 @@ def test_a_memory_sweep_is_drawn_against_memory_beside_figure_5(tmp_path: Path) 
     loaded = check_site(tmp_path / "site")["boot.html"]
     assert loaded.errors == [] and len(loaded.images) == 2
     assert all(int(str(image["width"])) > 0 for image in loaded.images)
+
+
+def test_a_block_size_sweep_is_drawn_beside_the_published_plateau(tmp_path: Path) -> None:
+    with Store(tmp_path / "b.sqlite") as store:
+        throughput = ("unikernel-qemu", "read_throughput", "MiB/s", "higher")
+        for i, size in enumerate((1024, 131072, 4 << 20)):
+            store_run(
+                store,
+                f"block{i}",
+                float(i),
+                {throughput: noisy(size / 3000)},
+                suite="block",
+                params={"block_size": size, "mode": "direct", "seconds": 2},
+            )
+        build_site(store, ["block0", "block1", "block2"], tmp_path / "site")
+    block = (tmp_path / "site" / "block.html").read_text()
+    assert "read_throughput against block_size" in block
+    assert "published: MirageOS (Madhavapeddy et al., ASPLOS 2013): Mirage matches" in block
+    # Parameters every line shares are said once, in the caption.
+    assert "every line: mode=direct, seconds=2" in block
+    assert [tick_label(v) for v in (1024, 131072, 4 << 20, 1536, 0.5)] == [
+        "1K",
+        "128K",
+        "4M",
+        "1536",
+        "0.5",
+    ]
 
 
 def test_a_lateness_distribution_gets_a_cdf_and_empty_suites_say_so(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ def fio_write_argv(path: Path, size_mib: int) -> list[str]:
         "--do_verify=0",
         "--ioengine=psync",
         "--end_fsync=1",
+        "--verify_state_save=0",  # else fio leaves a state file in the working directory
         "--output-format=terse",
     ]
 

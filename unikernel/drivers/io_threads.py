@@ -23,8 +23,14 @@ class IoThreads:
         self._requests: SimpleQueue[Request | None] = SimpleQueue()
         self._done: deque[tuple[int, int]] = deque()
         self._count = count
+        self._closed = False
+        # One lock per worker, held while it runs: close() takes each to wait for its end.
+        self._running: list[_thread.LockType] = []
         for _ in range(count):
-            _thread.start_new_thread(self._work, ())
+            running = _thread.allocate_lock()
+            running.acquire()
+            self._running.append(running)
+            _thread.start_new_thread(self._work, (running,))
 
     def submit(
         self, token: int, opcode: int, fd: int, buffer: memoryview | None, offset: int
@@ -36,25 +42,38 @@ class IoThreads:
         return [done.popleft() for _ in range(len(done))]
 
     def close(self) -> None:
+        """Stop the workers: the requests not started yet are dropped, and this waits for the
+        ones in progress, so that no worker uses the file descriptor or the eventfd (which the
+        caller closes next, and whose numbers the kernel then reuses) after it returns."""
+        if self._closed:
+            return
+        self._closed = True
         for _ in range(self._count):
             self._requests.put(None)
+        for running in self._running:
+            running.acquire()
 
-    def _work(self) -> None:
+    def _work(self, running: _thread.LockType) -> None:
         requests, done, eventfd = self._requests, self._done, self.eventfd
-        while (request := requests.get()) is not None:
-            token, opcode, fd, buffer, offset = request
-            try:
-                if opcode == READ:
-                    assert buffer is not None
-                    result = os.preadv(fd, [buffer], offset)
-                elif opcode == WRITE:
-                    assert buffer is not None
-                    result = os.pwritev(fd, [buffer], offset)
-                else:
-                    assert opcode == FSYNC
-                    os.fsync(fd)
-                    result = 0
-            except OSError as error:
-                result = -(error.errno or 5)
-            done.append((token, result))
-            os.eventfd_write(eventfd, 1)
+        try:
+            while (request := requests.get()) is not None:
+                if self._closed:
+                    continue
+                token, opcode, fd, buffer, offset = request
+                try:
+                    if opcode == READ:
+                        assert buffer is not None
+                        result = os.preadv(fd, [buffer], offset)
+                    elif opcode == WRITE:
+                        assert buffer is not None
+                        result = os.pwritev(fd, [buffer], offset)
+                    else:
+                        assert opcode == FSYNC
+                        os.fsync(fd)
+                        result = 0
+                except OSError as error:
+                    result = -(error.errno or 5)
+                done.append((token, result))
+                os.eventfd_write(eventfd, 1)
+        finally:
+            running.release()

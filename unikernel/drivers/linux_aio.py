@@ -2,9 +2,9 @@
 file descriptor go to the device without a thread each, and their completions signal an eventfd
 the scheduler can wait on.
 
-Python's os module has no AIO, so the system calls go through libc's syscall(); the control
-blocks are packed with struct (faster than ctypes.Structure fields, and the layout is the
-kernel's ABI: linux/aio_abi.h, x86-64).
+Python's os module has no AIO (nor statx, which tells the alignment direct I/O needs), so the
+system calls go through libc's syscall(); the control blocks are packed with struct (faster
+than ctypes.Structure fields, and the layout is the kernel's ABI: linux/aio_abi.h, x86-64).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ SYS_IO_SETUP = 206
 SYS_IO_DESTROY = 207
 SYS_IO_GETEVENTS = 208
 SYS_IO_SUBMIT = 209
+SYS_STATX = 332
 
 READ = 0  # IOCB_CMD_PREAD
 WRITE = 1  # IOCB_CMD_PWRITE
@@ -28,6 +29,11 @@ IOCB_FLAG_RESFD = 1
 IOCB = struct.Struct("=QIIHhIQQqQII")
 # struct io_event: data, obj, res, res2: 32 bytes.
 IO_EVENT = struct.Struct("=QQqq")
+
+AT_EMPTY_PATH = 0x1000
+STATX_DIOALIGN = 0x2000
+STATX_SIZE = 256  # struct statx, linux/stat.h
+STATX_DIO_OFFSET_ALIGN = 0x9C  # where it keeps stx_dio_offset_align (a __u32)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -41,9 +47,51 @@ def _check(result: int, what: str) -> int:
     return result
 
 
+def dio_offset_alignment(fd: int) -> int | None:
+    """The alignment O_DIRECT needs of the offsets and sizes of requests on `fd` (statx's
+    STATX_DIOALIGN, Linux 6.1 on): 4096 for a file on a disk of 4 KiB sectors, say. None where
+    the kernel or the file system does not tell; 0 if the file cannot do direct I/O."""
+    answer = ctypes.create_string_buffer(STATX_SIZE)
+    if _syscall(SYS_STATX, fd, b"", AT_EMPTY_PATH, STATX_DIOALIGN, answer) < 0:
+        return None
+    (mask,) = struct.unpack_from("=I", answer, 0)
+    if not mask & STATX_DIOALIGN:
+        return None
+    (alignment,) = struct.unpack_from("=I", answer, STATX_DIO_OFFSET_ALIGN)
+    return int(alignment)
+
+
+class _PyBuffer(ctypes.Structure):
+    """CPython's Py_buffer, to ask a read-only buffer where its memory is."""
+
+    _fields_ = [
+        ("buf", ctypes.c_void_p),
+        ("obj", ctypes.c_void_p),
+        ("len", ctypes.c_ssize_t),
+        ("itemsize", ctypes.c_ssize_t),
+        ("readonly", ctypes.c_int),
+        ("ndim", ctypes.c_int),
+        ("format", ctypes.c_char_p),
+        ("shape", ctypes.c_void_p),
+        ("strides", ctypes.c_void_p),
+        ("suboffsets", ctypes.c_void_p),
+        ("internal", ctypes.c_void_p),
+    ]
+
+
 def buffer_address(buffer: memoryview) -> int:
-    """Where a writable buffer's memory is (the kernel DMAs into it or out of it)."""
-    return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+    """Where a contiguous buffer's memory is (the kernel DMAs into it or out of it); it stays
+    there while `buffer` lives."""
+    if not buffer.readonly:
+        return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+    # ctypes maps only writable buffers, but a write may come from a read-only view: ask the
+    # buffer protocol itself (PyBUF_SIMPLE).
+    view = _PyBuffer()
+    ctypes.pythonapi.PyObject_GetBuffer(ctypes.py_object(buffer), ctypes.byref(view), 0)
+    try:
+        return view.buf or 0
+    finally:
+        ctypes.pythonapi.PyBuffer_Release(ctypes.byref(view))
 
 
 class AioContext:

@@ -9,6 +9,7 @@ reaper thread of ours wakes each requester with its own result.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -18,7 +19,7 @@ from unikernel.block.interface import BlockDevice, BlockError
 from unikernel.core.scheduler import spawn, wait_readable
 from unikernel.core.sync import Event, Semaphore
 from unikernel.drivers.io_threads import IoThreads
-from unikernel.drivers.linux_aio import FSYNC, READ, WRITE, AioContext
+from unikernel.drivers.linux_aio import FSYNC, READ, WRITE, AioContext, dio_offset_alignment
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ BLKSSZGET = 0x1268  # the device's logical sector size
 BLKGETSIZE64 = 0x80081272  # its size in bytes
 DEFAULT_DEPTH = 64
 IO_THREADS = 4
+ENGINES = ("aio", "threads")
+_CLOSED = -errno.ECANCELED  # the result close() gives the requests still in flight
 
 
 class RawDisk(BlockDevice):
@@ -43,30 +46,47 @@ class RawDisk(BlockDevice):
         engine: Engine | None = None,
         depth: int = DEFAULT_DEPTH,
     ) -> None:
+        if engine is not None and engine not in ENGINES:
+            raise ValueError(f"engine={engine!r}: say one of {', '.join(ENGINES)}")
+        if depth < 1:
+            raise ValueError(f"depth={depth}: at least one request must be able to be in flight")
         flags = (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC
         if direct:
             flags |= os.O_DIRECT
         self.path = path
         self.read_only = read_only
         self.direct = direct
-        self._fd = os.open(path, flags)
-        try:
-            self.sector_size, self.capacity = _geometry(self._fd)
-            self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        except BaseException:
-            os.close(self._fd)
-            raise
         # AIO is asynchronous only with O_DIRECT; on a buffered file io_submit itself waits.
         self.engine: Engine = engine or ("aio" if direct else "threads")
-        if self.engine == "aio":
-            self._io: AioContext | IoThreads = AioContext(depth, self._eventfd)
-        else:
-            self._io = IoThreads(IO_THREADS, self._eventfd)
+        self._fd = os.open(path, flags)
+        self._eventfd = -1
+        try:
+            self.sector_size, self.capacity = _geometry(self._fd, direct)
+            self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._io: AioContext | IoThreads = self._start_engine(depth, chosen=engine is not None)
+        except BaseException:
+            if self._eventfd >= 0:
+                os.close(self._eventfd)
+            os.close(self._fd)
+            raise
         self._slots = Semaphore(depth)
         self._next_token = 0
         self._waiting: dict[int, Event] = {}
         self._results: dict[int, int] = {}
+        # Requests whose requester was interrupted: still in the engine, holding their slot
+        # (and their buffer) until the reaper sees them complete.
+        self._abandoned: set[int] = set()
         self._reaper: Thread[None] | None = None
+
+    def _start_engine(self, depth: int, chosen: bool) -> AioContext | IoThreads:
+        if self.engine == "aio":
+            try:
+                return AioContext(depth, self._eventfd)
+            except OSError as error:
+                if chosen or error.errno != errno.ENOSYS:
+                    raise
+                self.engine = "threads"  # a kernel built without AIO
+        return IoThreads(IO_THREADS, self._eventfd)
 
     async def read(self, offset: int, buffer: memoryview) -> None:
         self.check(offset, buffer, writing=False)
@@ -77,20 +97,41 @@ class RawDisk(BlockDevice):
         await self._request(WRITE, buffer, offset)
 
     async def flush(self) -> None:
+        if self._fd < 0:
+            raise BlockError(f"{self.path}: the device is closed")
         if not self.read_only:
             await self._request(FSYNC, None, 0)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            self._io.close()
-            os.close(self._eventfd)
-            os.close(self._fd)
-            self._fd = -1
+        """Close the device. Requests still in flight fail with BlockError; once this returns
+        the engine touches neither the file nor the buffers again."""
+        if self._fd < 0:
+            return
+        fd, self._fd = self._fd, -1
+        self._io.close()  # waits for what the kernel or a worker is doing now
+        waiting, self._waiting = self._waiting, {}
+        for token, done in waiting.items():
+            self._results[token] = _CLOSED
+            done.set()
+        self._abandoned.clear()
+        if self._reaper is not None:
+            # Now, while the eventfd is open: a parked reaper stops watching it at once.
+            self._reaper.cancel()
+        os.close(self._eventfd)
+        os.close(fd)
 
     async def _request(self, opcode: int, buffer: memoryview | None, offset: int) -> None:
         if self._fd < 0:
             raise BlockError(f"{self.path}: the device is closed")
-        async with self._slots:
+        if self._abandoned and self._reaper is None:
+            # Requests abandoned when a run() ended hold slots: reap them, or we could wait
+            # for a slot forever.
+            self._reaper = spawn(self._reap)
+        await self._slots.acquire()
+        release = True  # the slot, unless the request stays in flight without us
+        try:
+            if self._fd < 0:  # closed while we waited for the slot
+                raise BlockError(f"{self.path}: the device is closed")
             token = self._next_token = self._next_token + 1
             done = self._waiting[token] = Event()
             try:
@@ -102,10 +143,24 @@ class RawDisk(BlockDevice):
                 self._reaper = spawn(self._reap)
             try:
                 await done.wait()
-            finally:
-                self._waiting.pop(token, None)  # interrupted: the reaper drops its result
+            except BaseException:
+                if self._waiting.pop(token, None) is not None:
+                    # Interrupted while the request is in flight: the kernel (or a worker)
+                    # still owns its slot; the reaper frees it when the request completes.
+                    self._abandoned.add(token)
+                    release = False
+                self._results.pop(token, None)
+                raise
             result = self._results.pop(token)
+        finally:
+            if release:
+                self._slots.release()
         expected = 0 if buffer is None else buffer.nbytes
+        if result == _CLOSED and self._fd < 0:
+            raise BlockError(
+                errno.ECANCELED,
+                f"{self.path} at {offset}: the device was closed while the request was in flight",
+            )
         if result < 0:
             raise BlockError(-result, f"{self.path} at {offset}: {os.strerror(-result)}")
         if result != expected:
@@ -113,8 +168,10 @@ class RawDisk(BlockDevice):
 
     async def _reap(self) -> None:
         try:
-            while self._waiting:
+            while self._waiting or self._abandoned:
                 await wait_readable(self._eventfd)
+                if self._fd < 0:
+                    return  # closed: close() has failed the requests in flight
                 try:
                     os.eventfd_read(self._eventfd)
                 except BlockingIOError:
@@ -124,14 +181,23 @@ class RawDisk(BlockDevice):
                     if done is not None:
                         self._results[token] = result
                         done.set()
+                    elif token in self._abandoned:
+                        self._abandoned.discard(token)
+                        self._slots.release()
         finally:
             self._reaper = None
 
 
-def _geometry(fd: int) -> tuple[int, int]:
-    """(sector size, capacity) of a block device, or of a regular file (512-byte sectors)."""
+def _geometry(fd: int, direct: bool) -> tuple[int, int]:
+    """(sector size, capacity) of a block device, or of a regular file: 512-byte sectors, or
+    whatever larger unit O_DIRECT needs there (a file on a disk of 4 KiB sectors); a partial
+    sector at the file's end is not part of the device."""
     if stat.S_ISBLK(os.fstat(fd).st_mode):
         (sector,) = struct.unpack("i", fcntl.ioctl(fd, BLKSSZGET, b"\0" * 4))
         (size,) = struct.unpack("Q", fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8))
         return sector, size
-    return 512, os.lseek(fd, 0, os.SEEK_END)
+    sector = 512
+    if direct:
+        sector = max(sector, dio_offset_alignment(fd) or 0)
+    size = os.lseek(fd, 0, os.SEEK_END)
+    return sector, size - size % sector

@@ -20,6 +20,7 @@ import argparse
 import json
 import subprocess
 import sys
+from typing import Any
 
 EILSEQ = 84  # what fio's job reports when a block fails its verify header
 
@@ -57,7 +58,7 @@ def fio_argv(
     return argv
 
 
-def run_fio(argv: list[str]) -> dict | None:
+def run_fio(argv: list[str]) -> dict[str, Any] | None:
     """fio's JSON report, or None (having said why) if it made none."""
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.stderr.strip():
@@ -70,11 +71,11 @@ def run_fio(argv: list[str]) -> dict | None:
     return report if isinstance(report, dict) else None
 
 
-def bad_blocks(report: dict) -> int:
+def bad_blocks(report: dict[str, Any]) -> int:
     return sum(1 for job in report["jobs"] if job.get("error") == EILSEQ)
 
 
-def result_line(report: dict, bad: int) -> str:
+def result_line(report: dict[str, Any], bad: int) -> str:
     read = report["jobs"][0]["read"]
     percentiles = read["lat_ns"].get("percentile", {})
     p50 = percentiles.get("50.000000", 0) / 1e9

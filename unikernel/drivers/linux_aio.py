@@ -94,8 +94,21 @@ def buffer_address(buffer: memoryview) -> int:
         ctypes.pythonapi.PyBuffer_Release(ctypes.byref(view))
 
 
+# The completion ring the kernel maps at the context's address (fs/aio.c, struct aio_ring):
+# id, nr, head, tail, magic, compat_features, incompat_features, header_length, then events.
+RING_HEADER = struct.Struct("=IIIIIIII")
+RING_HEAD_AT = 8
+AIO_RING_MAGIC = 0xA10A10A1
+
+
 class AioContext:
-    """An AIO context of `depth` slots whose completions increment `eventfd`."""
+    """An AIO context of `depth` slots whose completions increment `eventfd`.
+
+    The control blocks live in `depth` preallocated slots, and completions are taken from the
+    ring the kernel shares with us, so a request costs one system call (io_submit) and no
+    allocation: under QEMU's emulated CPU each line of Python costs about 16 times what it
+    costs natively, and the reads we compare against are fio's, in C.
+    """
 
     def __init__(self, depth: int, eventfd: int) -> None:
         self.depth = depth
@@ -104,9 +117,27 @@ class AioContext:
         _check(_syscall(SYS_IO_SETUP, depth, ctypes.byref(self._context)), "io_setup")
         self._events = ctypes.create_string_buffer(IO_EVENT.size * depth)
         self._no_wait = (ctypes.c_long * 2)(0, 0)
-        # The control blocks in flight, by token: the kernel reads them at submit, but their
-        # buffers must stay alive until the completion.
-        self._in_flight: dict[int, tuple[ctypes.Array[ctypes.c_char], memoryview | None]] = {}
+        self._blocks = ctypes.create_string_buffer(IOCB.size * depth)
+        base = ctypes.addressof(self._blocks)
+        # One ready-made argument to io_submit per slot: an array of one pointer, to it.
+        self._submit_args = [
+            (ctypes.c_void_p * 1)(base + slot * IOCB.size) for slot in range(depth)
+        ]
+        self._free_slots = list(range(depth))
+        # The requests in flight, by token: their slot, and their buffer, which must stay
+        # alive until the kernel is done with it.
+        self._in_flight: dict[int, tuple[int, memoryview | None]] = {}
+        self._ring = self._map_ring()
+
+    def _map_ring(self) -> memoryview | None:
+        """The kernel's completion ring, or None if it is not one we know how to read."""
+        address = self._context.value
+        header = (ctypes.c_char * RING_HEADER.size).from_address(address)
+        _, entries, _, _, magic, _, incompatible, length = RING_HEADER.unpack(header)
+        if magic != AIO_RING_MAGIC or incompatible != 0 or length != RING_HEADER.size:
+            return None
+        size = RING_HEADER.size + entries * IO_EVENT.size
+        return memoryview((ctypes.c_char * size).from_address(address)).cast("B")
 
     def submit(
         self, token: int, opcode: int, fd: int, buffer: memoryview | None, offset: int
@@ -116,19 +147,39 @@ class AioContext:
             address, size = 0, 0
         else:
             address, size = buffer_address(buffer), buffer.nbytes
-        block = ctypes.create_string_buffer(
-            IOCB.pack(
-                token, 0, 0, opcode, 0, fd, address, size, offset, 0, IOCB_FLAG_RESFD, self.eventfd
-            ),
-            IOCB.size,
-        )
-        pointers = (ctypes.c_void_p * 1)(ctypes.addressof(block))
-        _check(_syscall(SYS_IO_SUBMIT, self._context, 1, pointers), "io_submit")
-        self._in_flight[token] = (block, buffer)
+        if not self._free_slots:
+            raise OSError(11, f"io_submit: all {self.depth} requests are in flight")
+        slot = self._free_slots.pop()
+        IOCB.pack_into(
+            self._blocks,
+            slot * IOCB.size,
+            token, 0, 0, opcode, 0, fd, address, size, offset, 0, IOCB_FLAG_RESFD, self.eventfd,
+        )  # fmt: skip
+        if _syscall(SYS_IO_SUBMIT, self._context, 1, self._submit_args[slot]) < 0:
+            self._free_slots.append(slot)
+            _check(-1, "io_submit")
+        self._in_flight[token] = (slot, buffer)
 
     def completed(self) -> list[tuple[int, int]]:
         """(token, result) of the requests finished since the last call; a result is the byte
         count, or minus an errno. Never waits."""
+        if self._ring is None:
+            return self._completed_by_syscall()
+        ring = self._ring
+        _, entries, head, tail = RING_HEADER.unpack_from(ring)[:4]
+        done: list[tuple[int, int]] = []
+        # x86-64 keeps loads in order: the events below are read after the tail that covers
+        # them, and the head is stored after they were read (the kernel's own barriers
+        # order its side).
+        while head != tail:
+            token, _, result, _ = IO_EVENT.unpack_from(ring, RING_HEADER.size + head * 32)
+            head = head + 1 if head + 1 < entries else 0
+            self._finish(token)
+            done.append((token, result))
+        struct.pack_into("=I", ring, RING_HEAD_AT, head)
+        return done
+
+    def _completed_by_syscall(self) -> list[tuple[int, int]]:
         done: list[tuple[int, int]] = []
         while self._in_flight:
             count = _check(
@@ -139,14 +190,19 @@ class AioContext:
             )
             for index in range(count):
                 token, _, result, _ = IO_EVENT.unpack_from(self._events, index * IO_EVENT.size)
-                del self._in_flight[token]
+                self._finish(token)
                 done.append((token, result))
             if count < self.depth:
                 break
         return done
 
+    def _finish(self, token: int) -> None:
+        slot, _ = self._in_flight.pop(token)
+        self._free_slots.append(slot)
+
     def close(self) -> None:
         if self._context.value:
+            self._ring = None  # the kernel unmaps it
             _syscall(SYS_IO_DESTROY, self._context)  # waits for requests still in flight
             self._context = ctypes.c_ulong(0)
             self._in_flight.clear()

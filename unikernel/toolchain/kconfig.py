@@ -79,6 +79,11 @@ BASE: Fragment = {
     "IPV6": False,
     "BLOCK": True,
     "BLK_DEV": True,
+    # No I/O scheduler: requests go to the device in the order the library OS sends them,
+    # as Mirage's do; an elevator would cost each request time for one process's raw reads.
+    "MQ_IOSCHED_DEADLINE": False,
+    "MQ_IOSCHED_KYBER": False,
+    "IOSCHED_BFQ": False,
 }
 
 # The hypervisors' devices.

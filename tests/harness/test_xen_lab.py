@@ -19,17 +19,19 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from baselines import xen_lab
+from baselines import block_data, xen_lab
 from harness.cli import cli
 from harness.progress import QuietProgress
 from harness.runner import Runner, RunSettings
 from harness.store import Store
+from harness.suites.block import BlockSuite
 from harness.suites.boot import BOOT_PROBE, BootSuite
 from harness.targets.base import Target
 from harness.targets.xen import Dom0Lease, xen_targets
 from harness.xen import lab
 from hostkit import namespaces
 from tests.support.netns import require
+from tests.support.runs import run_suite, values
 from unikernel.devices import Console as ConsoleDevice
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
@@ -96,6 +98,19 @@ def test_the_boot_suite_runs_both_guests_in_the_lab_as_xen_samples(
     assert 0 < kernel < found["unikernel-xen", "time_to_ready"]
     assert guests(running_lab) == []
     assert lab.status() is not None  # a lab the run did not start is left running
+
+
+def test_a_unikernel_guest_reads_the_block_data_dom0_holds(
+    tmp_path: Path, running_lab: lab.LabState
+) -> None:
+    unikernel = [t for t in xen_targets(Dom0Lease("lab")) if t.name == "unikernel-xen"]
+    params = {"block_size": ["65536"], "depth": ["2"], "mode": ["direct"], "seconds": ["1"]}
+    store, run = run_suite(tmp_path, BlockSuite(), unikernel, RunSettings(1, 0, 600, params=params))
+    found = values(store.samples(run.id))
+    assert len(found[("unikernel-xen", "read_throughput")]) == 1
+    assert found[("unikernel-xen", "read_throughput")][0] > 0
+    assert running_lab.block_data == str(block_data.data_path())
+    assert guests(running_lab) == []
 
 
 def test_a_guest_that_never_becomes_ready_is_destroyed(

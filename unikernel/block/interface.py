@@ -38,6 +38,11 @@ class BlockDevice:
     def close(self) -> None:
         raise NotImplementedError
 
+    def expect_random_reads(self) -> None:
+        """Reads will come at random offsets: a device read through a cache drops what it holds
+        and reads nothing ahead, as fio does before random reads (its invalidate=1 and
+        fadvise_hint). By default nothing: a device that caches nothing has nothing to drop."""
+
     def check(self, offset: int, buffer: memoryview, writing: bool) -> None:
         """Raise BlockError unless the request is one the device can do."""
         size = buffer.nbytes

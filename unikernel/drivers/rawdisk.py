@@ -91,6 +91,12 @@ class RawDisk(BlockDevice):
                 self.engine = "threads"  # a kernel built without AIO
         return IoThreads(IO_THREADS, self._eventfd)
 
+    def expect_random_reads(self) -> None:
+        if not self.direct and self._fd >= 0:
+            os.fsync(self._fd)  # the kernel drops only clean pages
+            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_RANDOM)
+
     async def read(self, offset: int, buffer: memoryview) -> None:
         self.check(offset, buffer, writing=False)
         await self._request(READ, buffer, offset)

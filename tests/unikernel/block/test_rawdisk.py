@@ -797,3 +797,40 @@ def test_writes_to_a_block_device_reach_its_file_after_a_flush(
     on_file = (tmp_path / "loop.img").read_bytes()
     assert on_file[offset : offset + len(block)] == block
     assert on_file[:offset] == data[:offset]
+
+
+def cached_pages(path: str) -> int:
+    """How many of the file's pages the page cache holds (util-linux's fincore)."""
+    done = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "PAGES", path],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout.split()[0])
+
+
+def test_random_reads_of_a_buffered_disk_start_from_a_cold_cache(
+    disk_file: tuple[str, bytes], engine: Engine
+) -> None:
+    if shutil.which("fincore") is None:
+        pytest.skip("fincore (util-linux) is missing")
+    path, data = disk_file
+    with open(path, "rb") as cached:
+        assert cached.read() == data  # now every page is in the cache
+    assert cached_pages(path) > 0
+
+    async def body() -> None:
+        disk = RawDisk(path, read_only=True, direct=False, engine=engine)
+        try:
+            disk.expect_random_reads()
+            assert cached_pages(path) == 0  # dropped, as fio's invalidate=1 does
+            buffer = _pages(4096)
+            await disk.read(8192, buffer)
+            same_bytes(buffer, data[8192 : 8192 + 4096], 8192)
+            # With read-ahead off, one page read brings about that page, not a window of them.
+            assert cached_pages(path) <= 4
+        finally:
+            disk.close()
+
+    drive(body)

@@ -98,6 +98,7 @@ async def main(devices: Devices) -> int:
         console.line(f"block-read: {error}")
         return 2
     disk = devices.disk("data").block(direct=settings.direct)
+    disk.expect_random_reads()  # buffered: from a cold page cache, as fio reads
     try:
         outcome, elapsed = await random_reads(disk, settings)
     finally:

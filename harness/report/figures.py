@@ -228,6 +228,36 @@ def numeric_sweeps(metric: pd.DataFrame) -> list[str]:
     return swept
 
 
+MAX_LINES = 10  # more, and the palette repeats and the legend outgrows the plot
+
+
+def against_param_figures(
+    writer: FigureWriter, suite: str, metric: pd.DataFrame, param: str
+) -> list[Drawn]:
+    """The metric against `param`: one figure, or, when that would hold more than MAX_LINES
+    lines, one per value of the parameter that splits them best (mode=direct, mode=buffered)."""
+    column = f"param:{param}"
+    lines = metric.groupby(["target", "params"]).ngroups / max(metric[column].nunique(), 1)
+    if lines <= MAX_LINES:
+        return [against_param(writer, suite, metric, param)]
+    splits = [
+        c
+        for c in metric.columns
+        if c.startswith("param:")
+        and c != column
+        and 1 < metric[c].nunique() <= 4
+        and metric[c].notna().all()  # a split must not drop the rows without the parameter
+        and pd.to_numeric(metric[c], errors="coerce").isna().all()
+    ]
+    if not splits:
+        return [against_param(writer, suite, metric, param)]
+    split = min(splits, key=lambda c: metric[c].nunique())
+    return [
+        against_param(writer, suite, metric[metric[split] == value], param)
+        for value in dict.fromkeys(metric[split].dropna())
+    ]
+
+
 def against_param(writer: FigureWriter, suite: str, metric: pd.DataFrame, param: str) -> Drawn:
     first = metric.iloc[0]
     column = f"param:{param}"
@@ -251,7 +281,7 @@ def against_param(writer: FigureWriter, suite: str, metric: pd.DataFrame, param:
         " · ".join(str(p) for p in parts if p)
         for parts in zip(
             frame["target"],
-            *(frame[c].map(lambda v, c=c: f"{c[6:]}={v}") for c in others),
+            *(frame[c].map(lambda v, c=c: "" if pd.isna(v) else f"{c[6:]}={v}") for c in others),
             frame["run"].map(short) if name_runs else [""] * len(frame),
             strict=True,
         )
@@ -267,6 +297,8 @@ def against_param(writer: FigureWriter, suite: str, metric: pd.DataFrame, param:
         )
         ax.plot(xs, medians, marker="o", color=colours[line], label=line)
     title = f"{suite}: {first['metric']} against {param} ({direction(first['better'])})"
+    if shared:
+        title += f"\n{', '.join(shared)}"
     caption = provenance(metric)
     if shared:
         caption += " · every line: " + ", ".join(shared)
@@ -280,7 +312,7 @@ def against_param(writer: FigureWriter, suite: str, metric: pd.DataFrame, param:
     if frame["x"].max() >= 8 * frame["x"].min() > 0:
         ax.set_xscale("log", base=2)
     swept = sorted(frame["x"].unique())
-    if len(swept) <= 12:  # the values measured, as written, rather than powers of two
+    if len(swept) <= 16:  # the values measured, as written, rather than powers of two
         ax.set_xticks(swept, [tick_label(v) for v in swept], rotation=45 if len(swept) > 6 else 0)
         ax.minorticks_off()
     ax.set_xlabel(param)

@@ -169,9 +169,8 @@ def suite_body(
         for metric in dict.fromkeys(frame["metric"]):
             rows = frame[frame["metric"] == metric].dropna(axis="columns", how="all")
             drawn = [figures.overview(writer, suite, rows)]
-            drawn += [
-                figures.against_param(writer, suite, rows, p) for p in figures.numeric_sweeps(rows)
-            ]
+            for param in figures.numeric_sweeps(rows):
+                drawn += figures.against_param_figures(writer, suite, rows, param)
             curves = quantile_curves(store, selected, metric)
             if curves:
                 drawn.append(figures.quantile_cdf(writer, suite, metric, curves))

@@ -95,6 +95,34 @@ def test_a_block_size_sweep_is_drawn_beside_the_published_plateau(tmp_path: Path
     ]
 
 
+def test_a_sweep_with_too_many_lines_for_one_figure_is_split_by_a_parameter(
+    tmp_path: Path,
+) -> None:
+    targets = [f"target{i}" for i in range(6)]
+    run_ids = []
+    with Store(tmp_path / "b.sqlite") as store:
+        for mode in ("direct", "buffered"):
+            for size in (4096, 65536, 1 << 20):
+                run_ids.append(f"{mode}{size}")
+                store_run(
+                    store,
+                    run_ids[-1],
+                    float(len(run_ids)),
+                    {
+                        (t, "read_throughput", "MiB/s", "higher"): noisy(size / 5000)
+                        for t in targets
+                    },
+                    suite="block",
+                    params={"block_size": size, "mode": mode},
+                )
+        build_site(store, run_ids, tmp_path / "site")
+    block = (tmp_path / "site" / "block.html").read_text()
+    # 12 lines would repeat the palette's colours: one figure per mode, 6 lines each.
+    assert block.count("read_throughput against block_size") == 2
+    assert "against block_size (higher is better)\nmode=direct" in block
+    assert "against block_size (higher is better)\nmode=buffered" in block
+
+
 def test_a_lateness_distribution_gets_a_cdf_and_empty_suites_say_so(tmp_path: Path) -> None:
     with Store(tmp_path / "b.sqlite") as store:
         lateness = ("process", "wakeup_lateness", "s", "lower")

@@ -302,13 +302,20 @@ def against_param(writer: FigureWriter, suite: str, metric: pd.DataFrame, param:
     caption = provenance(metric)
     if shared:
         caption += " · every line: " + ", ".join(shared)
-    for published in series_for(suite, first["metric"], param):
-        systems = dict.fromkeys(p.system for p in published.points)
-        for index, system in enumerate(systems):
+    values = {
+        c[6:]: set(metric[c].dropna().astype(str)) for c in metric.columns if c.startswith("param:")
+    }
+    sources: dict[str, None] = {}
+    marker = 0  # each published system its own marker, across series
+    for published in series_for(suite, first["metric"], param, values):
+        for system in dict.fromkeys(p.system for p in published.points):
             points = [p for p in published.points if p.system == system]
             xs = [p.x for p in points if p.x is not None]
-            plot_published(ax, xs, [p.value * factor for p in points], system, index)
-        caption += f" · published: {published.source}"
+            plot_published(ax, xs, [p.value * factor for p in points], system, marker)
+            marker += 1
+        sources[published.source] = None
+    for source in sources:
+        caption += f" · published: {source}"
     if frame["x"].max() >= 8 * frame["x"].min() > 0:
         ax.set_xscale("log", base=2)
     swept = sorted(frame["x"].unique())

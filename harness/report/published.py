@@ -10,6 +10,7 @@ match ours (`suite`, `metric` pattern, `param`); the rest are listed as tables o
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 ANCHORS = "shared/reference/anchors.md"
@@ -34,12 +35,18 @@ class PublishedSeries:
     title: str
     source: str
     points: tuple[PublishedPoint, ...]
+    # Drawn only on figures whose samples have these parameter values (mode=buffered), or
+    # that do not have the parameter at all.
+    when: tuple[tuple[str, str], ...] = ()
 
-    def matches(self, suite: str, metric: str, param: str | None) -> bool:
+    def matches(
+        self, suite: str, metric: str, param: str | None, values: Mapping[str, set[str]]
+    ) -> bool:
         return (
             suite == self.suite
             and re.search(self.metric_pattern, metric) is not None
             and param == self.param
+            and all(name not in values or value in values[name] for name, value in self.when)
         )
 
 
@@ -85,24 +92,39 @@ JITTER_CDF = PublishedSeries(
 
 # The storage figure: random reads, MiB/s against the block size in bytes. The paper gives the
 # plateau from 128 KiB (Mirage matching Linux direct I/O) and Linux buffered's level, not the
-# curve below 128 KiB, so only those are drawn.
-BLOCK_READS = PublishedSeries(
+# curve below 128 KiB, so only those are drawn, each beside our reads of the same mode.
+BLOCK_SOURCE = (
+    f"{MIRAGE_PAPER}: Mirage matches Linux direct I/O, about 1400-1450 MiB/s from 128 KiB; "
+    "Linux buffered about 300 MiB/s (about)"
+)
+BLOCK_DIRECT = PublishedSeries(
     suite="block",
     metric_pattern=r"^read_throughput$",
     param="block_size",
     unit="MiB/s",
-    title="random block reads against block size",
-    source=f"{MIRAGE_PAPER}: Mirage matches Linux direct I/O, about 1400-1450 MiB/s from "
-    "128 KiB; Linux buffered about 300 MiB/s (about)",
+    title="random block reads against block size, direct",
+    source=BLOCK_SOURCE,
     points=(
         PublishedPoint("Mirage and Linux direct I/O", 128 * 1024, 1400),
         PublishedPoint("Mirage and Linux direct I/O", 4 * 1024 * 1024, 1450),
+    ),
+    when=(("mode", "direct"),),
+)
+BLOCK_BUFFERED = PublishedSeries(
+    suite="block",
+    metric_pattern=r"^read_throughput$",
+    param="block_size",
+    unit="MiB/s",
+    title="random block reads against block size, buffered",
+    source=BLOCK_SOURCE,
+    points=(
         PublishedPoint("Linux buffered", 128 * 1024, 300),
         PublishedPoint("Linux buffered", 4 * 1024 * 1024, 300),
     ),
+    when=(("mode", "buffered"),),
 )
 
-SERIES = (BOOT_AGAINST_MEMORY, JITTER_CDF, BLOCK_READS)
+SERIES = (BOOT_AGAINST_MEMORY, JITTER_CDF, BLOCK_DIRECT, BLOCK_BUFFERED)
 
 TABLES = (
     PublishedTable(
@@ -205,8 +227,12 @@ TABLES = (
 )
 
 
-def series_for(suite: str, metric: str, param: str | None) -> list[PublishedSeries]:
-    return [s for s in SERIES if s.matches(suite, metric, param)]
+def series_for(
+    suite: str, metric: str, param: str | None, values: Mapping[str, set[str]] | None = None
+) -> list[PublishedSeries]:
+    """The published series to draw on a figure of `metric` against `param`, whose samples
+    have `values` (parameter -> the values it takes there)."""
+    return [s for s in SERIES if s.matches(suite, metric, param, values or {})]
 
 
 def tables_for(suite: str) -> list[PublishedTable]:

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from harness.report.figures import tick_label
+from harness.report.published import series_for
 from harness.report.site import KNOWN_SUITES, build_site
 from harness.store import Store
 from tests.support.stored_runs import BOOT, invoke, noisy, store_run
@@ -86,6 +87,11 @@ def test_a_block_size_sweep_is_drawn_beside_the_published_plateau(tmp_path: Path
     assert "published: MirageOS (Madhavapeddy et al., ASPLOS 2013): Mirage matches" in block
     # Parameters every line shares are said once, in the caption.
     assert "every line: mode=direct, seconds=2" in block
+    # Each published level beside our reads of its own mode; both where modes are mixed.
+    direct = series_for("block", "read_throughput", "block_size", {"mode": {"direct"}})
+    assert [s.points[0].system for s in direct] == ["Mirage and Linux direct I/O"]
+    both = series_for("block", "read_throughput", "block_size", {"mode": {"direct", "buffered"}})
+    assert len(both) == 2
     assert [tick_label(v) for v in (1024, 131072, 4 << 20, 1536, 0.5)] == [
         "1K",
         "128K",

@@ -18,10 +18,9 @@ from typing import IO
 
 import pytest
 
+from tests.support.stores import log_store_contents
 from unikernel.block.log_format import Superblock
-from unikernel.block.log_store import LogStore
 from unikernel.core.scheduler import run
-from unikernel.drivers.rawdisk import RawDisk
 
 from . import crash_workload
 from .crash_workload import ACK, THREADS, problems
@@ -39,16 +38,7 @@ def contents(path: Path) -> dict[bytes, bytes]:
     if Superblock.decode(head[:512]) is None and Superblock.decode(head[512:]) is None:
         return {}
 
-    async def main() -> dict[bytes, bytes]:
-        device = RawDisk(str(path), read_only=True)
-        try:
-            store = await LogStore.open(device)
-            found = {key: await store.get(key) for key in store}
-            return {key: value for key, value in found.items() if value is not None}
-        finally:
-            device.close()
-
-    return run(main)
+    return run(log_store_contents, str(path), True)
 
 
 class Acks:

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.stores import log_store_contents
 from unikernel.block import log_format
 from unikernel.block.interface import BlockDevice, BlockError
 from unikernel.block.log_format import (
@@ -223,13 +224,7 @@ class Recording(BlockDevice):
 
 async def reopened(path: str) -> dict[bytes, bytes]:
     """Everything a fresh open of the store at `path` holds."""
-    device = RawDisk(path, read_only=False)
-    try:
-        store = await LogStore.open(device)
-        found = {key: await store.get(key) for key in store}
-        return {key: value for key, value in found.items() if value is not None}
-    finally:
-        device.close()
+    return await log_store_contents(path)
 
 
 def active_region(path: str) -> tuple[int, int, int]:

@@ -1,7 +1,7 @@
 """The Linux VM baselines: a Debian bookworm disk booted by Debian's cloud kernel under QEMU.
 
-    linux-vm          systemd, openssh-server, python3, iperf3, fio, nginx and apache2, with the
-                      boot workload as a systemd service: the paper's "Linux guest".
+    linux-vm          systemd, openssh-server, python3, iperf3, fio, nginx, apache2, NSD and BIND9,
+                      with the boot workload as a systemd service: the paper's "Linux guest".
     linux-vm-minimal  the same kernel, initramfs and disk with /opt/unibench/init as PID 1 and no
                       systemd: what the kernel costs, apart from the distribution.
 
@@ -71,6 +71,8 @@ ROOTFS = RootfsRecipe(
         "fio",
         "nginx",
         "apache2",
+        "nsd",
+        "bind9",
     ),
 )
 
@@ -89,11 +91,11 @@ GUEST_FILES: dict[str, tuple[str, int]] = {
 }
 BOOT_PROBE_PATH = "/opt/unibench/boot_probe.py"
 INIT_PATH = GUEST_FILES["init.sh"][0]
-# systemd units: ours are enabled; the web servers are installed for the web suite, which starts
-# the one it measures over SSH, and stay off at boot (both would take port 80, and the boot
-# workload is ours).
+# systemd units: ours are enabled; the web and DNS servers are installed for the web and dns
+# suites, which start the one they measure, and stay off at boot (each pair would take one
+# port, and the boot workload is ours).
 ENABLED_UNITS = ("unibench-network.service", "unibench-boot-probe.service")
-DISABLED_UNITS = ("nginx.service", "apache2.service")
+DISABLED_UNITS = ("nginx.service", "apache2.service", "nsd.service", "named.service")
 HOSTNAME = "unibench-vm"
 
 SSH_PORT = 22

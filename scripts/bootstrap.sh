@@ -7,7 +7,10 @@ set -euo pipefail
 UNIBENCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$UNIBENCH_ROOT/.venv"
 DEBIAN_PACKAGES=(docker.io debootstrap iproute2 git ca-certificates curl chromium qemu-system-x86
-    iputils-ping netcat-openbsd dnsmasq-base iperf3 ethtool e2fsprogs qemu-utils openssh-client fio)
+    iputils-ping netcat-openbsd dnsmasq-base iperf3 ethtool e2fsprogs qemu-utils openssh-client fio
+    nsd bind9 dnsperf bind9-dnsutils)
+# Servers the suites start themselves, on ports of their own: never as the host's services.
+SERVICES_KEPT_OFF=(nsd named)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 
@@ -29,8 +32,22 @@ install_debian_packages() {
     say "installing Debian packages: $missing"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
+    # No package may start its service while installing (NSD and BIND9 would both take port 53);
+    # a policy-rc.d of our own says so, unless the machine has one already.
+    local policy=/usr/sbin/policy-rc.d ours=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && ours=1
+    fi
     # shellcheck disable=SC2086
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    if ! apt-get install -y -qq --no-install-recommends $missing >/dev/null; then
+        [ -n "$ours" ] && rm -f "$policy"
+        say "apt-get install failed for: $missing"
+        exit 1
+    fi
+    [ -n "$ours" ] && rm -f "$policy"
+    if [ -d /run/systemd/system ]; then
+        systemctl disable --now "${SERVICES_KEPT_OFF[@]/%/.service}" >/dev/null 2>&1 || true
+    fi
 }
 
 find_python() {

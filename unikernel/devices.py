@@ -122,14 +122,20 @@ class Disk(_Declaration):
 
 
 class Data(_Declaration):
-    """A folder of the application compiled into the image as a read-only key-value store."""
+    """A folder of the application compiled into the image as a read-only key-value store: each
+    file's path to its bytes, or, given a `compiler` ("module:function", run on the build host
+    with the path and the bytes), to what that returns: a Python literal the image loads as it
+    is, so work such as parsing a zone file is done once, at build time."""
 
-    _fields = ("folder",)
+    _fields = ("folder", "compiler")
     __slots__ = _fields
     folder: str
+    compiler: str | None
 
-    def __init__(self, folder: str) -> None:
-        self._set(folder=folder)
+    def __init__(self, folder: str, compiler: str | None = None) -> None:
+        if compiler is not None and ":" not in compiler:
+            raise ValueError(f"Data({folder!r}): write the compiler as 'module:function'")
+        self._set(folder=folder, compiler=compiler)
 
 
 Device = Console | Network | Disk | Data

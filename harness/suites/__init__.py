@@ -5,11 +5,19 @@ from __future__ import annotations
 from harness.suites.base import Suite
 from harness.suites.block import BlockSuite
 from harness.suites.boot import BootSuite
+from harness.suites.dns import DnsSuite
 from harness.suites.size import SizeSuite
 from harness.suites.tcp import TcpSuite
 from harness.suites.threads import ThreadsSuite
 
 
 def all_suites() -> dict[str, Suite]:
-    suites: list[Suite] = [BootSuite(), ThreadsSuite(), TcpSuite(), BlockSuite(), SizeSuite()]
+    suites: list[Suite] = [
+        BootSuite(),
+        ThreadsSuite(),
+        TcpSuite(),
+        BlockSuite(),
+        DnsSuite(),
+        SizeSuite(),
+    ]
     return {suite.name: suite for suite in suites}

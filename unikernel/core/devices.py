@@ -4,7 +4,8 @@ already wired by the build to the driver of the image's target.
     async def main(devices: Devices) -> int:
         network = await devices.network().open()   # the first (or only) Network
         disk = devices.disk("disk0")               # a raw block device
-        page = devices.data["site/index.html"]     # a file compiled into the image
+        page = devices.data["site/index.html"]     # a file compiled into the image (bytes,
+                                                   # or what its compiler made of them)
         devices.console.line("up")
 
 The same application gets the same objects hosted, under QEMU and under Xen; only the drivers
@@ -33,7 +34,7 @@ class Devices:
         console: Console,
         networks: Mapping[str, NetworkDevice] | None = None,
         disks: Mapping[str, DiskDevice] | None = None,
-        data: Mapping[str, bytes] | None = None,
+        data: Mapping[str, object] | None = None,
     ) -> None:
         self.console = console
         self.networks = dict(networks or {})

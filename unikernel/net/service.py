@@ -24,7 +24,7 @@ from unikernel.core.scheduler import fail_after, now
 from unikernel.net.config import Ipv4Config, static
 from unikernel.net.interface import Interface
 from unikernel.net.ipv4 import format_address, parse_address
-from unikernel.net.sockets import UdpSocket
+from unikernel.net.sockets import UdpResponder, UdpSocket
 from unikernel.net.stack import Stack
 from unikernel.net.tcp import TcpConfig, TcpLayer
 from unikernel.net.tcp_sockets import TcpListenerSocket, TcpSocket, TcpSockets
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from unikernel.drivers import Netif
+    from unikernel.net.sockets import Answer
 
 ADDRESS_VARIABLE = "UNIKERNEL_IP"
 GATEWAY_VARIABLE = "UNIKERNEL_GATEWAY"
@@ -103,6 +104,11 @@ class NetworkService:
         if port:
             sock.bind(port)
         return sock
+
+    def answer_udp(self, port: int, answer: Answer) -> UdpResponder:
+        """Answer each datagram to `port` with `answer(payload)` as it arrives (see
+        UdpResponder); close the responder to stop."""
+        return UdpResponder(self.interface, port, answer)
 
     async def connect(self, host: str, port: int, timeout: float | None = None) -> TcpSocket:
         self._follow_address()

@@ -14,6 +14,7 @@ baseline pruning is measured against) goes to _build/<target>-unpruned/ instead.
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import shlex
@@ -87,18 +88,39 @@ def module_image_path(module: Path) -> str:
 
 
 def data_source(loaded: LoadedApp) -> str | None:
-    """The application's data folders as one read-only key-value module: {path: bytes}."""
+    """The application's data folders as one read-only key-value module: {path: bytes}, or
+    {path: what the folder's compiler made of the bytes}."""
     folders = [device for device in loaded.app.devices if isinstance(device, Data)]
     if not folders:
         return None
-    files: dict[str, bytes] = {}
+    files: dict[str, object] = {}
     for device in folders:
         root = loaded.folder / device.folder
         if not root.is_dir():
             raise AppError(f"Data({device.folder!r}): {root} is not a folder")
+        compiler = data_compiler(device)
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            files[str(path.relative_to(loaded.folder))] = path.read_bytes()
+            name = str(path.relative_to(loaded.folder))
+            try:
+                files[name] = compiler(name, path.read_bytes())
+            except Exception as error:
+                raise AppError(f"Data({device.folder!r}): {name}: {error}") from error
     return f"FILES = {files!r}\n"
+
+
+def data_compiler(device: Data) -> Callable[[str, bytes], object]:
+    """The function that turns a data file into what the image holds (the bytes themselves
+    when the declaration names none)."""
+    if device.compiler is None:
+        return lambda name, content: content
+    module_name, _, function = device.compiler.partition(":")
+    try:
+        compiler = getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError) as error:
+        raise AppError(f"Data({device.folder!r}): no compiler {device.compiler}: {error}") from None
+    if not callable(compiler):
+        raise AppError(f"Data({device.folder!r}): {device.compiler} is not a function")
+    return compiler  # type: ignore[no-any-return]
 
 
 def walk_app(

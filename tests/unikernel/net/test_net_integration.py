@@ -14,7 +14,7 @@ from unikernel.core.scheduler import fail_after, now, run, sleep, spawn
 from unikernel.drivers.vnet import Port, Switch
 from unikernel.net import dhcp, ipv4
 from unikernel.net.interface import Interface
-from unikernel.net.sockets import UdpSocket, ping
+from unikernel.net.sockets import UdpResponder, UdpSocket, ping
 from unikernel.net.stack import Stack
 
 from .dhcp_server import ScriptedServer
@@ -250,3 +250,33 @@ def test_aclose_returns_once_the_driver_threads_have_ended_so_the_netif_may_go()
         return ended
 
     assert run_net(main) == [True, True, True]
+
+
+def test_a_responder_answers_each_datagram_where_it_came_from_and_counts() -> None:
+    def answer(request: memoryview) -> bytes | None:
+        if request[:4] == b"drop":
+            return None  # left unanswered, as a DNS server leaves a response it was sent
+        if request[:5] == b"raise":
+            raise ValueError("a bug in the answer must not stop the interface")
+        return b"re: " + bytes(request)
+
+    async def main() -> tuple[list[tuple[bytes, tuple[str, int]]], list[int]]:
+        interfaces = network(Switch(), 3)
+        received = []
+        try:
+            with UdpResponder(interfaces[2], 53, answer) as responder:
+                for client in interfaces[:2]:
+                    with UdpSocket(client) as sock:
+                        for request in (b"drop", b"raise", b"hello"):
+                            await sock.sendto(request, ("10.0.0.3", 53))
+                        received.append(await sock.recvfrom(timeout=1.0))
+                        with pytest.raises(TimeoutError):
+                            await sock.recvfrom(timeout=0.5)  # nothing for the other two
+                counts = [responder.answered, responder.unanswered, responder.failed]
+            return received, counts
+        finally:
+            shut(interfaces)
+
+    received, counts = run_net(main)
+    assert received == [(b"re: hello", ("10.0.0.3", 53))] * 2
+    assert counts == [2, 2, 2]

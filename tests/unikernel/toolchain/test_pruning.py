@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.apps import make_app
+from unikernel.devices import Data
 from unikernel.toolchain.app import AppError, load_app
-from unikernel.toolchain.image import build
+from unikernel.toolchain.image import build, data_compiler, data_source
 from unikernel.toolchain.runtime import PYTHON, Runtime, ensure_runtime
 
 pytestmark = pytest.mark.slow  # the runtime comes from the debootstrap rootfs (cached)
@@ -115,3 +116,71 @@ def test_data_files_are_compiled_into_the_image(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "<h1>hello</h1>" in done.stdout.splitlines()
+
+
+def count_words(name: str, content: bytes) -> tuple[str, int]:
+    """A data compiler for the tests: what the image holds instead of the file's bytes."""
+    return (name, len(content.split()))
+
+
+def decode_text(name: str, content: bytes) -> str:
+    return content.decode()
+
+
+def test_a_data_compiler_runs_at_build_time_and_the_image_holds_what_it_made(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "app"
+    (folder / "texts").mkdir(parents=True)
+    (folder / "texts" / "a.txt").write_bytes(b"three short words")
+    compiler = f"{__name__}:count_words"
+    (folder / "config.py").write_text(
+        "from unikernel.devices import Console, Data\n"
+        "from unikernel.toolchain.app import App\n"
+        "app = App(name='words', main='words_main:main',\n"
+        f"          devices=(Console(), Data('texts', compiler={compiler!r})))\n"
+    )
+    (folder / "words_main.py").write_text(
+        "import _unikernel_data\n\n"
+        "def main() -> int:\n"
+        "    print(_unikernel_data.FILES['texts/a.txt'])\n"
+        "    return 0\n"
+    )
+    result = build(load_app(folder), "hosted", log=lambda _: None)
+    done = subprocess.run(
+        [PYTHON, "-I", "-S", str(result.outputs["app"])], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "('texts/a.txt', 3)" in done.stdout.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("compiler", "says"),
+    [
+        ("nowhere.at.all:compile", "no compiler nowhere.at.all:compile"),
+        (f"{__name__}:PYTHON", "is not a function"),
+        (f"{__name__}:count_words_of_nothing", "no compiler"),
+    ],
+)
+def test_a_data_compiler_that_cannot_be_found_is_named(compiler: str, says: str) -> None:
+    with pytest.raises(AppError, match=says):
+        data_compiler(Data("texts", compiler=compiler))
+
+
+def test_a_file_the_compiler_rejects_is_named_with_the_reason(tmp_path: Path) -> None:
+    folder = tmp_path / "app"
+    (folder / "texts").mkdir(parents=True)
+    (folder / "texts" / "bad.txt").write_bytes(b"\xff\xfe")
+    (folder / "config.py").write_text(
+        "from unikernel.devices import Console, Data\n"
+        "from unikernel.toolchain.app import App\n"
+        "app = App(name='words', main='unikernel.boot:main',\n"
+        f"          devices=(Console(), Data('texts', compiler='{__name__}:decode_text')))\n"
+    )
+    with pytest.raises(AppError, match=r"texts/bad.txt: .*can't decode"):
+        data_source(load_app(folder))
+
+
+def test_a_compiler_is_written_module_colon_function() -> None:
+    with pytest.raises(ValueError, match="'module:function'"):
+        Data("texts", compiler="just_a_module")

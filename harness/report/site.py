@@ -29,6 +29,7 @@ KNOWN_SUITES = {
     "threads": ("Threads", "thread creation, and timer jitter as a CDF of wake-up lateness"),
     "tcp": ("TCP", "bulk transfer throughput by flows and direction"),
     "block": ("Block", "random read throughput against block size"),
+    "dns": ("DNS", "authoritative queries per second against zone size"),
     "web": ("Web", "requests/s and latency against clients and instances"),
     "size": ("Size", "image sizes per appliance, standard and pruned"),
 }

@@ -101,6 +101,26 @@ def test_a_block_size_sweep_is_drawn_beside_the_published_plateau(tmp_path: Path
     ]
 
 
+def test_a_zone_size_sweep_is_drawn_beside_the_published_dns_levels(tmp_path: Path) -> None:
+    with Store(tmp_path / "d.sqlite") as store:
+        qps = ("unikernel-hosted", "queries_per_second", "queries/s", "higher")
+        for i, names in enumerate((100, 1000, 10000)):
+            store_run(
+                store,
+                f"dns{i}",
+                float(i),
+                {qps: noisy(20000 - names)},
+                suite="dns",
+                params={"names": names, "memoise": "on", "server": "unikernel", "seconds": 5},
+            )
+        build_site(store, ["dns0", "dns1", "dns2"], tmp_path / "site")
+    page = (tmp_path / "site" / "dns.html").read_text()
+    assert "queries_per_second against names" in page
+    assert "NSD about 66k, Mirage about 40k" in page  # the published levels' source
+    assert "PHP-DNS-SERVER" in page  # and the table of the rest
+    assert check_site(tmp_path / "site")["dns.html"].errors == []
+
+
 def test_a_sweep_with_too_many_lines_for_one_figure_is_split_by_a_parameter(
     tmp_path: Path,
 ) -> None:

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-import pytest
-
 from hostkit.namespaces import entered
+from tests.support.programs import missing_programs, skip_or_fail
 from unikernel.core.scheduler import fail_after, sleep, wait_readable
 
 T = TypeVar("T")
@@ -35,14 +33,11 @@ def require(*tools: str) -> None:
         problems.append("needs root (network namespaces and TAP devices)")
     if not os.path.exists("/dev/net/tun"):
         problems.append("/dev/net/tun is missing")
-    missing = [tool for tool in ("ip", *tools) if shutil.which(tool) is None]
+    missing = missing_programs("ip", *tools)
     if missing:
         problems.append(f"missing tools: {', '.join(missing)}")
     if problems:
-        message = "; ".join(problems)
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the Linux interop tests: {message}")
-        pytest.skip(message)
+        skip_or_fail("; ".join(problems))
 
 
 class Process:

@@ -1,9 +1,11 @@
 """The dns suite's server on Linux targets: Debian's NSD or BIND9, authoritative for one zone.
 
 Usage: python3 -I -S dns_server.py --server nsd|bind9 --listen HOST:PORT --names N
+       python3 -I -S dns_server.py --server nsd|bind9 --listen HOST:PORT --zone FILE --origin NAME
 
 Writes the benchmark zone of N names (zone_text: the same zone the unikernel's appliance has
-compiled in) and the server's configuration into a folder of its own, starts the server in the
+compiled in), or copies the zone FILE whose apex is NAME (the conformance tests' own zones),
+and the server's configuration into a folder of its own, starts the server in the
 foreground, and prints READY_LINE once the server answers a query for the zone's SOA: both
 servers log differently, and a listening socket is not yet a loaded zone. Stops the server and
 removes the folder when stopped (SIGTERM, SIGINT).
@@ -55,8 +57,8 @@ FIXED_RECORDS = (
     "_sip._udp SRV 10 60 5060 h1",
     'deep.empty TXT "an empty non-terminal above"',
 )
-FIXED_NAMES = ("", "ns1", "ns2", "mail", "www", "chain", "outside", "sub", "ns.sub", "*.wild")
-FIXED_NAMES += ("_sip._udp", "deep.empty")
+FIXED_NAMES: tuple[str, ...] = ("", "ns1", "ns2", "mail", "www", "chain", "outside", "sub")
+FIXED_NAMES += ("ns.sub", "*.wild", "_sip._udp", "deep.empty")
 
 
 def host_records(index: int) -> Iterator[str]:
@@ -118,7 +120,7 @@ def query_lines(names: int, count: int = 10000, seed: int = 1) -> list[str]:
     return lines
 
 
-def nsd_config(folder: str, host: str, port: int) -> str:
+def nsd_config(folder: str, host: str, port: int, origin: str) -> str:
     return f"""server:
     ip-address: {host}@{port}
     port: {port}
@@ -131,6 +133,7 @@ def nsd_config(folder: str, host: str, port: int) -> str:
     pidfile: "{folder}/nsd.pid"
     logfile: ""
     hide-version: yes
+    hide-identity: yes
     verbosity: 1
     # Debian builds NSD with response rate limiting on (200 a second from one /24): a
     # benchmark's single client would measure the limiter.
@@ -139,12 +142,12 @@ def nsd_config(folder: str, host: str, port: int) -> str:
 remote-control:
     control-enable: no
 zone:
-    name: "{ORIGIN}"
+    name: "{origin}"
     zonefile: "{folder}/zone"
 """
 
 
-def bind9_config(folder: str, host: str, port: int) -> str:
+def bind9_config(folder: str, host: str, port: int, origin: str) -> str:
     listen = "any" if host == "0.0.0.0" else host
     return f"""options {{
     directory "{folder}";
@@ -160,44 +163,44 @@ def bind9_config(folder: str, host: str, port: int) -> str:
     version none;
 }};
 controls {{ }};
-zone "{ORIGIN}" {{ type primary; file "{folder}/zone"; }};
+zone "{origin}" {{ type primary; file "{folder}/zone"; }};
 """
 
 
-def server_argv(server: str, folder: str, host: str, port: int) -> list[str]:
+def server_argv(server: str, folder: str, host: str, port: int, origin: str) -> list[str]:
     """Writes the server's configuration into `folder`; the command that runs it in the
     foreground, logging to standard error."""
     if server == "nsd":
         with open(os.path.join(folder, "nsd.conf"), "w") as f:
-            f.write(nsd_config(folder, host, port))
+            f.write(nsd_config(folder, host, port, origin))
         return ["nsd", "-d", "-c", os.path.join(folder, "nsd.conf")]
     if server == "bind9":
         with open(os.path.join(folder, "named.conf"), "w") as f:
-            f.write(bind9_config(folder, host, port))
+            f.write(bind9_config(folder, host, port, origin))
         return ["named", "-g", "-c", os.path.join(folder, "named.conf")]
     raise SystemExit(f"--server {server}: say nsd or bind9")
 
 
-def soa_query(query_id: int) -> bytes:
+def soa_query(query_id: int, origin: str) -> bytes:
     """A query for the zone's SOA, built by hand: the readiness check needs nothing more."""
-    labels = b"".join(bytes([len(part)]) + part.encode() for part in ORIGIN.split(".") if part)
+    labels = b"".join(bytes([len(part)]) + part.encode() for part in origin.split(".") if part)
     return struct.pack("!6H", query_id, 0, 1, 0, 0, 0) + labels + b"\0" + struct.pack("!2H", 6, 1)
 
 
-def answers(host: str, port: int, timeout: float) -> bool:
+def answers(host: str, port: int, origin: str, timeout: float) -> bool:
     """Whether the server answers the SOA query authoritatively (AA, NOERROR)."""
     query_id = random.randrange(1 << 16)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         try:
-            sock.sendto(soa_query(query_id), (host, port))
+            sock.sendto(soa_query(query_id, origin), (host, port))
             reply = sock.recv(4096)
         except OSError:  # refused (not listening yet) or timed out
             return False
     if len(reply) < 12:
         return False
     reply_id, flags = struct.unpack("!2H", reply[:4])
-    return reply_id == query_id and flags & 0x0400 != 0 and flags & 0x000F == 0
+    return bool(reply_id == query_id) and flags & 0x0400 != 0 and flags & 0x000F == 0
 
 
 def program_version(argv: list[str]) -> str:
@@ -207,29 +210,41 @@ def program_version(argv: list[str]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description="NSD or BIND9, authoritative for the bench zone")
+    parser = argparse.ArgumentParser(description="NSD or BIND9, authoritative for one zone")
     parser.add_argument("--server", choices=SERVERS, required=True)
     parser.add_argument("--listen", required=True, help="HOST:PORT, UDP and TCP")
-    parser.add_argument("--names", type=int, required=True, help="owner names in the zone")
+    zone = parser.add_mutually_exclusive_group(required=True)
+    zone.add_argument("--names", type=int, help="the benchmark zone of this many names")
+    zone.add_argument("--zone", help="a zone file to serve instead (with --origin)")
+    parser.add_argument("--origin", help="the apex of --zone, as NAME.")
     args = parser.parse_args(argv)
     host, _, port_text = args.listen.rpartition(":")
     if not host or not port_text.isdigit():
         raise SystemExit(f"--listen {args.listen}: write it as HOST:PORT")
+    if args.zone is not None and not (args.origin or "").endswith("."):
+        raise SystemExit("--zone needs --origin, the zone's apex with its final dot")
     port = int(port_text)
     program = "nsd" if args.server == "nsd" else "named"
     if shutil.which(program) is None:
         package = "nsd" if args.server == "nsd" else "bind9"
         raise SystemExit(f"{program} is not installed here: apt-get install {package}")
+    origin = ORIGIN if args.zone is None else args.origin
     folder = tempfile.mkdtemp(prefix=f"unibench-dns-{args.server}-")
     try:
-        with open(os.path.join(folder, "zone"), "w") as f:
-            f.write(zone_text(args.names))
-        serve(args.server, server_argv(args.server, folder, host, port), host, port, args.names)
+        if args.zone is None:
+            with open(os.path.join(folder, "zone"), "w") as f:
+                f.write(zone_text(args.names))
+            what = f"{args.names} names"
+        else:
+            shutil.copyfile(args.zone, os.path.join(folder, "zone"))
+            what = origin
+        argv = server_argv(args.server, folder, host, port, origin)
+        serve(args.server, argv, host, port, origin, what)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def serve(server: str, argv: list[str], host: str, port: int, names: int) -> None:
+def serve(server: str, argv: list[str], host: str, port: int, origin: str, what: str) -> None:
     """Runs the server until it exits or we are stopped; says when it answers."""
     child = subprocess.Popen(argv)
 
@@ -241,14 +256,14 @@ def serve(server: str, argv: list[str], host: str, port: int, names: int) -> Non
     probe_host = "127.0.0.1" if host == "0.0.0.0" else host
     deadline = time.monotonic() + READY_TIMEOUT
     try:
-        while not answers(probe_host, port, timeout=0.25):
+        while not answers(probe_host, port, origin, timeout=0.25):
             if child.poll() is not None:
                 raise SystemExit(f"{argv[0]} exited with {child.returncode} before it answered")
             if time.monotonic() > deadline:
                 raise SystemExit(f"{argv[0]} did not answer within {READY_TIMEOUT:.0f} s")
             time.sleep(0.05)
         version = program_version([argv[0], "-v"])
-        print(f"{READY_LINE} {names} names on {host}:{port} ({server}: {version})", flush=True)
+        print(f"{READY_LINE} {what} on {host}:{port} ({server}: {version})", flush=True)
         child.wait()
     finally:
         if child.poll() is None:

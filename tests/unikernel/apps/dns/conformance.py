@@ -207,9 +207,12 @@ def probes_for_zone(compiled: CompiledZone, *, names: int = 40) -> list[Probe]:
 # Asking
 
 
-def dig(server: str, port: int, probe: Probe, *, timeout: float = 3.0) -> DigResponse:
+def dig(
+    server: str, port: int, probe: Probe, *, timeout: float = 3.0, namespace: str | None = None
+) -> DigResponse:
     """What dig gets for `probe`: one try, no recursion asked for (unless +rec), no cookie
-    (unless +cookie), a truncated answer taken as it is."""
+    (unless +cookie), a truncated answer taken as it is; run inside the network namespace
+    `namespace` when the server is reached from there."""
     command = [
         "dig",
         f"@{server}",
@@ -227,6 +230,8 @@ def dig(server: str, port: int, probe: Probe, *, timeout: float = 3.0) -> DigRes
         probe.qclass,
     ]
     command += ["-q", probe.qname, "-t", probe.qtype]
+    if namespace is not None:
+        command = ["ip", "netns", "exec", namespace, *command]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout * 3 + 5)
     return parse_dig(done.stdout, probe)
 

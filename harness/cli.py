@@ -191,6 +191,12 @@ def run(
     targets = choose_targets(target_names, known)
     if not targets:
         raise click.ClickException("no target is available here; `bench doctor` says what to fix")
+    # Parameters are checked for every target before anything is stored or launched.
+    for target in targets:
+        try:
+            suite.param_sets(settings.params, target)
+        except ValueError as error:
+            raise click.BadParameter(f"{target.name}: {error}", param_hint="--param") from None
     with _store(ctx) as store:
         runner = Runner(store, settings, progress_for(err))
         command = shlex.join(["bench", *sys.argv[1:]])

@@ -81,8 +81,15 @@ class Runner:
                 self.progress.message(f"{target.name}: releasing failed: {describe_failure(exc)}")
 
     def _run_target(self, run: Run, suite: Suite, target: Target) -> None:
-        param_sets = suite.param_sets(self.settings.params, target)
-        recorded_params = [self._sample_params(params, target) for params in param_sets]
+        try:
+            param_sets = suite.param_sets(self.settings.params, target)
+            recorded_params = [self._sample_params(params, target) for params in param_sets]
+        except Exception as exc:  # a broken target must not stop the others
+            reason = f"{target.name}: its parameters could not be set: {describe_failure(exc)}"
+            self.progress.message(reason)
+            asked = {name: ",".join(values) for name, values in self.settings.params.items()}
+            self._record_failures(run, suite, target, [asked], reason)
+            return
         availability = target.availability()
         if not availability.ok:
             reason = f"{target.name} is unavailable: {availability.reason}"

@@ -117,3 +117,16 @@ def test_sigterm_stops_the_run_keeps_samples_and_cleans_up(tmp_path: Path) -> No
         p for p in processes_running(linux_script("boot_probe", "boot_probe.py")) if p.ppid() == 1
     ]
     assert orphans == []
+
+
+def test_a_bad_parameter_is_refused_before_anything_is_stored(tmp_path: Path) -> None:
+    store = tmp_path / "s.sqlite"
+    code, output = invoke(
+        store, "run", "--suite", "dns", "--target", "process", "--param", "names=7"
+    )
+    assert code == 2
+    assert "--param" in output and "process: names=7: the benchmark zones have" in output
+    assert "Traceback" not in output
+    if store.exists():
+        with Store(store) as opened:
+            assert opened.runs() == []

@@ -72,8 +72,8 @@ def test_linux_targets_run_nsd_and_bind9_the_unikernels_memoise_or_not() -> None
     ("name", "value", "says"),
     [
         ("names", "500", "100, 1000, 10000 names"),
-        ("server", "unbound", "process runs nsd, bind9"),
-        ("memoise", "on", "only the unikernel memoises"),
+        ("server", "unbound", "the servers are nsd, bind9, unikernel"),
+        ("server", "unikernel", "process runs nsd, bind9"),
     ],
 )
 def test_bad_parameters_are_refused_with_what_to_say(name: str, value: str, says: str) -> None:
@@ -85,6 +85,14 @@ def test_a_unikernel_target_refuses_a_linux_server() -> None:
     target = all_targets()["unikernel-hosted"]
     with pytest.raises(ValueError, match="runs unikernel"):
         DnsSuite().param_sets({"server": ["nsd"]}, target)
+
+
+def test_servers_and_memoise_of_both_kinds_go_each_to_its_own_targets() -> None:
+    asked = {"server": ["unikernel", "nsd"], "memoise": ["on"], "names": ["100"]}
+    linux = DnsSuite().param_sets(asked, ProcessTarget())
+    assert linux == [{"names": "100", "seconds": "5", "server": "nsd"}]
+    unikernel = DnsSuite().param_sets(asked, all_targets()["unikernel-hosted"])
+    assert unikernel == [{"memoise": "on", "names": "100", "seconds": "5", "server": "unikernel"}]
 
 
 def test_the_query_file_is_written_once_and_is_the_mix() -> None:

@@ -35,6 +35,13 @@ class BrokenPrepareTarget(ProcessTarget):
         raise RuntimeError("image recipe is broken")
 
 
+class BrokenParamsTarget(ProcessTarget):
+    name = "confused"
+
+    def sample_params(self) -> dict[str, str]:
+        raise RuntimeError("cannot tell its own accelerator")
+
+
 def test_boot_on_process_records_every_repeat(tmp_path: Path) -> None:
     store, run = run_suite(
         tmp_path, BootSuite(), [ProcessTarget()], RunSettings(repeat=3, warmup=1)
@@ -75,12 +82,18 @@ def test_a_hanging_workload_is_killed_at_the_timeout_and_recorded_failed(tmp_pat
 
 
 def test_an_unavailable_or_broken_target_does_not_stop_the_others(tmp_path: Path) -> None:
-    targets: list[Target] = [UnavailableTarget(), BrokenPrepareTarget(), ProcessTarget()]
+    targets: list[Target] = [
+        UnavailableTarget(),
+        BrokenPrepareTarget(),
+        BrokenParamsTarget(),
+        ProcessTarget(),
+    ]
     store, run = run_suite(tmp_path, BootSuite(), targets, RunSettings(2, 0))
     samples = store.samples(run.id)
     failures = {s.target: s.failure for s in samples if s.failure}
     assert "nowhere is unavailable: the nowhere hypervisor is not installed" in failures["nowhere"]
     assert "preparing broken failed: RuntimeError: image recipe is broken" in failures["broken"]
+    assert "cannot tell its own accelerator" in failures["confused"]
     measured = [s for s in samples if s.target == "process" and s.metric == "time_to_ready"]
     assert len(measured) == 2 and all(s.value is not None for s in measured)
 

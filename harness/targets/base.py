@@ -107,8 +107,10 @@ class Workload:
         return h.hexdigest()[:12]
 
 
-# glibc's own libraries: every Linux base image has them, matched to its dynamic loader.
-_C_LIBRARY = re.compile(r"^(ld-linux.*|libc|libm|libpthread|libdl|librt)\.so")
+# glibc's loader and C library: every Linux base image has them, matched to each other. Its
+# other libraries (libm, libpthread...) a minimal image may lack: those are copied with the
+# program (the images are Debian bookworm's, as the host is, so from the same glibc).
+_C_LIBRARY = re.compile(r"^(ld-linux.*|libc)\.so")
 
 
 def program_files(programs: tuple[str, ...]) -> set[str]:

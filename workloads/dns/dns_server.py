@@ -12,15 +12,15 @@ removes the folder when stopped (SIGTERM, SIGINT).
 
 The harness imports this module for zone_text and query_lines (the dnsperf query mix), so the
 zone is written in one place. Runs inside containers and VMs as well as on the host: standard
-library only.
+library only, and only the part Debian's python3-minimal has (no shutil: docker-minimal).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
-import shutil
 import signal
 import socket
 import struct
@@ -56,9 +56,12 @@ FIXED_RECORDS = (
     "*.wild A 192.0.2.80",  # a wildcard
     "_sip._udp SRV 10 60 5060 h1",
     'deep.empty TXT "an empty non-terminal above"',
+    # As long as a 4096-bit DKIM key: its answer does not fit 512 bytes, so it is truncated
+    # over UDP without EDNS and asked again over TCP.
+    "big TXT " + " ".join(f'"{n:03d}{"MIIBCgKCAQEA" * 20}"' for n in range(3)),
 )
 FIXED_NAMES: tuple[str, ...] = ("", "ns1", "ns2", "mail", "www", "chain", "outside", "sub")
-FIXED_NAMES += ("ns.sub", "*.wild", "_sip._udp", "deep.empty")
+FIXED_NAMES += ("ns.sub", "*.wild", "_sip._udp", "deep.empty", "big")
 
 
 def host_records(index: int) -> Iterator[str]:
@@ -167,17 +170,19 @@ zone "{origin}" {{ type primary; file "{folder}/zone"; }};
 """
 
 
-def server_argv(server: str, folder: str, host: str, port: int, origin: str) -> list[str]:
+def server_argv(
+    program: str, server: str, folder: str, host: str, port: int, origin: str
+) -> list[str]:
     """Writes the server's configuration into `folder`; the command that runs it in the
     foreground, logging to standard error."""
     if server == "nsd":
         with open(os.path.join(folder, "nsd.conf"), "w") as f:
             f.write(nsd_config(folder, host, port, origin))
-        return ["nsd", "-d", "-c", os.path.join(folder, "nsd.conf")]
+        return [program, "-d", "-c", os.path.join(folder, "nsd.conf")]
     if server == "bind9":
         with open(os.path.join(folder, "named.conf"), "w") as f:
             f.write(bind9_config(folder, host, port, origin))
-        return ["named", "-g", "-c", os.path.join(folder, "named.conf")]
+        return [program, "-g", "-c", os.path.join(folder, "named.conf")]
     raise SystemExit(f"--server {server}: say nsd or bind9")
 
 
@@ -209,6 +214,30 @@ def program_version(argv: list[str]) -> str:
     return output[0] if output else "unknown"
 
 
+def find_program(program: str) -> str | None:
+    """Where `program` is: on PATH, or in the sbin folders servers live in (a minimal
+    container's PATH may have only /usr/bin)."""
+    folders = [*os.environ.get("PATH", "").split(":"), "/usr/sbin", "/sbin"]
+    for folder in folders:
+        path = os.path.join(folder, program)
+        if folder and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def remove_tree(folder: str) -> None:
+    """The folder and all in it, as far as possible: what the server wrote there too."""
+    for root, folders, files in os.walk(folder, topdown=False):
+        for name in files:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(root, name))
+        for name in folders:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(root, name))
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="NSD or BIND9, authoritative for one zone")
     parser.add_argument("--server", choices=SERVERS, required=True)
@@ -224,10 +253,10 @@ def main(argv: list[str]) -> None:
     if args.zone is not None and not (args.origin or "").endswith("."):
         raise SystemExit("--zone needs --origin, the zone's apex with its final dot")
     port = int(port_text)
-    program = "nsd" if args.server == "nsd" else "named"
-    if shutil.which(program) is None:
+    program = find_program("nsd" if args.server == "nsd" else "named")
+    if program is None:
         package = "nsd" if args.server == "nsd" else "bind9"
-        raise SystemExit(f"{program} is not installed here: apt-get install {package}")
+        raise SystemExit(f"{args.server} is not installed here: apt-get install {package}")
     origin = ORIGIN if args.zone is None else args.origin
     folder = tempfile.mkdtemp(prefix=f"unibench-dns-{args.server}-")
     try:
@@ -236,12 +265,13 @@ def main(argv: list[str]) -> None:
                 f.write(zone_text(args.names))
             what = f"{args.names} names"
         else:
-            shutil.copyfile(args.zone, os.path.join(folder, "zone"))
+            with open(args.zone, "rb") as source, open(os.path.join(folder, "zone"), "wb") as f:
+                f.write(source.read())
             what = origin
-        argv = server_argv(args.server, folder, host, port, origin)
+        argv = server_argv(program, args.server, folder, host, port, origin)
         serve(args.server, argv, host, port, origin, what)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_tree(folder)
 
 
 def serve(server: str, argv: list[str], host: str, port: int, origin: str, what: str) -> None:

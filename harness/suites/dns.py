@@ -9,8 +9,9 @@ How it runs: one launch per repeat; once the server answers, dnsperf sends the q
 (workloads/dns/dns_server.query_lines: names present and absent, several types, the wildcard,
 the delegation) over UDP for `seconds`, one client keeping OUTSTANDING queries in flight.
 What it returns: queries per second, the latency p50 and p99 of an answer (from dnsperf's
-per-answer report), the share of queries lost, and the share of one CPU dnsperf itself used
-(near 1.0, the client was the bottleneck, not the server).
+per-answer report), the share of queries lost, the share of one CPU dnsperf itself used
+(near 1.0, the client was the bottleneck, not the server), and the time from the launch to the
+server answering (booting, and loading or unpacking the zone).
 
 Parameters: names (100, 1000, 10000), seconds (5); on Linux targets server (nsd, bind9); on
 the unikernels memoise (off, on: the paper's memoised responses), with server=unikernel. Each
@@ -45,6 +46,7 @@ LATENCY_P50 = Metric("query_latency_p50", "s", "lower")
 LATENCY_P99 = Metric("query_latency_p99", "s", "lower")
 LOST = Metric("queries_lost", "ratio", "lower")
 CLIENT_CPU = Metric("client_cpu", "cores", "lower")
+READY = Metric("time_to_serving", "s", "lower")
 
 LINUX_SERVERS = ("nsd", "bind9")
 UNIKERNEL_SERVER = "unikernel"
@@ -124,8 +126,8 @@ class DnsSuite(Suite):
 
     def run_once(self, target: Target, params: Params, ctx: RepeatContext) -> list[Measurement]:
         instance = ctx.create(DNS)
-        instance.start()
-        instance.ready(ctx.deadline)
+        t0 = instance.start()
+        serving, _ = instance.ready(ctx.deadline)
         report = run_dnsperf(instance, query_file(int(params["names"])), params, ctx)
         if len(report.latencies) < 2:
             answered = len(report.latencies)
@@ -140,6 +142,7 @@ class DnsSuite(Suite):
             ),
             Measurement(LOST, report.lost / report.sent if report.sent else 1.0),
             Measurement(CLIENT_CPU, report.client_cpu_seconds / seconds),
+            Measurement(READY, serving - t0),
         ]
 
 

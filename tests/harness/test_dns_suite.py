@@ -116,6 +116,7 @@ def test_nsd_and_bind9_are_measured_by_dnsperf(tmp_path: Path) -> None:
     assert all(lost < 0.01 for lost in found[("process", "queries_lost")])
     p50, p99 = found[("process", "query_latency_p50")], found[("process", "query_latency_p99")]
     assert all(0 < a <= b < 1 for a, b in zip(p50, p99, strict=True))
+    assert all(0 < ready < 60 for ready in found[("process", "time_to_serving")])
     assert run.complete
 
 

@@ -188,6 +188,10 @@ def run_dnsperf(
         try:
             # wait4, not wait: the child's own CPU time, whatever else the harness runs.
             _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:  # interrupted: dnsperf must not outlive the repeat
+            _kill(process.pid)
+            process.wait()
+            raise
         finally:
             timer.cancel()
         process.returncode = os.waitstatus_to_exitcode(status)

@@ -35,6 +35,7 @@ ZONE_SIZES = (100, 1000, 10000)
 READY_LINE = "dns-server: serving"
 READY_TIMEOUT = 120.0  # BIND loading 10,000 names in an emulated VM takes a while
 SERVERS = ("nsd", "bind9")
+FOLDER_PREFIX = "unibench-dns-"  # then the pid of the script that made it
 
 # Names every zone has besides its hosts: the apex's, and one of each case the server handles.
 FIXED_RECORDS = (
@@ -238,6 +239,22 @@ def remove_tree(folder: str) -> None:
         os.rmdir(folder)
 
 
+def remove_stale_folders() -> None:
+    """The folders of runs killed outright (the process target stops its workloads with
+    SIGKILL, which leaves no time to clean up): each is named for the pid that made it."""
+    folder = tempfile.gettempdir()
+    for name in os.listdir(folder):
+        owner = name[len(FOLDER_PREFIX) :].split("-")[0]
+        if not name.startswith(FOLDER_PREFIX) or not owner.isdigit():
+            continue
+        try:
+            os.kill(int(owner), 0)
+        except ProcessLookupError:
+            remove_tree(os.path.join(folder, name))
+        except PermissionError:
+            pass  # alive, and someone else's
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="NSD or BIND9, authoritative for one zone")
     parser.add_argument("--server", choices=SERVERS, required=True)
@@ -258,7 +275,8 @@ def main(argv: list[str]) -> None:
         package = "nsd" if args.server == "nsd" else "bind9"
         raise SystemExit(f"{args.server} is not installed here: apt-get install {package}")
     origin = ORIGIN if args.zone is None else args.origin
-    folder = tempfile.mkdtemp(prefix=f"unibench-dns-{args.server}-")
+    remove_stale_folders()
+    folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
     try:
         if args.zone is None:
             with open(os.path.join(folder, "zone"), "w") as f:

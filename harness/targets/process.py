@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from unikernel.devices import Offload
 from hostkit.namespaces import entered
 
+# Seconds a workload has to end after SIGTERM before the rest of its group is killed.
+STOP_GRACE = 1.0
+
 
 class Closable(Protocol):
     def close(self) -> None: ...
@@ -159,15 +162,36 @@ class ProcessInstance(Instance):
         if self._write_fd >= 0:
             os.close(self._write_fd)
         if self._pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self._pid, 0)
+            end_process_group(self._pid)
         self.console.join(timeout=5)
         os.close(self._read_fd)
         with contextlib.ExitStack() as owned:  # closed last to first, each even if one fails
             for resource in self._owned:
                 owned.callback(resource.close)
+
+
+def end_process_group(pid: int, grace: float = STOP_GRACE) -> None:
+    """Ends the process group `pid` leads and reaps its leader: SIGTERM first, so that a
+    workload can clean up after itself (a server script removing its files), then, after
+    `grace` seconds or once the leader is gone, SIGKILL for whatever is left of the group."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    reaped = False
+    while not reaped and time.monotonic() < deadline:
+        try:
+            reaped = os.waitpid(pid, os.WNOHANG)[0] == pid
+        except ChildProcessError:
+            reaped = True
+        if not reaped:
+            time.sleep(0.01)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    if not reaped:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
 
 
 def process_instance(

@@ -18,6 +18,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
+    from typing import Self
 
     from unikernel.net.interface import Interface
 
@@ -26,14 +27,38 @@ if TYPE_CHECKING:
     Address = tuple[str, int]
 
 
-class UdpSocket:
-    def __init__(self, interface: Interface, *, max_queued: int = 256) -> None:
-        self._interface = interface
+class _UdpPort:
+    """A UDP port held on a stack (0 until bound), given back when closed: with blocks too."""
+
+    def __init__(self, interface: Interface) -> None:
         self._stack = interface.stack
-        self._queue: Queue[tuple[bytes, Address]] = Queue(max_queued)
-        self.port = 0  # bound port, 0 until bound
-        self.dropped = 0  # datagrams that found the receive queue full
+        self.port = 0
         self._closed = False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self.port:
+                self._stack.udp_unbind(self.port)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class UdpSocket(_UdpPort):
+    def __init__(self, interface: Interface, *, max_queued: int = 256) -> None:
+        super().__init__(interface)
+        self._interface = interface
+        self._queue: Queue[tuple[bytes, Address]] = Queue(max_queued)
+        self.dropped = 0  # datagrams that found the receive queue full
 
     def bind(self, port: int = 0) -> int:
         """Receive what is sent to `port` (0: an ephemeral port); returns the port."""
@@ -73,23 +98,6 @@ class UdpSocket:
             received = await self._queue.get()
         return received
 
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            if self.port:
-                self._stack.udp_unbind(self.port)
-
-    def __enter__(self) -> UdpSocket:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def _deliver(
         self, source: bytes, source_port: int, destination: bytes, payload: memoryview, at: float
     ) -> None:
@@ -102,7 +110,7 @@ class UdpSocket:
             raise OSError(errno.EBADF, "the socket is closed")
 
 
-class UdpResponder:
+class UdpResponder(_UdpPort):
     """Answers every datagram sent to a port as it arrives, on the stack's receive path: for
     request-response protocols such as DNS, whose answer needs no waiting. No queue and no
     thread switch per datagram, and the replies to one batch of received frames leave in one
@@ -112,29 +120,12 @@ class UdpResponder:
     reply, or None to send nothing. The reply goes back to where the request came from."""
 
     def __init__(self, interface: Interface, port: int, answer: Answer) -> None:
-        self._stack = interface.stack
+        super().__init__(interface)
         self._answer = answer
         self.answered = 0
         self.unanswered = 0  # requests answer() chose to leave unanswered
         self.failed = 0  # requests answer() raised on, or whose reply could not be sent
         self.port = self._stack.udp_bind(port, self._deliver)
-        self._closed = False
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._stack.udp_unbind(self.port)
-
-    def __enter__(self) -> UdpResponder:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _deliver(
         self, source: bytes, source_port: int, destination: bytes, payload: memoryview, at: float

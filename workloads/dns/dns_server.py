@@ -34,7 +34,9 @@ ORIGIN = "unibench.test."
 ZONE_SIZES = (100, 1000, 10000)
 READY_LINE = "dns-server: serving"
 READY_TIMEOUT = 120.0  # BIND loading 10,000 names in an emulated VM takes a while
-SERVERS = ("nsd", "bind9")
+# Each server's program; the Debian package is named as the server is.
+PROGRAMS = {"nsd": "nsd", "bind9": "named"}
+SERVERS = tuple(PROGRAMS)
 FOLDER_PREFIX = "unibench-dns-"  # then the pid of the script that made it
 
 # Names every zone has besides its hosts: the apex's, and one of each case the server handles.
@@ -240,12 +242,15 @@ def remove_tree(folder: str) -> None:
 
 
 def remove_stale_folders() -> None:
-    """The folders of runs killed outright (the process target stops its workloads with
-    SIGKILL, which leaves no time to clean up): each is named for the pid that made it."""
+    """The folders of scripts killed outright (kill -9, or a server that outlived the process
+    target's grace after SIGTERM), which had no time to clean up: each is named for the pid
+    that made it."""
     folder = tempfile.gettempdir()
     for name in os.listdir(folder):
+        if not name.startswith(FOLDER_PREFIX):
+            continue
         owner = name[len(FOLDER_PREFIX) :].split("-")[0]
-        if not name.startswith(FOLDER_PREFIX) or not owner.isdigit():
+        if not owner.isdigit():
             continue
         try:
             os.kill(int(owner), 0)
@@ -270,10 +275,9 @@ def main(argv: list[str]) -> None:
     if args.zone is not None and not (args.origin or "").endswith("."):
         raise SystemExit("--zone needs --origin, the zone's apex with its final dot")
     port = int(port_text)
-    program = find_program("nsd" if args.server == "nsd" else "named")
+    program = find_program(PROGRAMS[args.server])
     if program is None:
-        package = "nsd" if args.server == "nsd" else "bind9"
-        raise SystemExit(f"{args.server} is not installed here: apt-get install {package}")
+        raise SystemExit(f"{args.server} is not installed here: apt-get install {args.server}")
     origin = ORIGIN if args.zone is None else args.origin
     remove_stale_folders()
     folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")

@@ -50,7 +50,7 @@ class DnsService:
         def answer_udp(query: memoryview) -> bytes | None:
             return respond(query, "udp")
 
-        with self.network.answer_udp(self.port, answer_udp) as self.udp:
+        with self.network.answer_udp(self.port, answer_udp):
             listener = self.network.listen(self.port)
             try:
                 async with open_nursery() as connections:

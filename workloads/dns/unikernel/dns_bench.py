@@ -36,6 +36,7 @@ async def main(devices: Devices) -> int:
     network = await devices.network().open()
     service = DnsService(network, authority)
     console = devices.console
-    console.line(f"{READY_LINE} {names} names on {network.address}:53 (memoise {memoise})")
+    address = f"{network.address}:{service.port}"
+    console.line(f"{READY_LINE} {names} names on {address} (memoise {memoise})")
     await service.serve()
     return 0

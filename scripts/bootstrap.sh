@@ -8,9 +8,9 @@ UNIBENCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$UNIBENCH_ROOT/.venv"
 DEBIAN_PACKAGES=(docker.io debootstrap iproute2 git ca-certificates curl chromium qemu-system-x86
     iputils-ping netcat-openbsd dnsmasq-base iperf3 ethtool e2fsprogs qemu-utils openssh-client fio
-    nsd bind9 dnsperf bind9-dnsutils)
+    nsd bind9 dnsperf bind9-dnsutils nginx apache2 wrk)
 # Servers the suites start themselves, on ports of their own: never as the host's services.
-SERVICES_KEPT_OFF=(nsd named)
+SERVICES_KEPT_OFF=(nsd named nginx apache2)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 

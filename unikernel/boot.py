@@ -105,10 +105,23 @@ def run_main(devices: Devices) -> int:
     return result if isinstance(result, int) else 0
 
 
+def take_arguments(arguments: list[str]) -> None:
+    """A hosted app's NAME=VALUE arguments become its environment, as the kernel's command
+    line becomes PID 1's under QEMU and Xen: so a launcher that can pass only arguments (a
+    container's, a Linux VM's command) configures it as any other."""
+    for argument in arguments:
+        name, equals, value = argument.partition("=")
+        if not equals or not name.isidentifier():
+            raise SystemExit(f"argument {argument!r}: a hosted unikernel takes NAME=VALUE only")
+        os.environ[name] = value
+
+
 def main() -> None:
     booted = time.clock_gettime(time.CLOCK_BOOTTIME)
     console = Console(1)
     vm = in_vm()
+    if not vm:
+        take_arguments(sys.argv[1:])
     if vm:
         mount_kernel_filesystems()
         if config.MODULES:  # the generic kernel's drivers, for the app's devices

@@ -587,3 +587,29 @@ def move_on_after(seconds: float) -> TimeoutScope:
 def fail_after(seconds: float) -> TimeoutScope:
     """`with fail_after(s):` raises TimeoutError if the block is still waiting after s seconds."""
     return TimeoutScope(seconds, fail=True)
+
+
+class _NoTimeout:
+    """The scope of a call without a timeout."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        return None
+
+
+_NO_TIMEOUT = _NoTimeout()
+
+
+def fail_after_or_never(seconds: float | None) -> TimeoutScope | _NoTimeout:
+    """fail_after(seconds), or a scope that never times out for None: for calls that take an
+    optional timeout."""
+    return _NO_TIMEOUT if seconds is None else TimeoutScope(seconds, fail=True)

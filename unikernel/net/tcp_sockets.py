@@ -37,7 +37,7 @@ tests.
 from __future__ import annotations
 
 from unikernel.core import scheduler
-from unikernel.core.scheduler import fail_after, move_on_after, spawn
+from unikernel.core.scheduler import fail_after_or_never, move_on_after, spawn
 from unikernel.core.sync import Event
 from unikernel.net.tcp.connection import (
     CLOSED,
@@ -55,7 +55,6 @@ from unikernel.net.tcp.connection import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from types import TracebackType
 
     from unikernel.core.scheduler import Thread
     from unikernel.net.tcp.connection import Connection
@@ -66,30 +65,6 @@ _INF = float("inf")
 _ENDS = EV_CONNECTED | EV_RESET | EV_TIMED_OUT | EV_CLOSED  # wake every waiter
 _WAKE_READERS = EV_READABLE | EV_PEER_CLOSED | _ENDS
 _WAKE_WRITERS = EV_WRITABLE | _ENDS
-
-
-class _NoTimeout:
-    """The scope of a call without a timeout."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        return None
-
-
-_NO_TIMEOUT = _NoTimeout()
-
-
-def _scope(timeout: float | None) -> _NoTimeout | scheduler.TimeoutScope:
-    return _NO_TIMEOUT if timeout is None else fail_after(timeout)
 
 
 class TcpSockets:
@@ -132,7 +107,7 @@ class TcpSockets:
         sock = TcpSocket(self, conn)
         self._flush()
         try:
-            with _scope(timeout):
+            with fail_after_or_never(timeout):
                 while conn.state in (SYN_SENT, SYN_RECEIVED):
                     await sock._wait(False)
         except BaseException:
@@ -243,7 +218,7 @@ class TcpSocket:
         sockets = self._sockets
         view = memoryview(data)
         done = 0
-        with _scope(timeout):
+        with fail_after_or_never(timeout):
             while True:
                 done += conn.send(view[done:], sockets._now())
                 sockets._flush()
@@ -253,7 +228,7 @@ class TcpSocket:
 
     async def recv(self, max_bytes: int = 65536, timeout: float | None = None) -> bytes:
         """Up to `max_bytes`, waiting until some arrive; b"" once the peer has closed."""
-        with _scope(timeout):
+        with fail_after_or_never(timeout):
             data = await self._recv(max_bytes)
         return data
 
@@ -274,7 +249,7 @@ class TcpSocket:
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until the peer has acknowledged everything sent."""
         conn = self._conn
-        with _scope(timeout):
+        with fail_after_or_never(timeout):
             while conn.unacked and conn.state != CLOSED:
                 await self._wait(True)
         failure = conn.failure()
@@ -341,7 +316,7 @@ class TcpListenerSocket:
 
     async def accept(self, timeout: float | None = None) -> TcpSocket:
         """The next established connection, waiting for one."""
-        with _scope(timeout):
+        with fail_after_or_never(timeout):
             conn = await self._accept()
         return TcpSocket(self._sockets, conn)
 

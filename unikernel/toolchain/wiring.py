@@ -4,7 +4,8 @@ functoria does: the build writes the image's configuration module, whose `device
 import walk leaves every other driver out of the image.
 
     target   Network                       Disk                 Console
-    hosted   TAP device (UNIKERNEL_TAP)    a file (its path in UNIKERNEL_DISK_<NAME>)
+    hosted   TAP device (UNIKERNEL_TAP),   a file (its path in UNIKERNEL_DISK_<NAME>)
+             or the host's TCP sockets
     qemu     AF_PACKET on ethN (virtio)    /dev/vda, vdb, ...   stdout (ttyS0)
     xen      AF_PACKET on ethN (netfront)  /dev/xvda, ...       stdout (hvc0)
 """
@@ -97,7 +98,10 @@ def _wiring_body(app: App, target: str) -> list[str]:
 
 def _driver_imports(target: str) -> list[str]:
     if target == "hosted":
-        return ["    from unikernel.drivers.tap import launch_tap"]
+        return [
+            "    from unikernel.drivers.tap import launch_tap",
+            "    from unikernel.net.host_sockets import open_host_network",
+        ]
     return [
         "    from unikernel.drivers.packet import PacketNetif, bring_up_all",
         "",
@@ -107,7 +111,7 @@ def _driver_imports(target: str) -> list[str]:
 
 def _netif(target: str, nic: int) -> str:
     if target == "hosted":
-        return "launch_tap"
+        return "launch_tap, open_host_network"
     return f"lambda: PacketNetif('eth{nic}')"
 
 

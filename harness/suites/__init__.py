@@ -9,6 +9,7 @@ from harness.suites.dns import DnsSuite
 from harness.suites.size import SizeSuite
 from harness.suites.tcp import TcpSuite
 from harness.suites.threads import ThreadsSuite
+from harness.suites.web import WebSuite
 
 
 def all_suites() -> dict[str, Suite]:
@@ -18,6 +19,7 @@ def all_suites() -> dict[str, Suite]:
         TcpSuite(),
         BlockSuite(),
         DnsSuite(),
+        WebSuite(),
         SizeSuite(),
     ]
     return {suite.name: suite for suite in suites}

@@ -63,6 +63,9 @@ class Workload:
     unikernel_app: Path | None = None  # the same workload as a unikernel application folder
     # Host programs the script runs (iperf3): images get them with the libraries they load.
     programs: tuple[str, ...] = ()
+    # Host files those programs open at run time that ldd does not list (apache2's modules,
+    # a library glibc opens itself): images get them too, at the same paths.
+    program_data: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_names(self.devices)
@@ -101,10 +104,20 @@ class Workload:
         h = hashlib.sha256()
         h.update(self.script.read_bytes())
         h.update(repr((self.name, self.args)).encode())
-        for path in sorted(program_files(self.programs)):
+        for path in sorted(self.host_files()):
             h.update(path.encode())
             h.update(Path(path).read_bytes())
         return h.hexdigest()[:12]
+
+    def host_files(self) -> set[str]:
+        """What an image of the workload copies from the host: its programs, the libraries
+        they load, and their data."""
+        files = program_files(self.programs)
+        for path in self.program_data:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"{path} (for {', '.join(self.programs)}) is missing")
+            files.add(path)
+        return files
 
 
 # glibc's loader and C library: every Linux base image has them, matched to each other. Its

@@ -35,7 +35,6 @@ from harness.targets.base import (
     Usage,
     Workload,
     free_port,
-    program_files,
 )
 from harness.targets.process import pinned_cpus
 from hostkit.launch_disk import LaunchDisk
@@ -61,7 +60,7 @@ def workload_image(client: docker.DockerClient, base_tag: str, workload: Workloa
     # place: /lib is a link to /usr/lib in the images, which a copy must not replace.
     copies = {
         f"host{os.path.realpath(os.path.dirname(path))}/{os.path.basename(path)}": path
-        for path in sorted(program_files(workload.programs))
+        for path in sorted(workload.host_files())
     }
     if copies:
         dockerfile += "COPY host/ /\n"

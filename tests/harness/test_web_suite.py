@@ -1,0 +1,112 @@
+"""The web suite: its parameters, and the real servers measured by the real generators
+(locust with its master and workers, wrk) on the process and unikernel-hosted targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.runner import RunSettings
+from harness.suites.web import WebSuite
+from harness.targets import all_targets
+from harness.targets.process import ProcessTarget
+from tests.support.netns import require
+from tests.support.runs import run_suite, values
+
+
+def test_each_kind_of_target_runs_its_own_servers_for_each_app() -> None:
+    linux = WebSuite().param_sets({"users": ["10"]}, ProcessTarget())
+    assert sorted((p["app"], p["server"], p["generator"]) for p in linux) == [
+        ("dynamic", "sockets", "locust"),
+        ("static", "apache2", "locust"),
+        ("static", "nginx", "locust"),
+    ]
+    unikernel = WebSuite().param_sets(
+        {"users": ["10", "20"], "generator": ["locust", "wrk"]}, all_targets()["unikernel-qemu"]
+    )
+    assert sorted((p["app"], p["server"], p["generator"], p["users"]) for p in unikernel) == [
+        ("dynamic", "unikernel", "locust", "10"),  # wrk has no sessions: locust only
+        ("dynamic", "unikernel", "locust", "20"),
+        ("static", "unikernel", "locust", "10"),
+        ("static", "unikernel", "locust", "20"),
+        ("static", "unikernel", "wrk", "10"),
+        ("static", "unikernel", "wrk", "20"),
+    ]
+
+
+def test_servers_of_both_kinds_go_each_to_its_own_targets() -> None:
+    asked = {"server": ["unikernel", "nginx"], "users": ["5"]}
+    linux = WebSuite().param_sets(asked, ProcessTarget())
+    assert [(p["app"], p["server"]) for p in linux] == [("static", "nginx")]
+    hosted = WebSuite().param_sets(asked, all_targets()["unikernel-hosted"])
+    assert sorted((p["app"], p["server"]) for p in hosted) == [
+        ("dynamic", "unikernel"),
+        ("static", "unikernel"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("app", "blog", "say static or dynamic"),
+        ("generator", "ab", "say locust or wrk"),
+        ("users", "0", "a whole number"),
+        ("seconds", "ten", "a whole number"),
+        ("server", "lighttpd", "the servers are nginx, apache2, sockets, unikernel"),
+        ("server", "unikernel", "process runs none of what was asked"),
+    ],
+)
+def test_bad_parameters_are_refused_with_what_to_say(name: str, value: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        WebSuite().param_sets({name: [value]}, ProcessTarget())
+
+
+def test_wrk_measures_no_sessions() -> None:
+    names = {metric.name for metric in WebSuite().metrics_for({"generator": "wrk"})}
+    assert "sessions_per_second" not in names and "requests_per_second" in names
+
+
+@pytest.mark.slow
+def test_nginx_apache2_and_the_socket_mode_appliance_under_locust_and_wrk(
+    tmp_path: Path,
+) -> None:
+    require("nginx", "apache2", "wrk")
+    params = {"users": ["4"], "seconds": ["2"], "generator": ["locust", "wrk"]}
+    store, run = run_suite(
+        tmp_path, WebSuite(), [ProcessTarget()], RunSettings(1, 0, 180, params=params)
+    )
+    samples = store.samples(run.id)
+    assert not [s for s in samples if s.failed], [s.failure for s in samples if s.failed]
+    rates = {
+        (s.params["app"], s.params["server"], s.params["generator"]): s.value
+        for s in samples
+        if s.metric == "requests_per_second"
+    }
+    assert set(rates) == {
+        ("static", "nginx", "locust"),
+        ("static", "nginx", "wrk"),
+        ("static", "apache2", "locust"),
+        ("static", "apache2", "wrk"),
+        ("dynamic", "sockets", "locust"),
+    }
+    assert all(rate > 20 for rate in rates.values()), rates
+    found = values(samples)
+    assert all(rate == 0 for rate in found[("process", "error_rate")])
+    assert len(found[("process", "sessions_per_second")]) == 3  # locust's runs only
+    assert all(rate > 1 for rate in found[("process", "sessions_per_second")])
+    assert run.complete
+
+
+@pytest.mark.slow
+def test_the_unikernel_appliances_hosted_on_our_stack(tmp_path: Path) -> None:
+    require("ip")
+    params = {"users": ["4"], "seconds": ["2"]}
+    target = all_targets()["unikernel-hosted"]
+    store, run = run_suite(tmp_path, WebSuite(), [target], RunSettings(1, 0, 240, params=params))
+    samples = store.samples(run.id)
+    assert not [s for s in samples if s.failed], [s.failure for s in samples if s.failed]
+    found = values(samples)
+    assert len(found[("unikernel-hosted", "sessions_per_second")]) == 2  # static and dynamic
+    assert all(rate > 1 for rate in found[("unikernel-hosted", "sessions_per_second")])
+    assert all(rate == 0 for rate in found[("unikernel-hosted", "error_rate")])

@@ -1,0 +1,1 @@
+"""The web suite's dynamic appliance: the microblog (unikernel/apps/microblog)."""

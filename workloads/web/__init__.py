@@ -1,0 +1,1 @@
+"""The web workload: the benchmark's static site, and nginx and Apache httpd serving it."""

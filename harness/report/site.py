@@ -30,7 +30,7 @@ KNOWN_SUITES = {
     "tcp": ("TCP", "bulk transfer throughput by flows and direction"),
     "block": ("Block", "random read throughput against block size"),
     "dns": ("DNS", "authoritative queries per second against zone size"),
-    "web": ("Web", "requests/s and latency against clients and instances"),
+    "web": ("Web", "requests and sessions per second, and latency, against users"),
     "size": ("Size", "image sizes per appliance, standard and pruned"),
 }
 

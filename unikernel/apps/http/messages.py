@@ -53,6 +53,13 @@ class Headers:
     def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
         self._fields = [(name.lower(), value) for name, value in fields]
 
+    @classmethod
+    def lowercased(cls, fields: list[tuple[str, str]]) -> Headers:
+        """Fields whose names are lower-case already (the engine's): taken as they are."""
+        headers = cls.__new__(cls)
+        headers._fields = fields
+        return headers
+
     def get(self, name: str, default: str | None = None) -> str | None:
         """The field's value; several fields of one name joined with ", " (RFC 9110 5.3)."""
         name = name.lower()

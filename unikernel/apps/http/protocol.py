@@ -346,8 +346,7 @@ class ServerConnection:
             if chunked is None:
                 return self._starved()
             body = chunked
-        headers = Headers.__new__(Headers)
-        headers._fields = self._fields  # already lower-cased: spare Headers() doing it again
+        headers = Headers.lowercased(self._fields)
         request = Request(self._method, self._target, headers, body, self._version)
         self._cycle = _HANDLER
         self._head = False
@@ -545,6 +544,7 @@ class ServerConnection:
         self._closed = True
         self._head = False
         self._buf = bytearray()
+        self._body = bytearray()
         self._pos = 0
 
     def _fail_over(self) -> None:

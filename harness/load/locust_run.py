@@ -194,7 +194,7 @@ def parse_locust_stats(
         requests=count,
         errors=sum(int(entry["num_failures"]) for entry in requests),
         client_cpu_seconds=client_cpu_seconds,
-        client_cores=client_cores + 1,  # the master too
+        client_cores=client_cores,  # a worker per core; the master's share is small
         seconds=elapsed,
         client_warned=warned,
     )

@@ -1,10 +1,11 @@
 """Running locust headless, with its own master and workers, against one server.
 
-    report = run_locust(url, users=100, seconds=10, app="static", pages=SITE_PAGES,
-                        namespace=instance.namespace, timeout=ctx.remaining())
+    report = run_locust([(url, instance.namespace)], users=100, seconds=10, app="static",
+                        pages=SITE_PAGES, timeout=ctx.remaining())
 
-The master (which runs no users) and `workers` worker processes, one per core by default, run
-locust_sessions.py. All of them start inside the target's network namespace when it has one,
+The master (which runs no users) and a worker process per core run locust_sessions.py; with
+several servers (instances scaled out), each gets a master and its share of the workers and
+users. All of them start inside the server's network namespace when it has one,
 so that the master and its workers meet on that namespace's loopback and the users reach the
 server over the target's link. Statistics are reset once every user is spawned (spawning
 includes the dynamic users' sign-up), so the figures cover the steady state only. Locust's
@@ -49,20 +50,23 @@ def locust_command(namespace: str | None, *args: str) -> list[str]:
 
 
 def run_locust(
-    url: str,
+    places: Sequence[tuple[str, str | None]],
     *,
     users: int,
     seconds: float,
     app: str,
     pages: Sequence[str] = (),
-    namespace: str | None = None,
-    workers: int | None = None,
     timeout: float,
 ) -> LoadReport:
-    """Locust against `url` for `seconds` with `users` users, each running sessions back to
-    back; killed (and RuntimeError) if it has not finished within `timeout` seconds."""
-    workers = workers or worker_count()
-    port = free_port("tcp")  # on the host's loopback; in a namespace, its own loopback is free
+    """Locust against the servers at `places` (URL, and the namespace it is reached from) for
+    `seconds`, with `users` users in all, shared out evenly, each running sessions back to
+    back. Each place gets a master and its share of the workers (one per core in all, at
+    least one each); their statistics are merged. Killed (and RuntimeError) if not finished
+    within `timeout` seconds."""
+    if not places:
+        raise ValueError("no server to load")
+    workers = max(1, worker_count() // len(places))
+    shares = [users // len(places) + (index < users % len(places)) for index in range(len(places))]
     environment = {
         **os.environ,
         "UNIBENCH_WEB_APP": app,
@@ -70,38 +74,26 @@ def run_locust(
         "PYTHONUNBUFFERED": "1",
     }
     with tempfile.TemporaryDirectory(prefix="unibench-locust-") as folder:
-        stats = Path(folder) / "stats.json"
-        master_args = [
-            "--master",
-            "--headless",
-            "--master-bind-host=127.0.0.1",
-            f"--master-bind-port={port}",
-            f"--expect-workers={workers}",
-            f"--expect-workers-max-wait={int(START_GRACE)}",
-            f"--users={users}",
-            f"--spawn-rate={max(users, 1)}",  # all at once: the load is closed-loop
-            f"--run-time={max(1, round(seconds))}s",
-            f"--host={url}",
-            "--reset-stats",
-            "--only-summary",
-            f"--stop-timeout={int(STOP_GRACE)}",
-            "--exit-code-on-error=0",  # errors are measured, not a failed run
-            f"--json-file={stats.with_suffix('')}",
-        ]
-        worker_args = [
-            "--worker",
-            "--master-host=127.0.0.1",
-            f"--master-port={port}",
-            "--reset-stats",
-        ]
-        logs = [Path(folder) / f"process-{index}.log" for index in range(workers + 1)]
+        commands: list[list[str]] = []
+        stats: list[Path] = []
+        for index, ((url, namespace), share) in enumerate(zip(places, shares, strict=True)):
+            stats.append(Path(folder) / f"stats-{index}.json")
+            port = free_port("tcp")  # a namespace's own loopback has it free too
+            commands.append(
+                locust_command(
+                    namespace, *_master_args(url, port, share, workers, seconds, stats[-1])
+                )
+            )
+            worker_args = ["--worker", "--master-host=127.0.0.1", f"--master-port={port}"]
+            commands += [locust_command(namespace, *worker_args, "--reset-stats")] * workers
+        logs = [Path(folder) / f"process-{index}.log" for index in range(len(commands))]
         processes: list[subprocess.Popen[bytes]] = []
         try:
-            for index, args in enumerate([master_args] + [worker_args] * workers):
-                with logs[index].open("wb") as log:
+            for command, log_path in zip(commands, logs, strict=True):
+                with log_path.open("wb") as log:
                     processes.append(
                         subprocess.Popen(
-                            locust_command(namespace, *args),
+                            command,
                             stdout=log,
                             stderr=subprocess.STDOUT,
                             env=environment,
@@ -115,14 +107,42 @@ def run_locust(
                 with contextlib.suppress(ChildProcessError):
                     process.wait()
         output = "\n".join(log.read_text(errors="replace") for log in logs if log.exists())
-        if codes[0] != 0:
-            raise RuntimeError(f"locust's master exited with {codes[0]}: {output.strip()[-800:]}")
-        if not stats.exists():
+        masters = range(0, len(commands), workers + 1)
+        failed = [codes[index] for index in masters if codes[index] != 0]
+        if failed:
+            raise RuntimeError(f"locust's master exited with {failed[0]}: {output.strip()[-800:]}")
+        if not all(path.exists() for path in stats):
             raise RuntimeError(f"locust wrote no statistics: {output.strip()[-800:]}")
-        entries = json.loads(stats.read_text())
+        entries = [entry for path in stats for entry in json.loads(path.read_text())]
     return parse_locust_stats(
-        entries, cpu, client_cores=workers, warned=CPU_WARNING in output, seconds=seconds
+        entries,
+        cpu,
+        client_cores=workers * len(places),
+        warned=CPU_WARNING in output,
+        seconds=seconds,
     )
+
+
+def _master_args(
+    url: str, port: int, users: int, workers: int, seconds: float, stats: Path
+) -> list[str]:
+    return [
+        "--master",
+        "--headless",
+        "--master-bind-host=127.0.0.1",
+        f"--master-bind-port={port}",
+        f"--expect-workers={workers}",
+        f"--expect-workers-max-wait={int(START_GRACE)}",
+        f"--users={users}",
+        f"--spawn-rate={max(users, 1)}",  # all at once: the load is closed-loop
+        f"--run-time={max(1, round(seconds))}s",
+        f"--host={url}",
+        "--reset-stats",
+        "--only-summary",
+        f"--stop-timeout={int(STOP_GRACE)}",
+        "--exit-code-on-error=0",  # errors are measured, not a failed run
+        f"--json-file={stats.with_suffix('')}",
+    ]
 
 
 def _wait_all(

@@ -24,12 +24,21 @@ rate, the cores the generator itself kept busy (`client_cpu`) and whether it was
 (`client_bound`: 1 when it used 90 % of its cores or said it was short of CPU; the server's
 figure is then a lower bound), and the time from the launch to the server serving.
 
+Scaling (`instances=N`, the paper's Fig. 13 set-up): the unikernels, and the dynamic appliance
+everywhere, scale out: N instances, each its own launch with its own address, the users
+shared out among them (a locust master per instance, the workers shared too). nginx and
+apache2 on Linux targets scale up: one host of N CPUs (a VM's vCPUs, a process or container
+pinned to N CPUs) running N server workers. wrk loads single instances only.
+
 Parameters: app (static, dynamic), users (10, 50, 100), seconds (10), generator (locust;
-wrk too for static), server (each target takes the servers of its kind from what is asked).
+wrk too for static), instances (1), server (each target takes the servers of its kind from
+what is asked).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -73,7 +82,7 @@ def static_workload() -> Workload:
     return Workload(
         name="web-static",
         script=linux_script("web", "web_server.py"),
-        args=("--server", "{server}", "--listen", "{http}"),
+        args=("--server", "{server}", "--listen", "{http}", "--workers", "{instances}"),
         devices=(Console(ready_marker=READY_LINE), Network(ports=(HTTP,))),
         unikernel_app=unikernel_app("web"),
         programs=("nginx", "apache2"),
@@ -114,6 +123,7 @@ DEFAULTS: dict[str, tuple[str, ...]] = {
     "users": ("10", "50", "100"),
     "seconds": ("10",),
     "generator": ("locust",),
+    "instances": ("1",),
 }
 
 
@@ -134,11 +144,19 @@ class WebSuite(Suite):
         chosen = {**DEFAULTS, **requested}
         _check_choices("app", chosen["app"], APPS)
         _check_choices("generator", chosen["generator"], GENERATORS)
-        for name in ("users", "seconds"):
+        for name in ("users", "seconds", "instances"):
             for value in chosen[name]:
                 if not value.isdigit() or int(value) < 1:
                     raise ValueError(f"{name}={value}: say a whole number, 1 or more")
         unikernel = target.family == "unikernel"
+        cores = len(os.sched_getaffinity(0))
+        if not unikernel and "static" in chosen["app"]:
+            too_many = [n for n in chosen["instances"] if n.isdigit() and int(n) > cores]
+            if too_many:
+                raise ValueError(
+                    f"instances={too_many[0]}: on {target.name} the static servers scale up to "
+                    f"one host of that many CPUs, and this machine has {cores}"
+                )
         asked_servers = chosen.pop("server", None)
         sets: list[Params] = []
         for app in chosen["app"]:
@@ -155,7 +173,12 @@ class WebSuite(Suite):
             if not wanted or not generators:
                 continue  # asked for servers or generators this app has none of here
             sub = {**chosen, "app": (app,), "server": wanted, "generator": generators}
-            sets += super().param_sets(sub, target)
+            # wrk loads one server: it measures single instances only.
+            sets += [
+                params
+                for params in super().param_sets(sub, target)
+                if params["generator"] != "wrk" or params["instances"] == "1"
+            ]
         if asked_servers is not None:
             known = (*STATIC_SERVERS, SOCKETS_SERVER, UNIKERNEL_SERVER)
             unknown = [s for s in asked_servers if s not in known]
@@ -183,10 +206,22 @@ class WebSuite(Suite):
         return self.metrics
 
     def run_once(self, target: Target, params: Params, ctx: RepeatContext) -> list[Measurement]:
-        instance = ctx.create(self.workload_for(params))
-        t0 = instance.start()
-        serving, _ = instance.ready(ctx.deadline)
-        report = generate_load(instance, params, ctx)
+        instances = int(params["instances"])
+        if target.family == "unikernel" or params["app"] == "dynamic":
+            launches = instances  # scaled out: one instance each, each its own address
+        else:
+            # Scaled up: one Linux host of that many CPUs (a VM's vCPUs, a process's or
+            # container's CPUs) with as many server workers.
+            launches = 1
+            if instances > 1 and ctx.settings.cpus is None:
+                ctx.settings = dataclasses.replace(ctx.settings, cpus=instances)
+        started = []
+        for _ in range(launches):
+            instance = ctx.create(self.workload_for(params))
+            started.append((instance, instance.start()))
+        ready = [instance.ready(ctx.deadline)[0] - t0 for instance, t0 in started]
+        report = generate_load([instance for instance, _ in started], params, ctx)
+        serving = max(ready)  # until the last instance serves
         measured = [
             Measurement(REQUESTS, report.requests_per_second),
             Measurement(LATENCY_P50, report.latency_p50),
@@ -194,7 +229,7 @@ class WebSuite(Suite):
             Measurement(ERRORS, report.error_rate),
             Measurement(CLIENT_CPU, report.client_cpu),
             Measurement(CLIENT_BOUND, 1.0 if report.client_bound else 0.0),
-            Measurement(READY, serving - t0),
+            Measurement(READY, serving),
         ]
         if report.sessions_per_second is not None:
             measured.append(Measurement(SESSIONS, report.sessions_per_second))
@@ -209,30 +244,27 @@ def _check_choices(name: str, values: Sequence[str], known: tuple[str, ...]) -> 
         raise ValueError(f"{name}={','.join(unknown)}: say {' or '.join(known)}")
 
 
-def generate_load(instance: Instance, params: Params, ctx: RepeatContext) -> LoadReport:
-    address = instance.address("http")
-    if address is None:
-        raise RuntimeError("the target gave the web server no address")
-    host, port = address
-    url = f"http://{host}:{port}"
+def generate_load(instances: Sequence[Instance], params: Params, ctx: RepeatContext) -> LoadReport:
+    places: list[tuple[str, str | None]] = []
+    for instance in instances:
+        address = instance.address("http")
+        if address is None:
+            raise RuntimeError("the target gave the web server no address")
+        places.append((f"http://{address[0]}:{address[1]}", instance.namespace))
     users = int(params["users"])
     seconds = float(params["seconds"])
     timeout = min(seconds + LOAD_GRACE, ctx.remaining())
     if params["generator"] == "wrk":
+        ((url, namespace),) = places
         return run_wrk(
-            f"{url}/",
-            connections=users,
-            seconds=seconds,
-            namespace=instance.namespace,
-            timeout=timeout,
+            f"{url}/", connections=users, seconds=seconds, namespace=namespace, timeout=timeout
         )
     report = run_locust(
-        url,
+        places,
         users=users,
         seconds=seconds,
         app=str(params["app"]),
         pages=SITE_PAGES,
-        namespace=instance.namespace,
         timeout=timeout,
     )
     if report.requests == report.errors:

@@ -62,6 +62,30 @@ def test_bad_parameters_are_refused_with_what_to_say(name: str, value: str, says
         WebSuite().param_sets({name: [value]}, ProcessTarget())
 
 
+def test_instances_scale_the_unikernels_out_and_linux_up_within_this_machine() -> None:
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    asked = {"instances": ["1", str(cores)], "generator": ["locust", "wrk"], "users": ["8"]}
+    hosted = WebSuite().param_sets(asked, all_targets()["unikernel-hosted"])
+    # wrk loads one server: only single instances.
+    assert sorted((p["app"], p["generator"], p["instances"]) for p in hosted) == sorted(
+        [
+            ("static", "locust", "1"),
+            ("static", "locust", str(cores)),
+            ("static", "wrk", "1"),
+            ("dynamic", "locust", "1"),
+            ("dynamic", "locust", str(cores)),
+        ]
+    )
+    with pytest.raises(ValueError, match="one host of that many CPUs"):
+        WebSuite().param_sets({"instances": [str(cores + 1)]}, ProcessTarget())
+    # The dynamic appliance scales out on Linux too: as many instances as asked.
+    assert WebSuite().param_sets(
+        {"instances": [str(cores + 1)], "app": ["dynamic"]}, ProcessTarget()
+    )
+
+
 def test_wrk_measures_no_sessions() -> None:
     names = {metric.name for metric in WebSuite().metrics_for({"generator": "wrk"})}
     assert "sessions_per_second" not in names and "requests_per_second" in names
@@ -90,7 +114,7 @@ def test_nginx_apache2_and_the_socket_mode_appliance_under_locust_and_wrk(
         ("static", "apache2", "wrk"),
         ("dynamic", "sockets", "locust"),
     }
-    assert all(rate > 20 for rate in rates.values()), rates
+    assert all((rate or 0) > 20 for rate in rates.values()), rates
     found = values(samples)
     assert all(rate == 0 for rate in found[("process", "error_rate")])
     assert len(found[("process", "sessions_per_second")]) == 3  # locust's runs only
@@ -99,9 +123,10 @@ def test_nginx_apache2_and_the_socket_mode_appliance_under_locust_and_wrk(
 
 
 @pytest.mark.slow
-def test_the_unikernel_appliances_hosted_on_our_stack(tmp_path: Path) -> None:
+def test_the_unikernel_appliances_hosted_on_our_stack_two_instances(tmp_path: Path) -> None:
+    """Two instances each: two launches, two namespaces, a locust master for each."""
     require("ip")
-    params = {"users": ["4"], "seconds": ["2"]}
+    params = {"users": ["4"], "seconds": ["2"], "instances": ["2"]}
     target = all_targets()["unikernel-hosted"]
     store, run = run_suite(tmp_path, WebSuite(), [target], RunSettings(1, 0, 240, params=params))
     samples = store.samples(run.id)

@@ -7,8 +7,9 @@ What it needs: a web server on the target and locust on the host side of the tar
 Debian's wrk there for static pages.
 - static (`app=static`): the benchmark site (workloads/web/web_server.site_files). Linux
   targets run Debian's nginx or apache2 on it (`server=nginx,apache2`, run by
-  workloads/web/web_server.py); the unikernels our HTTP appliance, the site compiled in as a
-  tar archive and served from the tar store (`server=unikernel`).
+  workloads/web/web_server.py), and our static appliance in socket mode (`server=sockets`,
+  see below); the unikernels our HTTP appliance, the site compiled in as a tar archive and
+  served from the tar store (`server=unikernel`).
 - dynamic (`app=dynamic`): the microblog appliance (unikernel/apps/microblog: users, follow,
   post, timeline; its data in the writable log store on a blank disk). The unikernels run it
   on our stack; Linux targets run the very same build (the hosted unikernel's archive) with
@@ -49,7 +50,7 @@ from harness.load.wrk import run_wrk
 from harness.model import Measurement, Metric, Params
 from harness.suites.base import RepeatContext, Suite
 from harness.targets.base import Instance, Log, Target, Workload
-from unikernel.devices import Console, Disk, Network, Port
+from unikernel.devices import Console, Device, Disk, Network, Port
 from unikernel.toolchain.app import load_app
 from unikernel.toolchain.image import build
 from workloads import linux_script, unikernel_app
@@ -67,7 +68,7 @@ READY = Metric("time_to_serving", "s", "lower")
 
 APPS = ("static", "dynamic")
 STATIC_SERVERS = ("nginx", "apache2")
-SOCKETS_SERVER = "sockets"  # our dynamic appliance on the host kernel's TCP
+SOCKETS_SERVER = "sockets"  # our appliance on the host kernel's TCP (Linux targets)
 UNIKERNEL_SERVER = "unikernel"
 GENERATORS = ("locust", "wrk")
 HTTP = Port("http", "tcp", number=80)
@@ -90,32 +91,34 @@ def static_workload() -> Workload:
     )
 
 
-MICROBLOG_APP = unikernel_app("microblog")
-MICROBLOG_DEVICES = (
-    Console(ready_marker=READY_LINE),
-    Network(ports=(HTTP,)),
-    Disk("store", size_mib=STORE_MIB),
-)
+# Our appliances, as unikernel applications; Linux targets run their hosted builds.
+APPLIANCES = {"static": unikernel_app("web"), "dynamic": unikernel_app("microblog")}
 
 
 @cache
-def microblog_workload() -> Workload:
-    """The dynamic appliance: on Linux targets its hosted build (one zip archive Debian's
-    python3.11 runs) in socket mode, listening where the target says, its store on the disk
-    the target gives it; on the unikernels the same application, built for them."""
-    built = build(load_app(MICROBLOG_APP), "hosted", log=lambda _: None)
+def socket_mode_workload(app: str) -> Workload:
+    """Our appliance for `app`: on Linux targets its hosted build (one zip archive Debian's
+    python3.11 runs) in socket mode, listening where the target says, the microblog's store
+    on the disk the target gives it; on the unikernels the same application, built for them."""
+    folder = APPLIANCES[app]
+    built = build(load_app(folder), "hosted", log=lambda _: None)
     archive: Path = built.outputs["app"]
+    args: tuple[str, ...] = ("UNIKERNEL_NETWORK=sockets", "UNIBENCH_LISTEN={http}")
+    devices: tuple[Device, ...] = (Console(ready_marker=READY_LINE), Network(ports=(HTTP,)))
+    if app == "dynamic":
+        args += ("UNIKERNEL_DISK_STORE={store}",)
+        devices += (Disk("store", size_mib=STORE_MIB),)
     return Workload(
-        name="microblog",
+        name="microblog" if app == "dynamic" else "web-static-sockets",
         script=archive,
-        args=(
-            "UNIKERNEL_NETWORK=sockets",
-            "UNIBENCH_LISTEN={http}",
-            "UNIKERNEL_DISK_STORE={store}",
-        ),
-        devices=MICROBLOG_DEVICES,
-        unikernel_app=MICROBLOG_APP,
+        args=args,
+        devices=devices,
+        unikernel_app=folder,
     )
+
+
+def microblog_workload() -> Workload:
+    return socket_mode_workload("dynamic")
 
 
 DEFAULTS: dict[str, tuple[str, ...]] = {
@@ -138,7 +141,9 @@ class WebSuite(Suite):
         return static_workload()
 
     def workload_for(self, params: Params) -> Workload:
-        return static_workload() if params["app"] == "static" else microblog_workload()
+        if params["app"] == "static" and params["server"] != SOCKETS_SERVER:
+            return static_workload()  # nginx, apache2, or the unikernel's appliance
+        return socket_mode_workload(str(params["app"]))
 
     def param_sets(self, requested: Mapping[str, Sequence[str]], target: Target) -> list[Params]:
         chosen = {**DEFAULTS, **requested}
@@ -163,7 +168,9 @@ class WebSuite(Suite):
             if unikernel:
                 servers: tuple[str, ...] = (UNIKERNEL_SERVER,)
             else:
-                servers = STATIC_SERVERS if app == "static" else (SOCKETS_SERVER,)
+                servers = (
+                    (*STATIC_SERVERS, SOCKETS_SERVER) if app == "static" else (SOCKETS_SERVER,)
+                )
             wanted = (
                 servers
                 if asked_servers is None
@@ -185,10 +192,11 @@ class WebSuite(Suite):
             if unknown:
                 raise ValueError(f"server={','.join(unknown)}: the servers are {', '.join(known)}")
         if not sets:
+            static = (*STATIC_SERVERS, SOCKETS_SERVER) if not unikernel else (UNIKERNEL_SERVER,)
+            dynamic = SOCKETS_SERVER if not unikernel else UNIKERNEL_SERVER
             raise ValueError(
                 f"{target.name} runs none of what was asked: static pages on "
-                f"{', '.join(STATIC_SERVERS) if not unikernel else UNIKERNEL_SERVER}, the "
-                f"dynamic appliance on {SOCKETS_SERVER if not unikernel else UNIKERNEL_SERVER}"
+                f"{', '.join(static)}, the dynamic appliance on {dynamic}"
                 " (and only locust drives the dynamic one)"
             )
         return sets
@@ -196,9 +204,10 @@ class WebSuite(Suite):
     def prepare(
         self, target: Target, workload: Workload, param_sets: Sequence[Params], log: Log
     ) -> None:
-        # The runner prepared the static site's workload; the dynamic one needs its own.
-        if any(params["app"] == "dynamic" for params in param_sets):
-            target.prepare(microblog_workload(), log)
+        # The runner prepared the static site's workload; the others need their own.
+        for other in dict.fromkeys(self.workload_for(params) for params in param_sets):
+            if other is not workload:
+                target.prepare(other, log)
 
     def metrics_for(self, params: Params) -> tuple[Metric, ...]:
         if params.get("generator") == "wrk":

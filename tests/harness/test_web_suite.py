@@ -21,6 +21,7 @@ def test_each_kind_of_target_runs_its_own_servers_for_each_app() -> None:
         ("dynamic", "sockets", "locust"),
         ("static", "apache2", "locust"),
         ("static", "nginx", "locust"),
+        ("static", "sockets", "locust"),  # our static appliance on Linux's TCP
     ]
     unikernel = WebSuite().param_sets(
         {"users": ["10", "20"], "generator": ["locust", "wrk"]}, all_targets()["unikernel-qemu"]
@@ -112,12 +113,14 @@ def test_nginx_apache2_and_the_socket_mode_appliance_under_locust_and_wrk(
         ("static", "nginx", "wrk"),
         ("static", "apache2", "locust"),
         ("static", "apache2", "wrk"),
+        ("static", "sockets", "locust"),
+        ("static", "sockets", "wrk"),
         ("dynamic", "sockets", "locust"),
     }
     assert all((rate or 0) > 20 for rate in rates.values()), rates
     found = values(samples)
     assert all(rate == 0 for rate in found[("process", "error_rate")])
-    assert len(found[("process", "sessions_per_second")]) == 3  # locust's runs only
+    assert len(found[("process", "sessions_per_second")]) == 4  # locust's runs only
     assert all(rate > 1 for rate in found[("process", "sessions_per_second")])
     assert run.complete
 

@@ -9,14 +9,10 @@ One thread per core and `connections` keep-alive connections, fetching one page 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
-import subprocess
-import tempfile
-import threading
 
+from harness.load.client import run_client
 from harness.load.report import LoadReport
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -51,32 +47,10 @@ def run_wrk(
     argv = wrk_argv(url, connections, seconds, threads)
     if namespace is not None:
         argv = ["ip", "netns", "exec", namespace, *argv]
-    with tempfile.TemporaryFile() as output:
-        try:
-            process = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT)
-        except FileNotFoundError:
-            raise RuntimeError("wrk is not installed: apt-get install wrk") from None
-        timer = threading.Timer(min(timeout, seconds + GRACE), _kill, (process.pid,))
-        timer.start()
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        except BaseException:
-            _kill(process.pid)
-            process.wait()
-            raise
-        finally:
-            timer.cancel()
-        process.returncode = os.waitstatus_to_exitcode(status)
-        output.seek(0)
-        text = output.read().decode(errors="replace")
-    if process.returncode != 0:
-        raise RuntimeError(f"wrk exited with {process.returncode}: {text.strip()[-500:]}")
-    return parse_wrk(text, usage.ru_utime + usage.ru_stime, threads=min(threads, connections))
-
-
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    done = run_client(argv, min(timeout, seconds + GRACE), "apt-get install wrk")
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk exited with {done.returncode}: {done.output.strip()[-500:]}")
+    return parse_wrk(done.output, done.cpu_seconds, threads=min(threads, connections))
 
 
 def parse_wrk(text: str, client_cpu_seconds: float, *, threads: int) -> LoadReport:

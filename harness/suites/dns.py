@@ -21,18 +21,14 @@ runs NSD on Linux targets and the appliance on the unikernels; memoise is the un
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import os
-import signal
 import statistics
-import subprocess
-import tempfile
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from harness.load.client import run_client
 from harness.model import Measurement, Metric, Params
 from harness.suites.base import RepeatContext, Suite
 from harness.targets.base import Instance, Log, Target, Workload
@@ -178,35 +174,10 @@ def run_dnsperf(
     """Debian's dnsperf against the instance: its report, and the CPU time it took."""
     argv = dnsperf_argv(instance, queries, params)
     timeout = min(float(params["seconds"]) + QUERY_TIMEOUT + CLIENT_GRACE, ctx.remaining())
-    with tempfile.TemporaryFile() as output:
-        try:
-            process = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT)
-        except FileNotFoundError:
-            raise RuntimeError("dnsperf is not installed: apt-get install dnsperf") from None
-        timer = threading.Timer(timeout, _kill, (process.pid,))
-        timer.start()
-        try:
-            # wait4, not wait: the child's own CPU time, whatever else the harness runs.
-            _, status, usage = os.wait4(process.pid, 0)
-        except BaseException:  # interrupted: dnsperf must not outlive the repeat
-            _kill(process.pid)
-            process.wait()
-            raise
-        finally:
-            timer.cancel()
-        process.returncode = os.waitstatus_to_exitcode(status)
-        output.seek(0)
-        text = output.read().decode(errors="replace")
-    if process.returncode != 0:
-        raise RuntimeError(f"dnsperf exited with {process.returncode}: {text.strip()[-500:]}")
-    return dataclasses.replace(
-        parse_dnsperf(text), client_cpu_seconds=usage.ru_utime + usage.ru_stime
-    )
-
-
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    done = run_client(argv, timeout, "apt-get install dnsperf")
+    if done.returncode != 0:
+        raise RuntimeError(f"dnsperf exited with {done.returncode}: {done.output.strip()[-500:]}")
+    return dataclasses.replace(parse_dnsperf(done.output), client_cpu_seconds=done.cpu_seconds)
 
 
 def parse_dnsperf(text: str) -> DnsperfReport:

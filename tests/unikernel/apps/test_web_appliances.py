@@ -248,3 +248,54 @@ def test_the_microblog_in_socket_mode_keeps_its_data_across_a_restart(tmp_path: 
         second.terminate()
         second.wait(10)
     assert os.path.getsize(disk) == 64 << 20
+
+
+BIG_APP_CONFIG = """
+from unikernel.devices import Console, Network, Port
+from unikernel.toolchain.app import App
+
+app = App(
+    name="web-big",
+    main="big_main:main",
+    devices=(Console(), Network(ports=(Port("http", "tcp", number=80),))),
+    memory_mib=256,
+)
+"""
+BIG_APP_MAIN = """
+from unikernel.apps.http.appliance import serve_http
+from unikernel.apps.http.messages import Response
+
+# 10 MiB in which every 4 bytes say where they are: a lost, doubled or reordered segment shows.
+BIG = b"".join(index.to_bytes(4, "big") for index in range(10 << 18))
+
+
+async def handle(request):
+    return Response(200, [("Content-Type", "application/octet-stream")], memoryview(BIG))
+
+
+async def main(devices):
+    return await serve_http(devices, handle, "10 MiB")
+"""
+
+
+def test_a_ten_mebibyte_response_over_our_tcp(tmp_path: Path) -> None:
+    """The driver's own tests run it on the host's TCP; this one on ours, hosted on TAP."""
+    require("curl", "ip")
+    folder = tmp_path / "web-big"
+    folder.mkdir()
+    (folder / "config.py").write_text(BIG_APP_CONFIG)
+    (folder / "big_main.py").write_text(BIG_APP_MAIN)
+    workload = Workload(
+        name="web-big",
+        script=Path(__file__),  # not run: the unikernel target runs the app
+        devices=static_workload().devices,
+        unikernel_app=folder,
+    )
+    instance = launch("unikernel-hosted", workload)
+    try:
+        done = curl(instance, f"{base_url(instance)}/big")
+        assert done.returncode == 0, done.stderr
+        expected = b"".join(index.to_bytes(4, "big") for index in range(10 << 18))
+        assert len(done.stdout) == len(expected) and done.stdout == expected
+    finally:
+        instance.stop()

@@ -3,14 +3,23 @@
 
 from __future__ import annotations
 
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from harness.runner import RunSettings
 from harness.suites.web import WebSuite
 from harness.targets import all_targets
 from harness.targets.process import ProcessTarget
+from hostkit import namespaces
 from tests.support.netns import require
 from tests.support.runs import run_suite, values
 
@@ -64,8 +73,6 @@ def test_bad_parameters_are_refused_with_what_to_say(name: str, value: str, says
 
 
 def test_instances_scale_the_unikernels_out_and_linux_up_within_this_machine() -> None:
-    import os
-
     cores = len(os.sched_getaffinity(0))
     asked = {"instances": ["1", str(cores)], "generator": ["locust", "wrk"], "users": ["8"]}
     hosted = WebSuite().param_sets(asked, all_targets()["unikernel-hosted"])
@@ -138,3 +145,68 @@ def test_the_unikernel_appliances_hosted_on_our_stack_two_instances(tmp_path: Pa
     assert len(found[("unikernel-hosted", "sessions_per_second")]) == 2  # static and dynamic
     assert all(rate > 1 for rate in found[("unikernel-hosted", "sessions_per_second")])
     assert all(rate == 0 for rate in found[("unikernel-hosted", "error_rate")])
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(int(os.environ.get("UNIBENCH_FAULT_SEEDS", "4"))))
+def test_a_run_stopped_at_a_random_moment_leaves_nothing_behind(tmp_path: Path, seed: int) -> None:
+    """SIGTERM at a random point of a web run (booting, spawning locust, under load, between
+    repeats): it ends as interrupted, keeps what it measured, and leaves no process (locust's
+    master and workers, nginx, apache2, the appliances), namespace or server folder."""
+    require("nginx", "apache2", "ip")
+    moment = random.Random(seed).uniform(1.0, 14.0)
+    bench = str(Path(sys.executable).parent / "bench")
+    proc = subprocess.Popen(
+        [
+            bench,
+            "--store",
+            str(tmp_path / "b.sqlite"),
+            "run",
+            "--suite",
+            "web",
+            "--target",
+            "unikernel-hosted",
+            "--target",
+            "process",
+            "--param",
+            "users=4",
+            "--param",
+            "seconds=3",
+            "--repeat",
+            "50",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: dict[int, psutil.Process] = {}
+    deadline = time.monotonic() + moment
+    try:
+        while time.monotonic() < deadline:  # every process it starts, however short-lived
+            seen.update((p.pid, p) for p in _descendants(proc.pid))
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert seen, "the run started nothing"
+    time.sleep(1)  # what was killed is gone from the process table
+    alive = [p for p in seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], [p.cmdline() for p in alive]
+    netns = os.listdir(namespaces.NETNS_DIR) if os.path.isdir(namespaces.NETNS_DIR) else []
+    assert not [name for name in netns if name.startswith(f"unibench-{proc.pid}-")]
+    leftovers = [
+        name
+        for name in os.listdir(tempfile.gettempdir())
+        if name.startswith(("unibench-locust-", f"unibench-web-{proc.pid}"))
+    ]
+    assert leftovers == []

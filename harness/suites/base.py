@@ -97,7 +97,13 @@ class Suite(ABC):
         return self.metrics
 
     def launch_settings(self, params: Params, cpus: int | None) -> LaunchSettings:
-        return LaunchSettings(cpus=cpus, workload_params=params)
+        """How to launch for these parameters: `memory` (MiB), where asked, sizes a VM."""
+        memory = params.get("memory")
+        return LaunchSettings(
+            cpus=cpus,
+            memory_mib=int(memory) if memory is not None else None,
+            workload_params=params,
+        )
 
     @abstractmethod
     def run_once(self, target: Target, params: Params, ctx: RepeatContext) -> list[Measurement]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from harness.model import Measurement, Metric, Params
 from harness.probes import UdpEchoProbe
 from harness.suites.base import RepeatContext, Suite
-from harness.targets.base import Instance, LaunchSettings, Target, Workload
+from harness.targets.base import Instance, Target, Workload
 from unikernel.devices import Console, Network, Port
 from workloads import linux_script, unikernel_app
 
@@ -64,14 +64,6 @@ class BootSuite(Suite):
 
     def workload(self, target: Target) -> Workload:
         return self._workload
-
-    def launch_settings(self, params: Params, cpus: int | None) -> LaunchSettings:
-        memory = params.get("memory")
-        return LaunchSettings(
-            cpus=cpus,
-            memory_mib=int(memory) if memory is not None else None,
-            workload_params=params,
-        )
 
     def run_once(self, target: Target, params: Params, ctx: RepeatContext) -> list[Measurement]:
         instance = ctx.create(self._workload)

@@ -32,8 +32,8 @@ apache2 on Linux targets scale up: one host of N CPUs (a VM's vCPUs, a process o
 pinned to N CPUs) running N server workers. wrk loads single instances only.
 
 Parameters: app (static, dynamic), users (10, 50, 100), seconds (10), generator (locust;
-wrk too for static), instances (1), server (each target takes the servers of its kind from
-what is asked).
+wrk too for static), instances (1), memory (MiB, for VMs: the image's own size, or the Linux
+VM's, unless asked), server (each target takes the servers of its kind from what is asked).
 """
 
 from __future__ import annotations
@@ -149,8 +149,8 @@ class WebSuite(Suite):
         chosen = {**DEFAULTS, **requested}
         _check_choices("app", chosen["app"], APPS)
         _check_choices("generator", chosen["generator"], GENERATORS)
-        for name in ("users", "seconds", "instances"):
-            for value in chosen[name]:
+        for name in ("users", "seconds", "instances", "memory"):
+            for value in chosen.get(name, ()):
                 if not value.isdigit() or int(value) < 1:
                     raise ValueError(f"{name}={value}: say a whole number, 1 or more")
         unikernel = target.family == "unikernel"

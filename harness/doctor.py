@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
 import os
 import shutil
 import struct
@@ -172,6 +173,38 @@ def check_network_tools() -> Finding:
     return Finding("network tools", "ok", "iperf3 and ethtool installed")
 
 
+# Each suite's peers from Debian: what runs against the target, and the Linux baselines.
+SUITE_PROGRAMS = {
+    "dns": {"dnsperf": "dnsperf", "nsd": "nsd", "named": "bind9", "dig": "bind9-dnsutils"},
+    "web": {"wrk": "wrk", "nginx": "nginx", "apache2": "apache2"},
+}
+
+
+def check_suite_programs() -> Finding:
+    """The dns and web suites' peers, and locust (the web suite's load generator, from PyPI)."""
+    missing = {
+        package: suite
+        for suite, programs in SUITE_PROGRAMS.items()
+        for program, package in programs.items()
+        if shutil.which(program) is None
+    }
+    if importlib.util.find_spec("locust") is None:
+        missing["locust"] = "web"
+    if missing:
+        debian = " ".join(p for p in missing if p != "locust")
+        fixes = [f"apt-get install {debian}"] if debian else []
+        if "locust" in missing:
+            fixes.append("./bench (its set-up installs locust into .venv)")
+        suites = " and ".join(sorted(set(missing.values())))
+        return Finding(
+            "suite peers",
+            "missing",
+            f"{', '.join(missing)} not found: the {suites} suite cannot run everywhere",
+            "; ".join(fixes),
+        )
+    return Finding("suite peers", "ok", "dnsperf, NSD, BIND9, wrk, nginx, apache2, locust")
+
+
 CHECKS: tuple[Callable[[], Finding], ...] = (
     check_docker,
     check_debootstrap,
@@ -181,6 +214,7 @@ CHECKS: tuple[Callable[[], Finding], ...] = (
     check_tap,
     check_netns,
     check_network_tools,
+    check_suite_programs,
 )
 
 

@@ -73,6 +73,8 @@ UNIKERNEL_SERVER = "unikernel"
 GENERATORS = ("locust", "wrk")
 HTTP = Port("http", "tcp", number=80)
 STORE_MIB = 64
+DYNLOAD = "/usr/lib/python3.11/lib-dynload"  # Debian's, as in the images
+EXTENSION_SUFFIX = ".cpython-311-x86_64-linux-gnu.so"
 LOAD_GRACE = 60.0  # seconds past the run's length for the generator to start and finish
 
 
@@ -114,7 +116,15 @@ def socket_mode_workload(app: str) -> Workload:
         args=args,
         devices=devices,
         unikernel_app=folder,
+        program_data=extension_modules(built.report["kept_modules"]),  # type: ignore[arg-type]
     )
+
+
+def extension_modules(modules: Sequence[str]) -> tuple[str, ...]:
+    """Debian's python3.11 extension modules among `modules`: the archive holds bytecode only,
+    and an image with python3-minimal alone lacks some (mmap, _ctypes, _json)."""
+    found = (f"{DYNLOAD}/{name}{EXTENSION_SUFFIX}" for name in modules)
+    return tuple(path for path in found if Path(path).is_file())
 
 
 def microblog_workload() -> Workload:

@@ -64,7 +64,8 @@ class Workload:
     # Host programs the script runs (iperf3): images get them with the libraries they load.
     programs: tuple[str, ...] = ()
     # Host files those programs open at run time that ldd does not list (apache2's modules,
-    # a library glibc opens itself): images get them too, at the same paths.
+    # a library glibc opens itself, the interpreter's extension modules a minimal image lacks):
+    # images get them too, at the same paths, with the libraries shared objects among them load.
     program_data: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -115,8 +116,11 @@ class Workload:
         files = program_files(self.programs)
         for path in self.program_data:
             if not Path(path).is_file():
-                raise FileNotFoundError(f"{path} (for {', '.join(self.programs)}) is missing")
+                needed = ", ".join(self.programs) or self.name
+                raise FileNotFoundError(f"{path} (for {needed}) is missing on this host")
             files.add(path)
+            if ".so" in Path(path).name:
+                files |= shared_libraries(path)
         return files
 
 
@@ -135,13 +139,21 @@ def program_files(programs: tuple[str, ...]) -> set[str]:
         if path is None:
             raise FileNotFoundError(f"{program} is not installed on this host: apt-get install it")
         files.add(path)
-        done = subprocess.run(["ldd", path], capture_output=True, text=True, check=True)
-        for line in done.stdout.splitlines():
-            _, arrow, rest = line.partition("=>")
-            library = rest.split("(")[0].strip() if arrow else ""
-            if library.startswith("/") and not _C_LIBRARY.match(Path(library).name):
-                files.add(library)
+        files |= shared_libraries(path)
     return files
+
+
+def shared_libraries(path: str) -> set[str]:
+    """The shared libraries ldd says the program or shared object at `path` loads, except the
+    C library."""
+    done = subprocess.run(["ldd", path], capture_output=True, text=True, check=True)
+    libraries = set()
+    for line in done.stdout.splitlines():
+        _, arrow, rest = line.partition("=>")
+        library = rest.split("(")[0].strip() if arrow else ""
+        if library.startswith("/") and not _C_LIBRARY.match(Path(library).name):
+            libraries.add(library)
+    return libraries
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from harness.doctor import (
     check_docker,
     check_netns,
     check_network_tools,
+    check_suite_programs,
     check_tap,
     check_xen,
     run_checks,
@@ -56,6 +57,22 @@ def test_missing_network_tools_are_named_with_the_package_to_install(
     assert finding.status == "missing"
     assert "iperf3" in finding.detail and "ethtool" not in finding.detail
     assert finding.fix == "apt-get install iperf3"
+
+
+def test_missing_suite_peers_are_named_with_their_packages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_which = shutil.which
+
+    def which(tool: str) -> str | None:
+        return None if tool in ("wrk", "named") else real_which(tool)
+
+    monkeypatch.setattr(shutil, "which", which)
+    finding = check_suite_programs()
+    assert finding.status == "missing"
+    assert "wrk" in finding.detail and "bind9" in finding.detail and "nginx" not in finding.detail
+    assert "dns and web suite" in finding.detail
+    assert finding.fix == "apt-get install bind9 wrk"
 
 
 def test_the_xen_check_says_where_xen_targets_will_run(

@@ -43,13 +43,20 @@ class HostSocket:
 
     def __init__(self, sock: _socket.socket, remote: tuple[bytes, int]) -> None:
         sock.setblocking(False)
-        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)  # as our engine: no Nagle
         self._sock = sock
         self._fd = sock.fileno()
         self.remote = remote
 
     def __repr__(self) -> str:
         return f"<HostSocket fd {self._fd} to {self.remote!r}>"
+
+    @property
+    def nodelay(self) -> bool:
+        return bool(self._sock.getsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY))
+
+    @nodelay.setter
+    def nodelay(self, value: bool) -> None:
+        self._sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, int(value))
 
     async def send(self, data: Buffer, timeout: float | None = None) -> None:
         """Send all of `data`, waiting while the kernel's buffer is full."""

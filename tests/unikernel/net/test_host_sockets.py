@@ -33,6 +33,9 @@ def test_accept_send_and_receive_with_a_blocking_client() -> None:
     async def main() -> bytes:
         sock = await listener.accept(timeout=5)
         assert sock.remote[0] == b"\x7f\x00\x00\x01"
+        assert not sock.nodelay  # Nagle on, as the kernel's default, until asked
+        sock.nodelay = True
+        assert sock.nodelay
         data = await sock.recv(timeout=5)
         await sock.send(b"x" * 3_000_000, timeout=10)  # more than the kernel's buffer holds
         await sock.drain(timeout=10)

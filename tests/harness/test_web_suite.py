@@ -210,3 +210,27 @@ def test_a_run_stopped_at_a_random_moment_leaves_nothing_behind(tmp_path: Path, 
         if name.startswith(("unibench-locust-", f"unibench-web-{proc.pid}"))
     ]
     assert leftovers == []
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_every_server_runs_in_the_minimal_container_from_what_is_copied_in(
+    tmp_path: Path, docker_client: object
+) -> None:
+    """The minimal image has python3-minimal and the C library only: apache2 comes with its
+    modules and the library glibc opens by itself, the socket-mode archive with the
+    interpreter's extension modules it imports."""
+    require("nginx", "apache2")
+    params = {"users": ["4"], "seconds": ["2"]}
+    target = all_targets()["docker-minimal"]
+    store, run = run_suite(tmp_path, WebSuite(), [target], RunSettings(1, 0, 180, params=params))
+    samples = store.samples(run.id)
+    assert not [s for s in samples if s.failed], [s.failure for s in samples if s.failed]
+    servers = {(s.params["app"], s.params["server"]) for s in samples if s.metric == "error_rate"}
+    assert servers == {
+        ("static", "nginx"),
+        ("static", "apache2"),
+        ("static", "sockets"),
+        ("dynamic", "sockets"),
+    }
+    assert all(rate == 0 for rate in values(samples)[("docker-minimal", "error_rate")])

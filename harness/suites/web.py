@@ -127,10 +127,6 @@ def extension_modules(modules: Sequence[str]) -> tuple[str, ...]:
     return tuple(path for path in found if Path(path).is_file())
 
 
-def microblog_workload() -> Workload:
-    return socket_mode_workload("dynamic")
-
-
 DEFAULTS: dict[str, tuple[str, ...]] = {
     "app": APPS,
     "users": ("10", "50", "100"),
@@ -175,12 +171,7 @@ class WebSuite(Suite):
         asked_servers = chosen.pop("server", None)
         sets: list[Params] = []
         for app in chosen["app"]:
-            if unikernel:
-                servers: tuple[str, ...] = (UNIKERNEL_SERVER,)
-            else:
-                servers = (
-                    (*STATIC_SERVERS, SOCKETS_SERVER) if app == "static" else (SOCKETS_SERVER,)
-                )
+            servers = servers_for(app, unikernel)
             wanted = (
                 servers
                 if asked_servers is None
@@ -202,12 +193,11 @@ class WebSuite(Suite):
             if unknown:
                 raise ValueError(f"server={','.join(unknown)}: the servers are {', '.join(known)}")
         if not sets:
-            static = (*STATIC_SERVERS, SOCKETS_SERVER) if not unikernel else (UNIKERNEL_SERVER,)
-            dynamic = SOCKETS_SERVER if not unikernel else UNIKERNEL_SERVER
             raise ValueError(
                 f"{target.name} runs none of what was asked: static pages on "
-                f"{', '.join(static)}, the dynamic appliance on {dynamic}"
-                " (and only locust drives the dynamic one)"
+                f"{', '.join(servers_for('static', unikernel))}, the dynamic appliance on "
+                f"{', '.join(servers_for('dynamic', unikernel))} (and only locust drives the "
+                "dynamic one)"
             )
         return sets
 
@@ -255,6 +245,13 @@ class WebSuite(Suite):
         if report.latency_p95 is not None:
             measured.append(Measurement(LATENCY_P95, report.latency_p95))
         return measured
+
+
+def servers_for(app: str, unikernel: bool) -> tuple[str, ...]:
+    """The servers a target of the kind runs `app` on."""
+    if unikernel:
+        return (UNIKERNEL_SERVER,)
+    return (*STATIC_SERVERS, SOCKETS_SERVER) if app == "static" else (SOCKETS_SERVER,)
 
 
 def _check_choices(name: str, values: Sequence[str], known: tuple[str, ...]) -> None:

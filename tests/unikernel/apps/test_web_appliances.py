@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.suites.web import microblog_workload, static_workload
+from harness.suites.web import socket_mode_workload, static_workload
 from harness.targets import all_targets
 from harness.targets.base import Instance, LaunchSettings, Workload, free_port
 from hostkit.namespaces import entered
@@ -142,7 +142,7 @@ def test_malformed_requests_get_4xx_and_it_goes_on_serving(static_site: Instance
 @pytest.mark.parametrize("target", ["unikernel-hosted", "unikernel-qemu"])
 def test_the_microblog_api_with_curl(target: str) -> None:
     require("curl", "ip")
-    instance = launch(target, microblog_workload())
+    instance = launch(target, socket_mode_workload("dynamic"))
     try:
         url = base_url(instance)
 
@@ -182,7 +182,7 @@ def test_the_microblog_api_with_curl(target: str) -> None:
 
 def test_the_microblog_in_socket_mode_keeps_its_data_across_a_restart(tmp_path: Path) -> None:
     require("curl")
-    archive = microblog_workload().script
+    archive = socket_mode_workload("dynamic").script
     disk = tmp_path / "store.img"
     disk.write_bytes(bytes(64 << 20))
     port = free_port("tcp")

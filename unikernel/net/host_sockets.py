@@ -16,13 +16,7 @@ import _socket  # not `socket`, which imports enum
 import errno
 import struct
 
-from unikernel.core.scheduler import (
-    fail_after_or_never,
-    move_on_after,
-    sleep,
-    wait_readable,
-    wait_writable,
-)
+from unikernel.core.scheduler import fail_after_or_never, sleep, wait_readable, wait_writable
 from unikernel.net.ipv4 import format_address, parse_address
 
 TYPE_CHECKING = False
@@ -183,11 +177,10 @@ class HostNetwork:
         return HostSocket(sock, (parse_address(host), port))
 
     async def aclose(self) -> None:
+        """Close the listening sockets; connections are their threads' to close."""
         for listener in self._open:
             listener.close()
         self._open.clear()
-        with move_on_after(0):
-            await sleep(0)  # let threads waiting on what closed see it
 
 
 def open_host_network(environ: Mapping[str, str]) -> HostNetwork:

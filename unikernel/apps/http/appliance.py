@@ -17,6 +17,8 @@ from unikernel.net.service import ADDRESS_VARIABLE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from unikernel.apps.http.messages import Handler
     from unikernel.core.devices import Devices
 
@@ -24,7 +26,7 @@ READY_LINE = "web-server: serving"  # as the Linux side's servers say it (worklo
 LISTEN_VARIABLE = "UNIBENCH_LISTEN"
 
 
-def listen_place(environ: dict[str, str] | os._Environ[str]) -> tuple[str | None, int]:
+def listen_place(environ: Mapping[str, str]) -> tuple[str | None, int]:
     """The host (None: the network's own address) and port UNIBENCH_LISTEN names."""
     text = environ.get(LISTEN_VARIABLE, "")
     if not text:

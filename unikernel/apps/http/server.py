@@ -68,15 +68,14 @@ class HttpServer:
         self.timed_out = 0  # 408s sent, and idle connections closed
         self.errors = 0  # handlers that raised (answered 500)
 
-    def listen(self) -> None:
+    def listen(self) -> StreamListener:
         """Take the port now, before saying the server is up; serve() does if nobody has."""
         if self._listener is None:
             self._listener = self.network.listen(self.port, backlog=self.max_connections)
+        return self._listener
 
     async def serve(self) -> None:
-        self.listen()
-        listener = self._listener
-        assert listener is not None
+        listener = self.listen()
         try:
             async with open_nursery() as connections:
                 while True:

@@ -42,10 +42,7 @@ class Running:
         self.server = HttpServer(
             self.network, handler, 0, limits=limits, max_connections=max_connections
         )
-        self.server.listen()
-        listener = self.server._listener
-        assert listener is not None
-        self.port = listener.port
+        self.port = self.server.listen().port
         self._stop_read, self._stop_write = os.pipe()
         self._thread = threading.Thread(target=run, args=(self._main,))
         self._thread.start()

@@ -1,9 +1,8 @@
 """The report's figures, drawn from whatever samples the selected runs hold.
 
 Each metric of a suite gets the figures its samples support:
-  - overview: the median per target (and parameter set) as a bar with its 95 % bootstrap
-    interval from harness.stats, and every sample as a dot; for boot this is boot time per target,
-    for tcp the throughput by flows and direction, for size the image sizes;
+  - overview (harness.report.bars): the median per target as a bar with its 95 % bootstrap
+    interval, every sample as a dot, parameters as colours and panels;
   - against a parameter: for every numeric parameter swept over two or more values (memory,
     block size, clients, instances, threads), the median against it, one line per target, with
     published values beside ours where they match (Fig. 5 for boot time against memory);
@@ -20,18 +19,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
 import seaborn as sns  # type: ignore[import-untyped]
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.typing import ColorType
 
 from harness.compare import target_accel
 from harness.history import History
 from harness.model import Run, Sample
+from harness.report.legibility import problems
 from harness.report.published import series_for
 from harness.stats import summarize
 
+DPI = 100
+LOG_SPAN = 30.0  # max / min beyond which an axis is drawn logarithmic
 DISTRIBUTION = re.compile(r"lateness|jitter")
 PALETTE = "colorblind"
 
@@ -41,6 +45,7 @@ class Drawn:
     path: Path  # the PNG, inside the site
     title: str
     caption: str
+    problems: tuple[str, ...] = ()  # what harness.report.legibility found hard to read
 
 
 def short(run_id: str) -> str:
@@ -105,14 +110,22 @@ class FigureWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.prefix = prefix
         self.count = 0
+        self.drawn: list[Drawn] = []
 
     def save(self, fig: Figure, title: str, caption: str) -> Drawn:
-        fig.text(0.01, 0.01, caption, fontsize=7, color="#444", wrap=True)
-        fig.tight_layout(rect=(0, 0.06, 1, 1))
+        """Saves with the caption below the plots, room made for as many lines as it wraps to,
+        and says what legibility found wrong with it."""
+        fig.dpi = DPI
+        footer = fig.text(0.01, 0.01, caption, fontsize=7, color="#444", wrap=True)
+        renderer = FigureCanvasAgg(fig).get_renderer()  # type: ignore[no-untyped-call]
+        room = (footer.get_window_extent(renderer).height + 6) / fig.bbox.height
+        fig.tight_layout(rect=(0, min(room, 0.4), 1, 1))
+        found = tuple(problems(fig, DPI))
         self.count += 1
         path = self.dir / f"{self.prefix}-{self.count:02d}.png"
-        fig.savefig(path, dpi=100)
-        return Drawn(path, title, caption)
+        fig.savefig(path, dpi=DPI)
+        self.drawn.append(Drawn(path, title, caption, found))
+        return self.drawn[-1]
 
 
 def outside_legend(ax: Axes) -> None:
@@ -163,52 +176,6 @@ def _errorbars(
 def measured_twice(frame: pd.DataFrame, columns: list[str]) -> bool:
     """Whether several runs measured the same series, so that figures must tell runs apart."""
     return bool((frame.groupby(columns)["run"].nunique() > 1).any())
-
-
-def overview(writer: FigureWriter, suite: str, metric: pd.DataFrame) -> Drawn:
-    """Median per target (and parameter set, and run when several) with samples as dots."""
-    first = metric.iloc[0]
-    factor, unit = display_unit(first["unit"], list(metric["value"]))
-    name_runs = measured_twice(metric, ["target", "params"])
-    frame = metric.assign(
-        scaled=metric["value"] * factor,
-        category=[
-            " · ".join(p for p in (t, ps, short(r) if name_runs else "") if p)
-            for t, ps, r in zip(metric["target"], metric["params"], metric["run"], strict=True)
-        ],
-    )
-    categories = list(dict.fromkeys(frame["category"]))
-    targets = list(dict.fromkeys(frame["target"]))
-    colours = dict(zip(targets, sns.color_palette(PALETTE, len(targets)), strict=True))
-    fig, ax = new_figure(max(6.0, 0.9 * len(categories) + 3))
-    for i, category in enumerate(categories):
-        rows = frame[frame["category"] == category]
-        colour = colours[rows["target"].iloc[0]]
-        median = summarize(list(rows["value"])).median * factor
-        ax.bar(i, median, color=colour, alpha=0.35, width=0.7)
-        _errorbars(ax, [i], [list(rows["value"])], "black", factor)
-    sns.stripplot(
-        data=frame,
-        x="category",
-        y="scaled",
-        hue="target",
-        order=categories,
-        palette=colours,
-        size=4,
-        jitter=0.2,
-        alpha=0.8,
-        ax=ax,
-        legend=False,
-    )
-    ax.set_xlabel("")
-    ax.set_ylabel(f"{first['metric']} ({unit})")
-    if len(categories) > 4:
-        for label in ax.get_xticklabels():
-            label.set_rotation(30)
-            label.set_horizontalalignment("right")
-    title = f"{suite}: {first['metric']} per target ({direction(first['better'])})"
-    ax.set_title(title + "\nbars: median, whiskers: 95 % bootstrap CI, dots: samples", fontsize=10)
-    return writer.save(fig, title, provenance(metric))
 
 
 def numeric_sweeps(metric: pd.DataFrame) -> list[str]:
@@ -264,10 +231,15 @@ def against_param(writer: FigureWriter, suite: str, metric: pd.DataFrame, param:
     factor, unit = display_unit(first["unit"], list(metric["value"]))
     # Lines are told apart by the parameters that differ between them; one value shared by
     # every line (accel=tcg, seconds=2) goes in the caption, not in each label.
+    # A parameter that is one value per target (accel, memory) describes the target: the
+    # caption names it, the line's label need not.
     others = [
         c
         for c in metric.columns
-        if c.startswith("param:") and c != column and metric[c].astype(str).nunique() > 1
+        if c.startswith("param:")
+        and c != column
+        and metric[c].astype(str).nunique() > 1
+        and (metric.astype({c: str}).groupby("target")[c].nunique() > 1).any()
     ]
     shared = [
         f"{c[6:]}={metric[c].iloc[0]}"
@@ -318,6 +290,9 @@ def against_param(writer: FigureWriter, suite: str, metric: pd.DataFrame, param:
         caption += f" · published: {source}"
     if frame["x"].max() >= 8 * frame["x"].min() > 0:
         ax.set_xscale("log", base=2)
+    drawn = [float(v) for line in ax.get_lines() for v in np.asarray(line.get_ydata())]
+    if spans_orders(drawn):
+        ax.set_yscale("log")
     swept = sorted(frame["x"].unique())
     if len(swept) <= 16:  # the values measured, as written, rather than powers of two
         ax.set_xticks(swept, [tick_label(v) for v in swept], rotation=45 if len(swept) > 6 else 0)
@@ -327,6 +302,13 @@ def against_param(writer: FigureWriter, suite: str, metric: pd.DataFrame, param:
     ax.set_title(title + "\nmedian and 95 % bootstrap CI per point", fontsize=10)
     outside_legend(ax)
     return writer.save(fig, title, caption)
+
+
+def spans_orders(values: Sequence[float]) -> bool:
+    """Whether positive values span so many orders of magnitude that a linear axis would
+    squash the small ones to nothing."""
+    positive = [float(v) for v in values if float(v) > 0]
+    return len(positive) == len(values) > 1 and max(positive) > LOG_SPAN * min(positive)
 
 
 def tick_label(value: float) -> str:

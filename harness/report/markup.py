@@ -45,16 +45,18 @@ def esc(value: object) -> str:
     return html.escape(str(value))
 
 
-def page(title: str, suites: Iterable[str], body: str) -> str:
+def page(title: str, suites: Iterable[str], body: str, root: str = "") -> str:
+    """A whole page; root leads from the page's directory to the site's ("../" for runs/)."""
     links = " ".join(
-        f'<a href="{esc(s)}.html">{esc(KNOWN_SUITES.get(s, (s,))[0])}</a>' for s in suites
+        f'<a href="{esc(root)}{esc(s)}.html">{esc(KNOWN_SUITES.get(s, (s,))[0])}</a>'
+        for s in suites
     )
     return (
         # The empty icon spares the browser a request for /favicon.ico that would fail.
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<link rel="icon" href="data:,">'
         f"<title>{esc(title)}</title><style>{STYLE}</style></head>\n"
-        f'<body><nav><a href="index.html">Runs</a> {links}</nav>\n'
+        f'<body><nav><a href="{esc(root)}index.html">Runs</a> {links}</nav>\n'
         f"<h1>{esc(title)}</h1>\n{body}\n</body></html>\n"
     )
 

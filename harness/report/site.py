@@ -10,15 +10,18 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import click
+import pandas as pd  # type: ignore[import-untyped]
 
 from harness.compare import RunComparison, cli_store, comparison_notes, console
 from harness.history import History, describe_step, histories
 from harness.model import Run, Sample
-from harness.report import figures
+from harness.report import bars, figures
+from harness.report.headline import Headline, headlines
 from harness.report.markup import (
     KNOWN_SUITES,
     esc,
@@ -29,6 +32,7 @@ from harness.report.markup import (
     table,
 )
 from harness.report.published import ANCHORS, PublishedTable, tables_for
+from harness.report.seed import SuiteData, seed_section
 from harness.store import Store
 from harness.summary import result_rows
 
@@ -64,34 +68,110 @@ def suite_body(
             + published_html(tables_for(suite))
         )
         return "\n".join(parts)
+    frame = figures.sample_frame(selected)
+    if frame.empty:
+        parts.append('<p class="empty">Every repeat of this suite failed: nothing to draw.</p>')
+    else:
+        metrics = list(dict.fromkeys(frame["metric"]))
+        curves = {m: quantile_curves(store, selected, m) for m in metrics}
+        parts.append(headline_html(headlines(frame, suite)))
+        seed = seed_section(SuiteData(suite, frame, writer, curves))
+        if seed.blocks:
+            parts.append("<h2>What the paper showed, from our samples</h2>")
+            parts.append(blocks_html(seed.blocks, site))
+        parts.append("<h2>Every metric</h2>")
+        parts.append(
+            metric_figures(frame, suite, writer, site, curves, seed.covers, store, selected)
+        )
     targets_of = {
         run.id: list(dict.fromkeys(s.target for s in samples)) for run, samples in selected
     }
     parts += ["<h2>Runs</h2>", runs_table([run for run, _ in selected], targets_of)]
-    parts += ["<h2>Results</h2>", results_table([(r, result_rows(s)) for r, s in selected])]
-    frame = figures.sample_frame(selected)
-    parts.append("<h2>Figures</h2>")
-    if frame.empty:
-        parts.append('<p class="empty">Every repeat of this suite failed: nothing to draw.</p>')
-    else:
-        figures_html: list[str] = []
-        # Where repeats kept their whole distribution, it alone is drawn as the CDF.
-        has_distributions = any(store.distributions(run.id) for run, _ in selected)
-        for metric in dict.fromkeys(frame["metric"]):
-            rows = frame[frame["metric"] == metric].dropna(axis="columns", how="all")
-            drawn = [figures.overview(writer, suite, rows)]
-            for param in figures.numeric_sweeps(rows):
-                drawn += figures.against_param_figures(writer, suite, rows, param)
-            curves = quantile_curves(store, selected, metric)
-            if curves:
-                drawn.append(figures.quantile_cdf(writer, suite, metric, curves))
-            elif figures.is_distribution(metric) and not has_distributions:
-                drawn.append(figures.cdf(writer, suite, rows))
-            figures_html += [figure_html(d, site) for d in drawn]
-        parts.append(f'<div class="figures">{"".join(figures_html)}</div>')
+    results = [(r, result_rows(s)) for r, s in selected]
+    count = sum(len(rows) for _, rows in results)
+    parts.append(
+        f"<details><summary>Every result: {count} series (median, 95 % CI, n)</summary>"
+        f"{results_table(results)}</details>"
+    )
     parts.append(history_html(store, suite, selected, writer, site))
     parts.append(published_html(tables_for(suite)))
     return "\n".join(parts)
+
+
+def blocks_html(blocks: Sequence[str | figures.Drawn], site: Path) -> str:
+    """HTML as it is; consecutive figures together in one grid."""
+    out: list[str] = []
+    grid: list[str] = []
+    for block in [*blocks, ""]:
+        if isinstance(block, figures.Drawn):
+            grid.append(figure_html(block, site))
+            continue
+        if grid:
+            out.append(f'<div class="figures">{"".join(grid)}</div>')
+            grid = []
+        out.append(block)
+    return "\n".join(out)
+
+
+def metric_figures(
+    frame: pd.DataFrame,
+    suite: str,
+    writer: figures.FigureWriter,
+    site: Path,
+    curves: dict[str, list[figures.QuantileCurve]],
+    covers: set[tuple[str, str | None]],
+    store: Store,
+    selected: Sequence[tuple[Run, list[Sample]]],
+) -> str:
+    """Each metric per target, against each parameter it was swept over, and as a CDF where it
+    is a distribution; what the paper's section drew already is not drawn again."""
+    drawn: list[figures.Drawn] = []
+    # Where repeats kept their whole distribution, it alone is drawn as the CDF.
+    has_distributions = any(store.distributions(run.id) for run, _ in selected)
+    for metric in dict.fromkeys(frame["metric"]):
+        rows = frame[frame["metric"] == metric].dropna(axis="columns", how="all")
+        if (metric, None) not in covers:
+            drawn += bars.overview(writer, suite, rows)
+        for param in figures.numeric_sweeps(rows):
+            if (metric, param) not in covers:
+                drawn += figures.against_param_figures(writer, suite, rows, param)
+        if (metric, None) in covers:
+            continue
+        if curves.get(metric):
+            drawn.append(figures.quantile_cdf(writer, suite, metric, curves[metric]))
+        elif figures.is_distribution(metric) and not has_distributions:
+            drawn.append(figures.cdf(writer, suite, rows))
+    return blocks_html(drawn, site)
+
+
+def headline_html(found: Sequence[Headline], with_suite: bool = False) -> str:
+    if not found:
+        return ""
+    rows = []
+    for h in found:
+        arrow = "lower is better" if h.better == "lower" else "higher is better"
+        row = [
+            h.spec.measure,
+            h.comparison,
+            h.params,
+            f"{h.ratio:.2f} [{h.low:.2f}, {h.high:.2f}]",
+            arrow,
+            h.accel,
+            f"{h.n[0]} / {h.n[1]}",
+        ]
+        if with_suite:
+            row.insert(0, f'<a href="{esc(h.spec.suite)}.html">{esc(h.spec.suite)}</a>')
+            row[1:] = [esc(c) for c in row[1:]]
+        rows.append(row)
+    columns = ["measure", "ours ÷ reference", "at", "ratio [95% CI]", "", "accel", "n"]
+    if with_suite:
+        columns.insert(0, "suite")
+    return (
+        '<div class="headline"><h2>Headline: the unikernel against its reference</h2>'
+        + table(columns, rows, raw=with_suite)
+        + "<p>Ratio of medians, ours over the reference, with a bootstrap interval resampling "
+        "both; the accel each side ran under.</p></div>"
+    )
 
 
 def quantile_curves(
@@ -190,19 +270,30 @@ def comparisons_html(comparisons: Sequence[RunComparison]) -> str:
     return "\n".join(parts)
 
 
+@dataclass(frozen=True)
+class Site:
+    pages: list[Path]
+    drawn: list[figures.Drawn]
+
+    def illegible(self) -> list[figures.Drawn]:
+        return [d for d in self.drawn if d.problems]
+
+
 def build_site(
     store: Store,
     run_ids: Sequence[str],
     out: Path,
     comparisons: Sequence[RunComparison] = (),
-) -> list[Path]:
-    """Writes index.html and one page per suite into out; returns the pages written."""
+) -> Site:
+    """Writes index.html and one page per suite into out; returns the pages and figures."""
     runs = list({run.id: run for run in (store.run(r) for r in run_ids)}.values())
     samples = {run.id: store.samples(run.id) for run in runs}
     in_data = [s for run in runs for s in store.suites(run.id)]
     suites = list(dict.fromkeys([*KNOWN_SUITES, *in_data]))
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    drawn: list[figures.Drawn] = []
+    frames: dict[str, pd.DataFrame] = {}
     for suite in suites:
         selected = [
             (run, [s for s in samples[run.id] if s.suite == suite])
@@ -214,11 +305,17 @@ def build_site(
         path = out / f"{suite}.html"
         path.write_text(page(title, suites, suite_body(store, suite, selected, writer, out)))
         written.append(path)
+        drawn += writer.drawn
+        frames[suite] = figures.sample_frame(selected)
     targets_of = {r.id: list(dict.fromkeys(s.target for s in samples[r.id])) for r in runs}
     counts = [(s, str(sum(s in store.suites(r.id) for r in runs))) for s in suites]
     index = [
         f"<p>Generated {esc(datetime.now().strftime('%Y-%m-%d %H:%M:%S'))} "
         f"from {esc(store.path)}.</p>",
+        headline_html(
+            [h for suite, frame in frames.items() for h in headlines(frame, suite)],
+            with_suite=True,
+        ),
         "<h2>Selected runs</h2>",
         runs_table(runs, targets_of),
         "<h2>Suites</h2>",
@@ -230,7 +327,7 @@ def build_site(
         comparisons_html(comparisons),
     ]
     (out / "index.html").write_text(page("unibench results", suites, "\n".join(index)))
-    return [out / "index.html", *written]
+    return Site([out / "index.html", *written], drawn)
 
 
 def newest_run_per_suite(store: Store) -> list[str]:
@@ -257,5 +354,12 @@ def report_command(ctx: click.Context, run_ids: tuple[str, ...], out: Path) -> N
         chosen = list(run_ids) or newest_run_per_suite(store)
         if not chosen:
             raise click.ClickException(f"no runs stored in {store.path} yet: nothing to report")
-        pages = build_site(store, chosen, out)
-    console().print(f"wrote {len(pages)} pages to {out}; open {out / 'index.html'}")
+        site = build_site(store, chosen, out)
+    for drawn in site.illegible():
+        console(stderr=True).print(
+            f"warning: {drawn.path.name} ({drawn.title}) is hard to read: "
+            + "; ".join(drawn.problems),
+            markup=False,
+            highlight=False,
+        )
+    console().print(f"wrote {len(site.pages)} pages to {out}; open {out / 'index.html'}")

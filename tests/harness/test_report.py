@@ -153,7 +153,7 @@ def test_a_lateness_distribution_gets_a_cdf_and_empty_suites_say_so(tmp_path: Pa
     with Store(tmp_path / "b.sqlite") as store:
         lateness = ("process", "wakeup_lateness", "s", "lower")
         store_run(store, "jitter", 1.0, {lateness: noisy(50e-6, n=500)}, suite="threads")
-        pages = build_site(store, ["jitter"], tmp_path / "site")
+        pages = build_site(store, ["jitter"], tmp_path / "site").pages
     assert {p.name for p in pages} == {"index.html", *(f"{s}.html" for s in KNOWN_SUITES)}
     threads = (tmp_path / "site" / "threads.html").read_text()
     assert "wakeup_lateness CDF" in threads and "Figure 7b" in threads

@@ -7,7 +7,6 @@ Each metric of a suite gets the figures its samples support:
     block size, clients, instances, threads), the median against it, one line per target, with
     published values beside ours where they match (Fig. 5 for boot time against memory);
   - a CDF, for per-wake-up distributions (metrics named *lateness* or *jitter*; Fig. 7b);
-  - history: the per-run medians over every stored run, steps marked.
 Every figure carries a footer naming its runs, targets, accelerators and n.
 """
 
@@ -16,7 +15,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,6 @@ from matplotlib.figure import Figure
 from matplotlib.typing import ColorType
 
 from harness.compare import target_accel
-from harness.history import History
 from harness.model import Run, Sample
 from harness.report.legibility import problems
 from harness.report.published import series_for
@@ -46,6 +43,8 @@ class Drawn:
     title: str
     caption: str
     problems: tuple[str, ...] = ()  # what harness.report.legibility found hard to read
+    width: int = 0  # pixels
+    height: int = 0
 
 
 def short(run_id: str) -> str:
@@ -124,7 +123,8 @@ class FigureWriter:
         self.count += 1
         path = self.dir / f"{self.prefix}-{self.count:02d}.png"
         fig.savefig(path, dpi=DPI)
-        self.drawn.append(Drawn(path, title, caption, found))
+        width, height = (round(v) for v in fig.bbox.size)
+        self.drawn.append(Drawn(path, title, caption, found, width, height))
         return self.drawn[-1]
 
 
@@ -260,7 +260,8 @@ def against_param(writer: FigureWriter, suite: str, metric: pd.DataFrame, param:
     ]
     lines = list(dict.fromkeys(frame["line"]))
     colours = dict(zip(lines, sns.color_palette(PALETTE, len(lines)), strict=True))
-    fig, ax = new_figure()
+    # Tall enough for the legend beside it: a line per series and published system.
+    fig, ax = new_figure(height=max(4.2, 0.2 * (len(lines) + 3) + 1.6))
     for line in lines:
         rows = frame[frame["line"] == line]
         xs = sorted(rows["x"].unique())
@@ -295,7 +296,7 @@ def against_param(writer: FigureWriter, suite: str, metric: pd.DataFrame, param:
         ax.set_yscale("log")
     swept = sorted(frame["x"].unique())
     if len(swept) <= 16:  # the values measured, as written, rather than powers of two
-        ax.set_xticks(swept, [tick_label(v) for v in swept], rotation=45 if len(swept) > 6 else 0)
+        ax.set_xticks(swept, [tick_label(v) for v in swept], rotation=45 if len(swept) > 4 else 0)
         ax.minorticks_off()
     ax.set_xlabel(param)
     ax.set_ylabel(f"{first['metric']} ({unit})")
@@ -375,63 +376,6 @@ def quantile_cdf(
     title = f"{suite}: wake-up lateness CDF (lower is better)"
     ax.set_title(title, fontsize=10)
     outside_legend(ax)
-    return writer.save(fig, title, caption)
-
-
-def history_figure(writer: FigureWriter, suite: str, found: Sequence[History]) -> Drawn:
-    """Per-run medians of one metric over the stored runs; steps as dashed lines."""
-    first = found[0]
-    all_medians = [p.median for h in found for p in h.points]
-    factor, unit = display_unit(first.unit, all_medians)
-    several_conditions = len({h.conditions for h in found}) > 1
-    colours = sns.color_palette(PALETTE, len(found))
-    # One x position per stored run, evenly spaced as asv does: nightly gaps do not matter.
-    runs = sorted({(p.run.started, p.run.id) for h in found for p in h.points})
-    position = {run_id: i for i, (_, run_id) in enumerate(runs)}
-    fig, ax = new_figure()
-    notes = []
-    for h, colour in zip(found, colours, strict=True):
-        label = " ".join(p for p in (h.target, params_label(dict(h.params))) if p)
-        if several_conditions:
-            label += f" on {h.conditions[0]}, {h.conditions[2]} CPUs, {h.conditions[3]}"
-        times = [float(position[p.run.id]) for p in h.points]
-        ax.plot(times, [p.median * factor for p in h.points], marker="o", color=colour, label=label)
-        for step in h.steps:
-            verdict = h.step_verdict(step)
-            ax.axvline(
-                times[step.index],
-                color="red" if verdict == "regressed" else "green",
-                linestyle="--",
-                lw=1.2,
-            )
-            ax.annotate(
-                f"{verdict} {step.ratio - 1:+.0%}",
-                (times[step.index], step.after * factor),
-                textcoords="offset points",
-                xytext=(4, 6),
-                fontsize=8,
-            )
-            notes.append(
-                f"{label}: {verdict} {step.ratio - 1:+.1%} from {h.points[step.index].run.id}"
-            )
-    ax.set_ylabel(f"{first.metric} ({unit})")
-    outside_legend(ax)
-    ticks = range(0, len(runs), max(1, len(runs) // 12))
-    ax.set_xticks(
-        list(ticks),
-        [datetime.fromtimestamp(runs[i][0]).strftime("%m-%d %H:%M") for i in ticks],
-        rotation=30,
-        fontsize=8,
-    )
-    ax.set_xlabel("stored runs, oldest first")
-    title = f"{suite}: history of {first.metric} ({direction(first.better)})"
-    ax.set_title(title + "\nmedian per run; dashed: steps (lasting changes)", fontsize=10)
-    accels = ", ".join(sorted({f"{h.target} ({h.conditions[3] or 'unknown'})" for h in found}))
-    n = [len(p.values) for h in found for p in h.points]
-    caption = (
-        f"{len(runs)} stored runs, {runs[0][1]} to {runs[-1][1]} · targets: {accels} · "
-        f"n = {min(n)} to {max(n)} per run · steps: {'; '.join(notes) or 'none'}"
-    )
     return writer.save(fig, title, caption)
 
 

@@ -174,7 +174,7 @@ def _first_answer(spec: HeadlineSpec, rows: pd.DataFrame) -> Headline | None:
             b = _where(theirs, values)
             if a.empty or b.empty:
                 continue
-            a, b = _same_experiment(a, b)
+            a, b = _same_experiment(a, b, {*spec.ours, *spec.reference})
             if a.empty or b.empty:
                 continue
             return _headline(spec, ours, reference, a, b, values)
@@ -214,15 +214,17 @@ def _where(rows: pd.DataFrame, values: Mapping[str, str]) -> pd.DataFrame:
     return rows
 
 
-def _same_experiment(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Both sides at the same values of every other parameter they both have (the first such
-    setting in the order the runs measured them)."""
+def _same_experiment(
+    a: pd.DataFrame, b: pd.DataFrame, own: set[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both sides at the same values of every other parameter they both have, other than each
+    side's own (the first such setting in the order the runs measured them)."""
     common = [
         c
         for c in a.columns
         if c.startswith("param:")
         and c in b.columns
-        and c.removeprefix("param:") not in TARGET_PARAMS
+        and c.removeprefix("param:") not in TARGET_PARAMS | own
         and a[c].notna().all()
         and b[c].notna().all()
     ]

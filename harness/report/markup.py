@@ -34,6 +34,9 @@ td, th { border: 1px solid #ddd; padding: .2em .6em; text-align: left; }
 th { background: #f3f3f3; }
 .figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(32em, 1fr)); gap: 1em; }
 figure { margin: 0 0 1.5em; } figure img { max-width: 100%; height: auto; }
+figure.wide { grid-column: 1 / -1; }
+details { margin: .5em 0 1.5em; } summary { cursor: pointer; font-weight: bold; }
+.headline table { font-size: 1em; }
 figcaption { font-size: .85em; color: #555; }
 .empty { padding: 1em; background: #fff8e1; border: 1px solid #f0d98c; }
 .published { border-left: 4px solid #888; padding-left: 1em; }
@@ -86,10 +89,15 @@ def runs_table(runs: Sequence[Run], targets_of: dict[str, list[str]]) -> str:
     return table(("run", "started", "status", "host", "targets (accel)", "command"), rows)
 
 
+WIDE = 900  # pixels: a figure wider than this spans the whole grid rather than one cell
+
+
 def figure_html(drawn: Drawn, site: Path) -> str:
     src = drawn.path.relative_to(site).as_posix()
+    wide = ' class="wide"' if drawn.width > WIDE else ""
+    size = f' width="{drawn.width}" height="{drawn.height}"' if drawn.width else ""
     return (
-        f'<figure><img src="{esc(src)}" alt="{esc(drawn.title)}">'
+        f'<figure{wide}><img src="{esc(src)}" alt="{esc(drawn.title)}"{size}>'
         f"<figcaption>{esc(drawn.caption)}</figcaption></figure>"
     )
 

@@ -18,9 +18,8 @@ import click
 import pandas as pd  # type: ignore[import-untyped]
 
 from harness.compare import RunComparison, cli_store, comparison_notes, console
-from harness.history import History, describe_step, histories
 from harness.model import Run, Sample
-from harness.report import bars, figures
+from harness.report import bars, figures, history_pages
 from harness.report.headline import Headline, headlines
 from harness.report.markup import (
     KNOWN_SUITES,
@@ -93,7 +92,11 @@ def suite_body(
         f"<details><summary>Every result: {count} series (median, 95 % CI, n)</summary>"
         f"{results_table(results)}</details>"
     )
-    parts.append(history_html(store, suite, selected, writer, site))
+    parts.append(
+        f'<h2>History</h2><p><a href="{esc(suite)}-history.html">Every stored run of this '
+        "suite over time</a>: one chart per metric and target, the steps the regression gate "
+        "found marked, each point linking to its run.</p>"
+    )
     parts.append(published_html(tables_for(suite)))
     return "\n".join(parts)
 
@@ -204,40 +207,6 @@ def quantile_curves(
     ]
 
 
-def history_html(
-    store: Store,
-    suite: str,
-    selected: Sequence[tuple[Run, list[Sample]]],
-    writer: figures.FigureWriter,
-    site: Path,
-) -> str:
-    """The history of each selected metric over every stored run up to the newest selected."""
-    newest = max(run.started for run, _ in selected)
-    wanted = {(s.target, s.metric) for _, samples in selected for s in samples}
-    stored = [(run, samples) for run, samples in store.series(suite) if run.started <= newest]
-    found = [h for h in histories(stored) if (h.target, h.metric) in wanted and len(h.points) >= 2]
-    parts = ["<h2>History</h2>"]
-    if not found:
-        parts.append(
-            f'<p class="empty">History needs two or more stored runs with values; the store '
-            f"holds {len(stored)} run(s) of this suite.</p>"
-        )
-        return "\n".join(parts)
-    by_metric: dict[str, list[History]] = {}
-    for h in found:
-        by_metric.setdefault(h.metric, []).append(h)
-    drawn = [figures.history_figure(writer, suite, group) for group in by_metric.values()]
-    parts.append(f'<div class="figures">{"".join(figure_html(d, site) for d in drawn)}</div>')
-    steps = [(h, s) for h in found for s in h.steps]
-    if steps:
-        rows = [
-            (h.target, h.metric, figures.params_label(dict(h.params)), describe_step(h, s))
-            for h, s in steps
-        ]
-        parts.append(table(("target", "metric", "params", "step"), rows))
-    return "\n".join(parts)
-
-
 # The index page.
 
 
@@ -307,6 +276,19 @@ def build_site(
         written.append(path)
         drawn += writer.drawn
         frames[suite] = figures.sample_frame(selected)
+    linked: set[str] = set()
+    for suite in suites:
+        # Every suite's history (run pages link to each), up to the newest run selected of it.
+        upto = max(
+            (r.started for r in runs if suite in store.suites(r.id)),
+            default=max(r.started for r in runs),
+        )
+        body, ids = history_pages.history_page(store, suite, upto)
+        path = out / f"{suite}-history.html"
+        path.write_text(page(f"{KNOWN_SUITES.get(suite, (suite,))[0]} history", suites, body))
+        written.append(path)
+        linked |= ids
+    written += history_pages.write_run_pages(store, linked, out, suites)
     targets_of = {r.id: list(dict.fromkeys(s.target for s in samples[r.id])) for r in runs}
     counts = [(s, str(sum(s in store.suites(r.id) for r in runs))) for s in suites]
     index = [

@@ -30,9 +30,11 @@ from harness.report.figures import tick_label
 from harness.report.published import series_for
 from harness.report.site import KNOWN_SUITES, build_site
 from harness.store import Store
+from tests.support import every_suite
 from tests.support.stored_runs import BOOT, invoke, noisy, store_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+WIDTH = 1300  # px: the desktop width pages are checked and photographed at
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -43,6 +45,11 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
 )
+
+
+def site_pages() -> list[str]:
+    """A page and a history page per known suite."""
+    return [f"{s}{kind}.html" for s in KNOWN_SUITES for kind in ("", "-history")]
 
 
 # Figures from controlled samples: the figures that need a sweep or a distribution.
@@ -154,7 +161,8 @@ def test_a_lateness_distribution_gets_a_cdf_and_empty_suites_say_so(tmp_path: Pa
         lateness = ("process", "wakeup_lateness", "s", "lower")
         store_run(store, "jitter", 1.0, {lateness: noisy(50e-6, n=500)}, suite="threads")
         pages = build_site(store, ["jitter"], tmp_path / "site").pages
-    assert {p.name for p in pages} == {"index.html", *(f"{s}.html" for s in KNOWN_SUITES)}
+    # One run: no history to draw, so no run pages.
+    assert {p.name for p in pages} == {"index.html", *site_pages()}
     threads = (tmp_path / "site" / "threads.html").read_text()
     assert "wakeup_lateness CDF" in threads and "Figure 7b" in threads
     assert "n = 500 per series" in threads
@@ -171,8 +179,10 @@ def test_history_marks_steps_on_the_report(tmp_path: Path) -> None:
             store_run(store, f"run{i}", float(i), {BOOT: noisy(0.03 if i < 4 else 0.05, seed=i)})
         build_site(store, ["run7"], tmp_path / "site")
     boot = (tmp_path / "site" / "boot.html").read_text()
-    assert "history of time_to_ready" in boot
-    assert "regressed from run run4" in boot
+    assert 'href="boot-history.html"' in boot
+    history = (tmp_path / "site" / "boot-history.html").read_text()
+    assert "time_to_ready" in history
+    assert "regressed from run run4" in history
 
 
 # The browser.
@@ -184,6 +194,14 @@ class PageCheck:
     errors: list[str] = field(default_factory=list)
     images: list[dict[str, object]] = field(default_factory=list)
     text: str = ""
+    overflow: dict[str, object] = field(default_factory=dict)
+
+    def too_wide(self) -> list[str]:
+        """The images wider than the page, and the page itself if it scrolls sideways."""
+        wide = [str(e) for e in self.overflow.get("wide", [])]  # type: ignore[attr-defined]
+        if int(str(self.overflow.get("page", 0))) > int(str(self.overflow.get("width", 0))):
+            wide.append(f"the page ({self.overflow['page']} px in {self.overflow['width']} px)")
+        return wide
 
 
 class Chromium:
@@ -275,6 +293,8 @@ class Chromium:
         session = str(attached["sessionId"])
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.send(f"{domain}.enable", session=session)
+        metrics = {"width": WIDTH, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+        self.send("Emulation.setDeviceMetricsOverride", metrics, session)
         self.events.clear()
         self.send("Page.navigate", {"url": url}, session)
         self.wait_for("Page.loadEventFired", session)
@@ -292,7 +312,21 @@ class Chromium:
             {"expression": "document.body.innerText", "returnByValue": True},
             session,
         )
+        # What sticks out past the page's width: the page itself, or any image or chart.
+        overflow = self.send(
+            "Runtime.evaluate",
+            {
+                "expression": "JSON.stringify({page: document.documentElement.scrollWidth, "
+                "width: document.documentElement.clientWidth, wide: Array.from("
+                "document.querySelectorAll('img, svg')).filter(e => "
+                "e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)"
+                ".map(e => e.getAttribute('src') || e.id || 'svg')})",
+                "returnByValue": True,
+            },
+            session,
+        )
         check = PageCheck(url, text=str(text["result"]["value"]))  # type: ignore[index]
+        check.overflow = json.loads(overflow["result"]["value"])  # type: ignore[index]
         check.images = json.loads(images["result"]["value"])  # type: ignore[index]
         for event in self.events:
             if event.get("sessionId") != session:
@@ -316,9 +350,7 @@ class Chromium:
         return check
 
     def screenshot(self, path: Path) -> None:
-        """A full-page PNG of the page last checked, at a desktop width."""
-        metrics = {"width": 1200, "height": 900, "deviceScaleFactor": 1, "mobile": False}
-        self.send("Emulation.setDeviceMetricsOverride", metrics, self._session)
+        """A full-page PNG of the page last checked, at the width it was checked at."""
         shot = self.send(
             "Page.captureScreenshot",
             {"format": "png", "captureBeyondViewport": True},
@@ -357,15 +389,21 @@ def chromium() -> Iterator[Chromium]:
             browser.close()
 
 
-def check_site(site: Path, screenshot: Path | None = None) -> dict[str, PageCheck]:
-    """Every page of the site, loaded in the browser; a screenshot of the boot page if asked."""
-    pages = sorted(p.name for p in site.glob("*.html"))
+def check_site(
+    site: Path, screenshot: Path | None = None, screenshots: Path | None = None
+) -> dict[str, PageCheck]:
+    """Every page of the site (run pages too), loaded in the browser at WIDTH px; a screenshot
+    of the boot page, or of every page into a directory, if asked."""
+    pages = sorted(p.relative_to(site).as_posix() for p in site.rglob("*.html"))
     checks = {}
     with serve(site) as base, chromium() as browser:
         for name in pages:
             checks[name] = browser.check(f"{base}/{name}")
             if name == "boot.html" and screenshot:
                 browser.screenshot(screenshot)
+            if screenshots and "/" not in name:
+                screenshots.mkdir(parents=True, exist_ok=True)
+                browser.screenshot(screenshots / f"{name.removesuffix('.html')}.png")
     return checks
 
 
@@ -382,19 +420,21 @@ def test_the_report_of_real_boot_runs_loads_in_a_browser_with_every_figure(
         runs = [run.id for run in opened.runs()]
     site = tmp_path / "site"
     code, output = invoke(store, "report", *runs, "--out", str(site))
-    # The index, and a page per suite the report knows (empty ones say so).
-    assert code == 0 and f"wrote {len(KNOWN_SUITES) + 1} pages" in output, output
+    # The index, a page and a history page per suite, and a page per run the history links.
+    assert code == 0 and f"wrote {1 + len(site_pages()) + 2} pages" in output, output
 
     checks = check_site(site, screenshot=tmp_path / "boot.png")
 
-    assert set(checks) == {"index.html", *(f"{s}.html" for s in KNOWN_SUITES)}
+    assert set(checks) == {"index.html", *site_pages(), *(f"runs/{r}.html" for r in runs)}
     for name, check in checks.items():
         assert check.errors == [], (name, check.errors)
         for image in check.images:
             assert image["complete"] and int(str(image["width"])) > 0, (name, image)
+        assert check.too_wide() == [], (name, check.too_wide())
     boot = checks["boot.html"]
-    # time_to_ready, time_to_service, CPU and memory: an overview and a history each.
-    assert len(boot.images) >= 8
+    # time_to_ready, time_to_service, CPU and memory: an overview each.
+    assert len(boot.images) >= 4
+    assert "time_to_ready" in checks["boot-history.html"].text
     assert all(run in boot.text for run in runs)
     assert "process (native)" in boot.text and "n = 5 per series" in boot.text
     assert "Published results (not measured here)" in boot.text
@@ -450,3 +490,86 @@ def test_a_parameter_is_a_sweep_only_where_it_varies_alone() -> None:
     assert numeric_sweeps(by_kind) == []
     by_memory = pd.DataFrame({"target": ["qemu", "qemu", "qemu"], "param:memory": [64, 128, 256]})
     assert numeric_sweeps(by_memory) == ["memory"]
+
+
+# Every suite with its parameter sweeps: each figure legible, each page fit for a browser.
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "results" / "report-screenshots"
+
+
+def test_every_figure_of_every_suite_is_legible_and_every_page_fits_the_browser(
+    tmp_path: Path,
+) -> None:
+    run_ids = every_suite.fill(tmp_path / "every.sqlite")
+    with Store(tmp_path / "every.sqlite") as store:
+        site = build_site(store, run_ids, tmp_path / "site")
+    # Ticks that overlap, text cut off at an edge, series without a legend: none, anywhere.
+    assert len(site.drawn) > 60
+    assert [(d.path.name, d.problems) for d in site.illegible()] == []
+    index = (tmp_path / "site" / "index.html").read_text()
+    for suite in KNOWN_SUITES:  # a headline ratio for every suite that has runs
+        assert f'<td><a href="{suite}.html">{suite}</a></td>' in index, suite
+    checks = check_site(tmp_path / "site", screenshots=SCREENSHOTS)
+    for name, check in checks.items():
+        assert check.errors == [], (name, check.errors)
+        assert check.too_wide() == [], (name, check.too_wide())
+        for image in check.images:
+            assert image["complete"] and int(str(image["width"])) > 0, (name, image)
+    for suite in KNOWN_SUITES:
+        assert "What the paper showed, from our samples" in checks[f"{suite}.html"].text
+        assert (SCREENSHOTS / f"{suite}.png").stat().st_size > 10_000
+    tcp = checks["tcp.html"].text
+    # The seed's table: every path, its ratio to Linux <-> Linux, Fig. 8 labelled published.
+    assert "Linux → unikernel-hosted" in tcp and "unikernel-hosted → Linux" in tcp
+    assert "published: Linux → Mirage" in tcp and "(x0.09)" in tcp
+
+
+def test_the_checks_see_an_illegible_figure_and_a_page_too_wide(tmp_path: Path) -> None:
+    """Both checks can fail: 40 long tick labels on one axis, an image wider than the page."""
+    from matplotlib.figure import Figure
+
+    from harness.report.figures import FigureWriter
+
+    fig = Figure(figsize=(6, 3))
+    ax = fig.subplots()
+    ax.bar(range(40), range(40), tick_label=[f"unikernel-qemu-{i}" for i in range(40)])
+    drawn = FigureWriter(tmp_path, "bad").save(fig, "bad", "caption")
+    assert any("overlap" in p for p in drawn.problems)
+    (tmp_path / "index.html").write_text(
+        '<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body>'
+        '<img src="img/bad-01.png" style="width: 3000px"></body></html>'
+    )
+    (check,) = check_site(tmp_path).values()
+    assert "img/bad-01.png" in check.too_wide()
+
+
+def test_headlines_pair_each_unikernel_with_its_reference(tmp_path: Path) -> None:
+    from harness.report.figures import sample_frame
+    from harness.report.headline import headlines
+
+    run_ids = every_suite.fill(tmp_path / "every.sqlite", runs_per_suite=1)
+    with Store(tmp_path / "every.sqlite") as store:
+        frames = {
+            run.id.split("-")[0]: sample_frame([(run, store.samples(run.id))])
+            for run in (store.run(r) for r in run_ids)
+        }
+    found = {h.spec.measure: h for suite, f in frames.items() for h in headlines(f, suite)}
+    tcp = found["TCP receive, offloads off"]
+    # The hosted unikernel beside Linux on a veth link, same direction, flows and offloads.
+    assert (tcp.ours, tcp.reference) == ("unikernel-hosted", "linux-veth")
+    assert tcp.params == "direction=to-target offloads=off flows=1"
+    assert 0.07 < tcp.low <= tcp.ratio <= tcp.high < 0.11 and tcp.accel == "native"
+    dns = found["DNS queries/s against NSD"]
+    # The VM pair comes first; each side at its own server, at one zone size.
+    assert (dns.ours, dns.reference) == ("unikernel-qemu", "linux-vm")
+    assert "server=unikernel" in dns.params and "server (reference)=nsd" in dns.params
+    assert 0.12 < dns.ratio < 0.15 and dns.accel == "tcg"
+    size = found["Image size, pruned"]
+    assert size.ratio == pytest.approx(10e6 / 70e6) and size.low == size.high
+    web = found["Static web sessions/s against Apache2"]
+    assert web.reference == "linux-vm" and "server (reference)=apache2" in web.params
+    # Nothing to compare with: no headline rather than a made-up one.
+    assert (
+        headlines(frames["tcp"].query("target != 'linux-veth' and target != 'process'"), "tcp")
+        == []
+    )

@@ -12,7 +12,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from harness.cli import cli
-from harness.model import Better, Run, Sample
+from harness.model import Better, Params, Run, Sample
 from harness.store import Store
 
 HOST: dict[str, object] = {
@@ -42,23 +42,36 @@ def store_run(
     store.begin_run(run)
     for (target, metric, unit, better), values in series.items():
         for repeat, value in enumerate(values):
-            store.add_sample(
-                Sample(
-                    run_id=run_id,
-                    suite=suite,
-                    target=target,
-                    metric=metric,
-                    unit=unit,
-                    better=cast(Better, better),
-                    params=dict(params or {}),
-                    repeat=repeat,
-                    time=started + repeat,
-                    value=value,
-                    failure=None if value is not None else "timed out after 1 s",
-                )
-            )
+            key = (target, metric, unit, better)
+            store.add_sample(sample(run_id, suite, key, params or {}, repeat, started, value))
     store.end_run(run_id, started + 100, status)  # type: ignore[arg-type]
     return store.run(run_id)
+
+
+def sample(
+    run_id: str,
+    suite: str,
+    series: tuple[str, str, str, str],
+    params: Mapping[str, object],
+    repeat: int,
+    started: float,
+    value: float | None,
+) -> Sample:
+    """One repeat's sample of (target, metric, unit, better); None: a failed repeat."""
+    target, metric, unit, better = series
+    return Sample(
+        run_id=run_id,
+        suite=suite,
+        target=target,
+        metric=metric,
+        unit=unit,
+        better=cast(Better, better),
+        params=cast(Params, dict(params)),
+        repeat=repeat,
+        time=started + repeat,
+        value=value,
+        failure=None if value is not None else "timed out after 1 s",
+    )
 
 
 def noisy(median: float, n: int = 10, spread: float = 0.02, seed: int = 0) -> list[float]:

@@ -31,6 +31,7 @@ from harness.report.published import series_for
 from harness.report.site import KNOWN_SUITES, build_site
 from harness.store import Store
 from tests.support import every_suite
+from tests.support.programs import skip_or_fail
 from tests.support.stored_runs import BOOT, invoke, noisy, store_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -380,7 +381,7 @@ def serve(directory: Path) -> Iterator[str]:
 @contextlib.contextmanager
 def chromium() -> Iterator[Chromium]:
     if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is not installed: apt-get install chromium")
+        skip_or_fail("chromium is not installed (scripts/bootstrap.sh installs it)")
     with tempfile.TemporaryDirectory(prefix="unibench-chromium-") as profile:
         browser = Chromium(Path(profile))
         try:

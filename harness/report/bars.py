@@ -26,6 +26,7 @@ from harness.report.figures import (
     FigureWriter,
     direction,
     display_unit,
+    log_y,
     measured_twice,
     provenance,
     short,
@@ -129,7 +130,7 @@ def bars(
             ax.set_xlabel("")
             ax.set_ylabel(ylabel if c == 0 else "")
             if log:
-                ax.set_yscale("log")
+                log_y(ax)
     _legend(axes[0][-1], frame, facets, hues, colours)
     fig.suptitle(title, fontsize=10)
     return writer.save(fig, title, caption)

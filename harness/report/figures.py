@@ -23,6 +23,7 @@ import seaborn as sns  # type: ignore[import-untyped]
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.typing import ColorType
 
 from harness.compare import target_accel
@@ -293,7 +294,7 @@ def against_param(writer: FigureWriter, suite: str, metric: pd.DataFrame, param:
         ax.set_xscale("log", base=2)
     drawn = [float(v) for line in ax.get_lines() for v in np.asarray(line.get_ydata())]
     if spans_orders(drawn):
-        ax.set_yscale("log")
+        log_y(ax)
     swept = sorted(frame["x"].unique())
     if len(swept) <= 16:  # the values measured, as written, rather than powers of two
         ax.set_xticks(swept, [tick_label(v) for v in swept], rotation=45 if len(swept) > 4 else 0)
@@ -303,6 +304,15 @@ def against_param(writer: FigureWriter, suite: str, metric: pd.DataFrame, param:
     ax.set_title(title + "\nmedian and 95 % bootstrap CI per point", fontsize=10)
     outside_legend(ax)
     return writer.save(fig, title, caption)
+
+
+def log_y(ax: Axes) -> None:
+    """A logarithmic y axis labelled at 1, 2 and 5 times each power of ten, written plainly:
+    with only powers of ten, a span of one or two decades shows a single label."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def spans_orders(values: Sequence[float]) -> bool:

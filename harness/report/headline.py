@@ -140,6 +140,7 @@ SPECS = (
             ("unikernel-hosted", "docker-minimal"),
             ("unikernel-qemu", "docker"),
         ),
+        shared={"app": ("dns", "web", "boot-probe")},
         ours={"build": ("pruned",)},
     ),
 )

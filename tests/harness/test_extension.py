@@ -167,7 +167,7 @@ def test_existing_suites_run_on_a_target_of_the_tests_own(tmp_path: Path) -> Non
     ready, served = found[target.name, "time_to_ready"], found[target.name, "time_to_service"]
     assert len(ready) == len(served) == 2
     assert all(0 < r <= s < 60 for r, s in zip(ready, served, strict=True))
-    store, run = run_suite(tmp_path, SizeSuite(), [target], RunSettings(1, 0, 60))
+    store, run = run_suite(tmp_path, SizeSuite(appliances={}), [target], RunSettings(1, 0, 60))
     found = values(store.samples(run.id))
     script_size = float(os.path.getsize(BootSuite().workload(target).script))
     assert found[target.name, "size_image"] == [script_size]

@@ -523,6 +523,9 @@ def test_every_figure_of_every_suite_is_legible_and_every_page_fits_the_browser(
     # The seed's table: every path, its ratio to Linux <-> Linux, Fig. 8 labelled published.
     assert "Linux → unikernel-hosted" in tcp and "unikernel-hosted → Linux" in tcp
     assert "published: Linux → Mirage" in tcp and "(x0.09)" in tcp
+    size = checks["size.html"].text
+    # Table 2's shape: per appliance, standard against pruned, and the ratio.
+    assert re.search(r"dns\s+unikernel-qemu\s+62\.400\s+32\.400\s+0\.52", size), size[:3000]
 
 
 def test_the_checks_see_an_illegible_figure_and_a_page_too_wide(tmp_path: Path) -> None:
@@ -566,7 +569,9 @@ def test_headlines_pair_each_unikernel_with_its_reference(tmp_path: Path) -> Non
     assert "server=unikernel" in dns.params and "server (reference)=nsd" in dns.params
     assert 0.12 < dns.ratio < 0.15 and dns.accel == "tcg"
     size = found["Image size, pruned"]
-    assert size.ratio == pytest.approx(10e6 / 70e6) and size.low == size.high
+    # Table 2's DNS appliance, pruned, against the minimal Linux VM: deterministic, no interval.
+    assert size.params == "app=dns build=pruned"
+    assert size.ratio == pytest.approx(27e6 / 70e6) and size.low == size.high
     web = found["Static web sessions/s against Apache2"]
     assert web.reference == "linux-vm" and "server (reference)=apache2" in web.params
     # Nothing to compare with: no headline rather than a made-up one.

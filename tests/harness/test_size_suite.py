@@ -51,7 +51,7 @@ def run_size(tmp_path: Path, workload: Workload, targets: Sequence[Target]) -> l
     store = Store(tmp_path / "bench.sqlite")
     settings = RunSettings(repeat=SizeSuite.default_repeat, warmup=SizeSuite.default_warmup)
     runner = Runner(store, settings, QuietProgress(Console(quiet=True)))
-    run = runner.run(SizeSuite(workload), targets, "bench run --suite size")
+    run = runner.run(SizeSuite(workload, appliances={}), targets, "bench run --suite size")
     samples = store.samples(run.id)
     assert run.complete
     assert [s.failure for s in samples if s.failed] == []
@@ -77,18 +77,22 @@ def assert_compressed_is_smaller(sizes: Sizes) -> None:
         assert raw[(f"{metric}_compressed", build)] < raw[(metric, build)], (metric, build)
 
 
-def test_only_unikernel_targets_sweep_the_build() -> None:
+def test_only_unikernel_targets_sweep_the_build_and_every_appliance_is_weighed() -> None:
     suite, targets = SizeSuite(), all_targets()
-    assert suite.param_sets({}, targets["unikernel-hosted"]) == [
-        {"build": "pruned"},
-        {"build": "standard"},
+    assert suite.param_sets({"app": ["dns"]}, targets["unikernel-hosted"]) == [
+        {"app": "dns", "build": "pruned"},
+        {"app": "dns", "build": "standard"},
     ]
     assert suite.param_sets({"build": ["pruned"]}, targets["unikernel-qemu"]) == [
-        {"build": "pruned"}
+        {"app": "boot-probe", "build": "pruned"},
+        {"app": "dns", "build": "pruned"},
+        {"app": "web", "build": "pruned"},
     ]
-    assert suite.param_sets({"build": ["pruned"]}, targets["docker"]) == [{}]
+    assert suite.param_sets({"app": ["web"]}, targets["docker"]) == [{"app": "web"}]
     with pytest.raises(ValueError, match="builds its image as pruned, standard, not tiny"):
         suite.param_sets({"build": ["tiny"]}, targets["unikernel-hosted"])
+    with pytest.raises(ValueError, match="app=ftp: the size suite weighs boot-probe, dns, web"):
+        suite.param_sets({"app": ["ftp"]}, targets["docker"])
 
 
 def test_code_lines_skip_blank_and_comment_lines(tmp_path: Path) -> None:
@@ -160,4 +164,10 @@ def test_bench_run_measures_sizes_once_by_default(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     with Store(store) as opened:
         samples = opened.samples(opened.last_run().id)
-    assert sorted(s.metric for s in samples) == ["size_image", "size_image_compressed"]
+    # Each appliance's image: for a process, the host's Python, whichever the appliance.
+    found = sorted((str(s.params["app"]), s.metric) for s in samples)
+    assert found == [
+        (app, metric)
+        for app in ("boot-probe", "dns", "web")
+        for metric in ("size_image", "size_image_compressed")
+    ]

@@ -274,3 +274,9 @@ def _headline(
         runs=tuple(dict.fromkeys([*a["run"], *b["run"]])),
         n=(len(mine), len(theirs)),
     )
+
+
+def pairs_for(suite: str) -> list[str]:
+    """The pairs a suite's headlines look for, as "ours ÷ reference"."""
+    pairs = (pair for spec in SPECS if spec.suite == suite for pair in spec.pairs)
+    return [f"{ours} ÷ {reference}" for ours, reference in dict.fromkeys(pairs)]

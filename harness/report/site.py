@@ -20,7 +20,7 @@ import pandas as pd  # type: ignore[import-untyped]
 from harness.compare import RunComparison, cli_store, comparison_notes, console
 from harness.model import Run, Sample
 from harness.report import bars, figures, history_pages
-from harness.report.headline import Headline, headlines
+from harness.report.headline import Headline, headlines, pairs_for
 from harness.report.markup import (
     KNOWN_SUITES,
     esc,
@@ -73,7 +73,8 @@ def suite_body(
     else:
         metrics = list(dict.fromkeys(frame["metric"]))
         curves = {m: quantile_curves(store, selected, m) for m in metrics}
-        parts.append(headline_html(headlines(frame, suite)))
+        found = headlines(frame, suite)
+        parts.append(headline_html(found, [] if found or not pairs_for(suite) else [suite]))
         seed = seed_section(SuiteData(suite, frame, writer, curves))
         if seed.blocks:
             parts.append("<h2>What the paper showed, from our samples</h2>")
@@ -147,8 +148,12 @@ def metric_figures(
     return blocks_html(drawn, site)
 
 
-def headline_html(found: Sequence[Headline], with_suite: bool = False) -> str:
-    if not found:
+def headline_html(
+    found: Sequence[Headline], unanswered: Sequence[str] = (), with_suite: bool = False
+) -> str:
+    """The headline ratios; for each suite in `unanswered` (it has runs, but no pair of a
+    unikernel and its reference), what it would take."""
+    if not found and not unanswered:
         return ""
     rows = []
     for h in found:
@@ -162,10 +167,13 @@ def headline_html(found: Sequence[Headline], with_suite: bool = False) -> str:
             h.accel,
             f"{h.n[0]} / {h.n[1]}",
         ]
-        if with_suite:
-            row.insert(0, f'<a href="{esc(h.spec.suite)}.html">{esc(h.spec.suite)}</a>')
-            row[1:] = [esc(c) for c in row[1:]]
-        rows.append(row)
+        rows.append([suite_link(h.spec.suite), *map(esc, row)] if with_suite else row)
+    for suite in unanswered:
+        wanted = (
+            f"no headline: run a unikernel beside its reference ({', '.join(pairs_for(suite))})"
+        )
+        row = ["—", "—", wanted, "—", "", "", ""]
+        rows.append([suite_link(suite), *map(esc, row)] if with_suite else row)
     columns = ["measure", "ours ÷ reference", "at", "ratio [95% CI]", "", "accel", "n"]
     if with_suite:
         columns.insert(0, "suite")
@@ -175,6 +183,10 @@ def headline_html(found: Sequence[Headline], with_suite: bool = False) -> str:
         + "<p>Ratio of medians, ours over the reference, with a bootstrap interval resampling "
         "both; the accel each side ran under.</p></div>"
     )
+
+
+def suite_link(suite: str) -> str:
+    return f'<a href="{esc(suite)}.html">{esc(suite)}</a>'
 
 
 def quantile_curves(
@@ -296,6 +308,11 @@ def build_site(
         f"from {esc(store.path)}.</p>",
         headline_html(
             [h for suite, frame in frames.items() for h in headlines(frame, suite)],
+            [
+                suite
+                for suite, frame in frames.items()
+                if not frame.empty and pairs_for(suite) and not headlines(frame, suite)
+            ],
             with_suite=True,
         ),
         "<h2>Selected runs</h2>",

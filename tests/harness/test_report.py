@@ -436,6 +436,11 @@ def test_the_report_of_real_boot_runs_loads_in_a_browser_with_every_figure(
     # time_to_ready, time_to_service, CPU and memory: an overview each.
     assert len(boot.images) >= 4
     assert "time_to_ready" in checks["boot-history.html"].text
+    # Boot has runs but no unikernel in them: the index says what a headline needs.
+    assert (
+        "no headline: run a unikernel beside its reference (unikernel-qemu ÷ linux-vm-minimal"
+        in (checks["index.html"].text)
+    )
     assert all(run in boot.text for run in runs)
     assert "process (native)" in boot.text and "n = 5 per series" in boot.text
     assert "Published results (not measured here)" in boot.text

@@ -36,7 +36,7 @@ from harness.store import Store
 from harness.summary import format_value, result_rows
 
 MAX_LINES = 6  # more, and a small chart's lines and legend can no longer be told apart
-WIDTH, HEIGHT, DPI = 3.6, 2.4, 100  # inches; the grid's columns are WIDTH * DPI pixels
+WIDTH, HEIGHT, DPI = 3.6, 2.4, 100  # inches; .small-multiples in markup.STYLE sizes columns to match
 LEGEND_ROW = 0.17  # inches each legend row adds below the chart
 MAX_TICKS = 4
 LOG_RANGE = 100  # medians this many times apart get a log scale: two decades, two labels
@@ -47,10 +47,6 @@ MIXED = "#444444"  # a label of steps some of which regressed and some improved
 NEAR = 0.15  # of the runs on the x axis: steps this close share a label
 LABEL_ROWS = 3  # rows the steps' labels take turns in
 HEADROOM = 0.12  # of the y range, added above the data for each row of labels
-GRID = (
-    'style="display:grid;grid-template-columns:repeat(auto-fill,minmax('
-    f'{int(WIDTH * DPI)}px,1fr));gap:1em"'
-)
 
 
 def run_page_path(run_id: str) -> str:
@@ -409,7 +405,7 @@ def history_page(store: Store, suite: str, upto: float) -> tuple[str, set[str]]:
         first = next(c for c in charts if c.metric == metric)
         better = figures.direction(first.lines[0].better)
         parts.append(f"<h2>{esc(metric)} ({esc(first.unit)}, {better})</h2>")
-        parts.append(f'<div class="figures" {GRID}>{"".join(drawn)}</div>')
+        parts.append(f'<div class="small-multiples">{"".join(drawn)}</div>')
     return "\n".join(parts), {p.run.id for c in charts for _, p in c.points}
 
 

@@ -35,6 +35,8 @@ th { background: #f3f3f3; }
 .figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(32em, 1fr)); gap: 1em; }
 figure { margin: 0 0 1.5em; } figure img { max-width: 100%; height: auto; }
 figure.wide { grid-column: 1 / -1; }
+.small-multiples { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr));
+  gap: 1em; }
 details { margin: .5em 0 1.5em; } summary { cursor: pointer; font-weight: bold; }
 .headline table { font-size: 1em; }
 figcaption { font-size: .85em; color: #555; }

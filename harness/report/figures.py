@@ -33,6 +33,7 @@ from harness.report.published import series_for
 from harness.stats import summarize
 
 DPI = 100
+BYTE_PARAMS = frozenset({"block_size"})  # parameters in bytes, ticked as 4K, 1M
 LOG_SPAN = 30.0  # max / min beyond which an axis is drawn logarithmic
 DISTRIBUTION = re.compile(r"lateness|jitter")
 PALETTE = "colorblind"
@@ -281,23 +282,27 @@ def against_param(writer: FigureWriter, suite: str, metric: pd.DataFrame, param:
     }
     sources: dict[str, None] = {}
     marker = 0  # each published system its own marker, across series
+    published_xs: set[float] = set()
     for published in series_for(suite, first["metric"], param, values):
         for system in dict.fromkeys(p.system for p in published.points):
             points = [p for p in published.points if p.system == system]
             xs = [p.x for p in points if p.x is not None]
+            published_xs.update(xs)
             plot_published(ax, xs, [p.value * factor for p in points], system, marker)
             marker += 1
         sources[published.source] = None
     for source in sources:
         caption += f" · published: {source}"
-    if frame["x"].max() >= 8 * frame["x"].min() > 0:
+    if max([frame["x"].max(), *published_xs]) >= 8 * frame["x"].min() > 0:
         ax.set_xscale("log", base=2)
     drawn = [float(v) for line in ax.get_lines() for v in np.asarray(line.get_ydata())]
     if spans_orders(drawn):
         log_y(ax)
-    swept = sorted(frame["x"].unique())
+    # The values measured, and those the published points sit at, as ticks.
+    swept = sorted({*frame["x"].unique(), *published_xs})
     if len(swept) <= 16:  # the values measured, as written, rather than powers of two
-        ax.set_xticks(swept, [tick_label(v) for v in swept], rotation=45 if len(swept) > 4 else 0)
+        labels = [tick_label(v, binary=param in BYTE_PARAMS) for v in swept]
+        ax.set_xticks(swept, labels, rotation=45 if len(swept) > 4 else 0)
         ax.minorticks_off()
     ax.set_xlabel(param)
     ax.set_ylabel(f"{first['metric']} ({unit})")
@@ -322,8 +327,17 @@ def spans_orders(values: Sequence[float]) -> bool:
     return len(positive) == len(values) > 1 and max(positive) > LOG_SPAN * min(positive)
 
 
-def tick_label(value: float) -> str:
-    """A swept value as written, but sizes of whole KiB as 4K, 128K, 4M."""
+def tick_label(value: float, binary: bool = False) -> str:
+    """A swept value as written; counts from ten thousand as 10k, 1M, 20M; a size in bytes
+    (binary) of whole KiB as 4K, 128K, 4M."""
+    if not binary:
+        if value >= 10_000 and value == int(value):
+            whole = int(value)
+            if whole % 1_000_000 == 0:
+                return f"{whole // 1_000_000}M"
+            if whole % 1000 == 0:
+                return f"{whole // 1000}k"
+        return f"{value:g}"
     if value >= 1024 and value == int(value) and int(value) % 1024 == 0:
         kib = int(value) // 1024
         return f"{kib // 1024}M" if kib % 1024 == 0 else f"{kib}K"

@@ -36,7 +36,11 @@ from harness.store import Store
 from harness.summary import format_value, result_rows
 
 MAX_LINES = 6  # more, and a small chart's lines and legend can no longer be told apart
-WIDTH, HEIGHT, DPI = 3.6, 2.4, 100  # inches; .small-multiples in markup.STYLE sizes columns to match
+WIDTH, HEIGHT, DPI = (
+    3.6,
+    2.4,
+    100,
+)  # inches; .small-multiples in markup.STYLE sizes columns to match
 LEGEND_ROW = 0.17  # inches each legend row adds below the chart
 MAX_TICKS = 4
 LOG_RANGE = 100  # medians this many times apart get a log scale: two decades, two labels

@@ -100,7 +100,15 @@ def test_a_block_size_sweep_is_drawn_beside_the_published_plateau(tmp_path: Path
     assert [s.points[0].system for s in direct] == ["Mirage and Linux direct I/O"]
     both = series_for("block", "read_throughput", "block_size", {"mode": {"direct", "buffered"}})
     assert len(both) == 2
-    assert [tick_label(v) for v in (1024, 131072, 4 << 20, 1536, 0.5)] == [
+    assert tick_label(1024) == "1024"  # memory in MiB is no byte count
+    assert [tick_label(v) for v in (10_000, 100_000, 1e6, 2e7, 12_345)] == [
+        "10k",
+        "100k",
+        "1M",
+        "20M",
+        "12345",
+    ]
+    assert [tick_label(v, binary=True) for v in (1024, 131072, 4 << 20, 1536, 0.5)] == [
         "1K",
         "128K",
         "4M",

@@ -26,7 +26,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.history import histories
 from harness.report.figures import tick_label
+from harness.report.history_pages import history_charts
+from harness.report.legibility import problems
 from harness.report.published import series_for
 from harness.report.site import KNOWN_SUITES, build_site
 from harness.store import Store
@@ -520,6 +523,10 @@ def test_every_figure_of_every_suite_is_legible_and_every_page_fits_the_browser(
     # Ticks that overlap, text cut off at an edge, series without a legend: none, anywhere.
     assert len(site.drawn) > 60
     assert [(d.path.name, d.problems) for d in site.illegible()] == []
+    with Store(tmp_path / "every.sqlite") as store:  # and the history pages' small charts
+        charts = [c for s in KNOWN_SUITES for c in history_charts(histories(store.series(s)))]
+    assert len(charts) > 30
+    assert [(c.metric, c.target, problems(c.figure)) for c in charts if problems(c.figure)] == []
     index = (tmp_path / "site" / "index.html").read_text()
     for suite in KNOWN_SUITES:  # a headline ratio for every suite that has runs
         assert f'<td><a href="{suite}.html">{suite}</a></td>' in index, suite

@@ -1,8 +1,14 @@
-"""`bench report`: a static HTML site of the selected runs, one page per suite.
+"""`bench report`: a static HTML site of the selected runs.
 
-Every known suite gets a page, so a dashboard has a stable shape; a suite the selected runs hold
-no samples of says so plainly instead of showing anything made up. Pages are plain HTML and PNGs
-with no scripts and no external resources: they open from disk, from any web server, offline.
+  - index.html: the headline of each suite (harness.report.headline), the runs, comparisons;
+  - SUITE.html: the paper's figure from our samples (harness.report.seed), then every metric
+    (overview bars from harness.report.bars, sweeps and CDFs from harness.report.figures), the
+    runs, every result folded away, and the published tables;
+  - SUITE-history.html and runs/RUN.html (harness.report.history_pages).
+Every known suite gets its pages, so a dashboard has a stable shape; a suite the selected runs
+hold no samples of says so plainly instead of showing anything made up. Pages are plain HTML and
+images with no scripts and no external resources: they open from disk, from any web server,
+offline.
 """
 
 from __future__ import annotations
@@ -348,7 +354,12 @@ def newest_run_per_suite(store: Store) -> list[str]:
 )
 @click.pass_context
 def report_command(ctx: click.Context, run_ids: tuple[str, ...], out: Path) -> None:
-    """A static HTML site of the runs (default: the newest run of each suite)."""
+    """A static HTML site of the runs (default: the newest run of each suite).
+
+    The index opens with each suite's headline ratio (the unikernel against its Linux
+    reference); each suite page with the paper's figure drawn from our samples, then every
+    metric; SUITE-history.html charts every stored run, steps marked, each point linking to
+    its run's page. Figures hard to read are named on stderr."""
     with cli_store(ctx) as store:
         chosen = list(run_ids) or newest_run_per_suite(store)
         if not chosen:

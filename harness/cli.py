@@ -53,7 +53,7 @@ class LazyGroup(click.Group):
         "history": "harness.history:history_command",
         "lab": "harness.xen.commands:lab_command",
         "nightly": "harness.nightly:nightly_command",
-        "report": "harness.report.site:report_command",
+        "report": "harness.report.publish:report_command",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

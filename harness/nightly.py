@@ -53,7 +53,7 @@ from harness.compare import (
 )
 from harness.model import Run, Series, group_series
 from harness.progress import progress_for
-from harness.report.site import build_site
+from harness.report.publish import write_site
 from harness.runner import Runner, RunSettings
 from harness.store import Store
 from harness.suites import all_suites
@@ -203,7 +203,7 @@ def run_job(store: Store, job: Job, config: NightlyConfig) -> JobResult:
 def run_nightly(store: Store, config: NightlyConfig) -> list[JobResult]:
     results = [run_job(store, job, config) for job in config.jobs]
     shown = [r.run.id for r in results] + [r.baseline.id for r in results if r.baseline]
-    build_site(store, shown, config.report_dir, [r.comparison for r in results if r.comparison])
+    write_site(store, shown, config.report_dir, [r.comparison for r in results if r.comparison])
     (config.report_dir / "nightly.json").write_text(
         json.dumps({"config": str(config.path), "jobs": [r.to_json() for r in results]}, indent=2)
     )

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import click
 import pandas as pd  # type: ignore[import-untyped]
 
-from harness.compare import RunComparison, cli_store, comparison_notes, console
+from harness.compare import RunComparison, comparison_notes
 from harness.model import Run, Sample
 from harness.report import bars, figures, history_pages
 from harness.report.headline import Headline, headlines, pairs_for
@@ -333,43 +332,3 @@ def build_site(
     ]
     (out / "index.html").write_text(page("unibench results", suites, "\n".join(index)))
     return Site([out / "index.html", *written], drawn)
-
-
-def newest_run_per_suite(store: Store) -> list[str]:
-    """The default selection: for each suite, the newest run holding it."""
-    chosen: dict[str, str] = {}
-    for run in store.runs():
-        for suite in store.suites(run.id):
-            chosen.setdefault(suite, run.id)
-    return list(dict.fromkeys(chosen.values()))
-
-
-@click.command(name="report")
-@click.argument("run_ids", nargs=-1, metavar="[RUN]...")
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Directory to write the site into.",
-)
-@click.pass_context
-def report_command(ctx: click.Context, run_ids: tuple[str, ...], out: Path) -> None:
-    """A static HTML site of the runs (default: the newest run of each suite).
-
-    The index opens with each suite's headline ratio (the unikernel against its Linux
-    reference); each suite page with the paper's figure drawn from our samples, then every
-    metric; SUITE-history.html charts every stored run, steps marked, each point linking to
-    its run's page. Figures hard to read are named on stderr."""
-    with cli_store(ctx) as store:
-        chosen = list(run_ids) or newest_run_per_suite(store)
-        if not chosen:
-            raise click.ClickException(f"no runs stored in {store.path} yet: nothing to report")
-        site = build_site(store, chosen, out)
-    for drawn in site.illegible():
-        console(stderr=True).print(
-            f"warning: {drawn.path.name} ({drawn.title}) is hard to read: "
-            + "; ".join(drawn.problems),
-            markup=False,
-            highlight=False,
-        )
-    console().print(f"wrote {len(site.pages)} pages to {out}; open {out / 'index.html'}")

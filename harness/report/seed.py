@@ -74,17 +74,18 @@ def against(data: SuiteData, metric: str, param: str, section: Section) -> None:
 
 def medians_table(rows: pd.DataFrame, metrics: Sequence[str], keys: Sequence[str]) -> str:
     """One row per target (and key parameters), one column per metric: medians."""
-    by = ["target", "accel", *(f"param:{k}" for k in keys if f"param:{k}" in rows)]
+    present = [k for k in keys if f"param:{k}" in rows]
+    by = ["target", "accel", *(f"param:{k}" for k in present)]
     found = [m for m in metrics if (rows["metric"] == m).any()]
     lines = []
     for key, group in rows[rows["metric"].isin(found)].groupby(by, sort=False, dropna=False):
-        cells = [str(v) for v in key]
+        cells = ["—" if pd.isna(v) else str(v) for v in key]
         for metric in found:
             values = list(group[group["metric"] == metric]["value"])
             unit = str(rows[rows["metric"] == metric]["unit"].iloc[0])
             cells.append(format_value(summarize(values).median, unit) if values else "—")
         lines.append(cells)
-    return table(["target", "accel", *keys[: len(by) - 2], *found], lines)
+    return table(["target", "accel", *present, *found], lines)
 
 
 # The views.

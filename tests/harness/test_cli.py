@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import signal
 import sqlite3
 import subprocess
@@ -130,3 +131,20 @@ def test_a_bad_parameter_is_refused_before_anything_is_stored(tmp_path: Path) ->
     if store.exists():
         with Store(store) as opened:
             assert opened.runs() == []
+
+
+def test_ctrl_c_while_bench_loads_ends_without_a_traceback() -> None:
+    """Half a second of imports comes before click can catch an interrupt; at random moments of
+    it (and of the command after it), Ctrl-C ends as "Aborted!", never with a traceback."""
+    rng = random.Random(5)
+    landed = 0
+    for _ in range(12):
+        proc = subprocess.Popen([BENCH, "list"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.05, 0.7))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert b"Traceback" not in err, err.decode()
+        if proc.returncode == 1:
+            assert b"Aborted!" in err, err.decode()
+            landed += 1
+    assert landed > 0  # some interrupts came before the command had finished

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import shlex
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import click
 from rich.console import Console
@@ -110,6 +111,21 @@ def choose_targets(names: Sequence[str], known: dict[str, Target]) -> list[Targe
     return chosen
 
 
+class Seconds(click.FloatRange):
+    """A finite number of seconds in the range: float() also takes "nan" and "inf", which pass
+    every range check and would make no timeout at all."""
+
+    name = "seconds"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        number = float(super().convert(value, param, ctx))
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return number
+
+
 @cli.command()
 @click.option("--suite", "suite_name", required=True, help="Suite to run (see `bench list`).")
 @click.option("--target", "target_names", multiple=True, help="Target; repeat for several.")
@@ -119,7 +135,7 @@ def choose_targets(names: Sequence[str], known: dict[str, Target]) -> list[Targe
     "--timeout",
     default=120.0,
     show_default=True,
-    type=click.FloatRange(min=0.1),
+    type=Seconds(min=0.1),
     help="Seconds per repeat; a workload still running then is killed.",
 )
 @click.option(

@@ -148,3 +148,14 @@ def test_ctrl_c_while_bench_loads_ends_without_a_traceback() -> None:
             assert b"Aborted!" in err, err.decode()
             landed += 1
     assert landed > 0  # some interrupts came before the command had finished
+
+
+def test_a_timeout_that_is_not_a_finite_number_of_seconds_is_refused(tmp_path: Path) -> None:
+    for value in ("nan", "inf", "-1", "abc"):
+        result = CliRunner().invoke(
+            cli,
+            ["--store", str(tmp_path / "s.sqlite"), "run", "--suite", "boot", "--timeout", value],
+        )
+        assert result.exit_code == 2, (value, result.output)
+        assert "Invalid value for '--timeout'" in result.output, result.output
+    assert not (tmp_path / "s.sqlite").exists()  # refused before any run was begun

@@ -23,12 +23,13 @@ import seaborn as sns  # type: ignore[import-untyped]
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.image import imsave
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.typing import ColorType
 
 from harness.compare import target_accel
 from harness.model import Run, Sample
-from harness.report.legibility import problems
+from harness.report.legibility import problems_drawn
 from harness.report.published import series_for
 from harness.stats import summarize
 
@@ -118,13 +119,17 @@ class FigureWriter:
         and says what legibility found wrong with it."""
         fig.dpi = DPI
         footer = fig.text(0.01, 0.01, caption, fontsize=7, color="#444", wrap=True)
-        renderer = FigureCanvasAgg(fig).get_renderer()  # type: ignore[no-untyped-call]
+        canvas = FigureCanvasAgg(fig)
+        renderer = canvas.get_renderer()  # type: ignore[no-untyped-call]
         room = (footer.get_window_extent(renderer).height + 6) / fig.bbox.height
         fig.tight_layout(rect=(0, min(room, 0.4), 1, 1))
-        found = tuple(problems(fig, DPI))
+        # Drawn once: measured for legibility, and that same drawing written as the PNG.
+        canvas.draw()  # type: ignore[no-untyped-call]
+        found = tuple(problems_drawn(fig, canvas.get_renderer()))  # type: ignore[no-untyped-call]
         self.count += 1
         path = self.dir / f"{self.prefix}-{self.count:02d}.png"
-        fig.savefig(path, dpi=DPI)
+        buffer = np.asarray(canvas.buffer_rgba())  # type: ignore[no-untyped-call]
+        imsave(path, buffer)
         width, height = (round(v) for v in fig.bbox.size)
         self.drawn.append(Drawn(path, title, caption, found, width, height))
         return self.drawn[-1]

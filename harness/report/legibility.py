@@ -39,14 +39,20 @@ Outline = np.ndarray  # the four corners of a text's own box, in pixels (4 x 2)
 def problems(fig: Figure, dpi: float = 100) -> list[str]:
     """What makes this figure hard to read, as sentences naming the axes and the texts; [] when
     legible."""
+    with drawn(fig, dpi) as renderer:
+        return problems_drawn(fig, renderer)
+
+
+def problems_drawn(fig: Figure, renderer: RendererBase) -> list[str]:
+    """problems() of a figure just drawn with `renderer`, at the size it is saved at: for a
+    caller that draws it anyway, so it is not drawn twice."""
     names = {ax: axes_name(ax, i) for i, ax in enumerate(fig.axes)}
     found: list[str] = []
-    with drawn(fig, dpi) as renderer:
-        for ax in fig.axes:
-            if ax.get_visible() and ax.axison:
-                for axis in (ax.xaxis, ax.yaxis):
-                    found += overlapping_tick_labels(axis, names[ax], renderer)
-        found += cut_off(fig, names, renderer)
+    for ax in fig.axes:
+        if ax.get_visible() and ax.axison:
+            for axis in (ax.xaxis, ax.yaxis):
+                found += overlapping_tick_labels(axis, names[ax], renderer)
+    found += cut_off(fig, names, renderer)
     found += series_without_legend(fig, names)
     return found
 

@@ -26,8 +26,10 @@ from harness.report.figures import (
     FigureWriter,
     direction,
     display_unit,
+    errorbars,
     log_y,
     measured_twice,
+    outside_legend,
     provenance,
     short,
     spans_orders,
@@ -161,24 +163,16 @@ def _draw_panel(
         for j, (hue, source) in enumerate(slots):
             chosen = _bar_rows(here, facets, hue, source)
             position = i + width * (j - (len(slots) - 1) / 2)
-            values = [float(v) * factor for v in chosen["value"]]
-            summary = summarize(values)
-            colour = colours[hue]
+            values = [float(v) for v in chosen["value"]]
             if source == PUBLISHED:
-                ax.bar(position, summary.median, width, color="#bbbbbb", hatch="//", alpha=0.9)
+                median = summarize(values).median * factor
+                ax.bar(position, median, width, color="#bbbbbb", hatch="//", alpha=0.9)
                 continue
-            ax.bar(position, summary.median, width, color=colour, alpha=0.45)
-            ax.errorbar(
-                [position],
-                [summary.median],
-                yerr=[[summary.median - summary.ci_low], [summary.ci_high - summary.median]],
-                fmt="none",
-                ecolor="black",
-                capsize=3,
-                lw=1.2,
-            )
+            (median,) = errorbars(ax, [position], [values], "black", factor)
+            ax.bar(position, median, width, color=colours[hue], alpha=0.45)
             jitter = rng.uniform(-width / 4, width / 4, len(values))
-            ax.scatter(position + jitter, values, s=9, color=colour, zorder=3, linewidths=0)
+            dots = [v * factor for v in values]
+            ax.scatter(position + jitter, dots, s=9, color=colours[hue], zorder=3, linewidths=0)
     labels = [wrap_label(x) for x in xs]
     rotate = len(xs) > 3 and max(len(line) for x in labels for line in x.split("\n")) > 8
     ax.set_xticks(
@@ -214,9 +208,7 @@ def _legend(
             Patch(facecolor="#bbbbbb", hatch="//", label="published (not measured here)")
         )
     if handles:
-        ax.legend(
-            handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0
-        )
+        outside_legend(ax, handles)
 
 
 def overview(writer: FigureWriter, suite: str, metric: pd.DataFrame) -> list[Drawn]:
@@ -236,15 +228,13 @@ def overview(writer: FigureWriter, suite: str, metric: pd.DataFrame) -> list[Dra
         for c in params
         if frame[c].nunique() == 1 and frame[c].iloc[0] != "—"
     ]
-    per_target = [
-        f"{target}: "
-        + " ".join(
-            f"{name_of(c)}={v}"
-            for c in params
-            if c not in varying and frame[c].nunique() > 1 and (v := rows[c].iloc[0]) != "—"
-        )
-        for target, rows in frame.groupby("target", sort=False)
-    ]
+    # What describes each target, where targets differ: "unikernel-qemu: accel=tcg memory=512".
+    described = [c for c in params if c not in varying and frame[c].nunique() > 1]
+    per_target = []
+    for target, rows in frame.groupby("target", sort=False):
+        settings = [f"{name_of(c)}={rows[c].iloc[0]}" for c in described if rows[c].iloc[0] != "—"]
+        if settings:
+            per_target.append(f"{target}: {' '.join(settings)}")
     if measured_twice(metric, ["target", "params"]):
         frame["run"] = frame["run"].map(short)
         varying.append("run")
@@ -258,8 +248,8 @@ def overview(writer: FigureWriter, suite: str, metric: pd.DataFrame) -> list[Dra
         caption = provenance(metric.loc[group.index])
         if shared:
             caption += " · every bar: " + ", ".join(shared)
-        if any(p.split(": ", 1)[1] for p in per_target):
-            caption += " · " + "; ".join(p for p in per_target if p.split(": ", 1)[1])
+        if per_target:
+            caption += " · " + "; ".join(per_target)
         drawn.append(
             bars(
                 writer,

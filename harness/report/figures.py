@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
 import seaborn as sns  # type: ignore[import-untyped]
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -135,9 +136,18 @@ class FigureWriter:
         return self.drawn[-1]
 
 
-def outside_legend(ax: Axes) -> None:
-    """The legend right of the plot, where it hides no data."""
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+def outside_legend(ax: Axes, handles: Sequence[Artist] | None = None) -> None:
+    """The legend right of the plot, where it hides no data: of `handles`, or of what the
+    axes drew with a label."""
+    if handles is None:
+        handles = ax.get_legend_handles_labels()[0]
+    ax.legend(
+        handles=list(handles),
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1),
+        borderaxespad=0,
+    )
 
 
 def new_figure(width: float = 8.0, height: float = 4.2) -> tuple[Figure, Axes]:
@@ -164,7 +174,7 @@ def plot_published(
     )
 
 
-def _errorbars(
+def errorbars(
     ax: Axes,
     x: Sequence[float],
     values: Sequence[Sequence[float]],
@@ -272,7 +282,7 @@ def against_param(writer: FigureWriter, suite: str, metric: pd.DataFrame, param:
     for line in lines:
         rows = frame[frame["line"] == line]
         xs = sorted(rows["x"].unique())
-        medians = _errorbars(
+        medians = errorbars(
             ax, xs, [list(rows[rows["x"] == x]["value"]) for x in xs], colours[line], factor
         )
         ax.plot(xs, medians, marker="o", color=colours[line], label=line)
@@ -325,11 +335,11 @@ def log_y(ax: Axes) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-def spans_orders(values: Sequence[float]) -> bool:
-    """Whether positive values span so many orders of magnitude that a linear axis would
-    squash the small ones to nothing."""
+def spans_orders(values: Sequence[float], span: float = LOG_SPAN) -> bool:
+    """Whether positive values span so many orders of magnitude (max over min beyond `span`)
+    that a linear axis would squash the small ones to nothing."""
     positive = [float(v) for v in values if float(v) > 0]
-    return len(positive) == len(values) > 1 and max(positive) > LOG_SPAN * min(positive)
+    return len(positive) == len(values) > 1 and max(positive) > span * min(positive)
 
 
 def tick_label(value: float, binary: bool = False) -> str:

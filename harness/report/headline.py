@@ -78,21 +78,19 @@ class Headline:
 SPECS = (
     HeadlineSpec("boot", "Boot to service, as VMs", "time_to_service", AS_VMS),
     HeadlineSpec("boot", "Boot to service, as processes", "time_to_service", AS_PROCESSES),
-    HeadlineSpec(
-        "threads",
-        "Thread creation",
-        "thread_create_seconds",
-        AS_PROCESSES + AS_VMS,
-        ours={"kind": ("uthread",)},
-        reference={"kind": ("asyncio", "pthread")},
-    ),
-    HeadlineSpec(
-        "threads",
-        "Timer lateness p95",
-        "lateness_p95",
-        AS_PROCESSES + AS_VMS,
-        ours={"kind": ("uthread",)},
-        reference={"kind": ("asyncio", "pthread")},
+    *(
+        HeadlineSpec(
+            "threads",
+            measure,
+            metric,
+            AS_PROCESSES + AS_VMS,
+            ours={"kind": ("uthread",)},
+            reference={"kind": ("asyncio", "pthread")},
+        )
+        for measure, metric in (
+            ("Thread creation", "thread_create_seconds"),
+            ("Timer lateness p95", "lateness_p95"),
+        )
     ),
     *(
         HeadlineSpec(
@@ -276,7 +274,11 @@ def _headline(
     )
 
 
-def pairs_for(suite: str) -> list[str]:
-    """The pairs a suite's headlines look for, as "ours ÷ reference"."""
-    pairs = (pair for spec in SPECS if spec.suite == suite for pair in spec.pairs)
-    return [f"{ours} ÷ {reference}" for ours, reference in dict.fromkeys(pairs)]
+def pairs_for(suite: str) -> list[tuple[str, str]]:
+    """The (ours, reference) pairs a suite's headlines look for, in order of preference."""
+    return list(dict.fromkeys(pair for spec in SPECS if spec.suite == suite for pair in spec.pairs))
+
+
+def references_for(suite: str) -> list[str]:
+    """The Linux targets a suite's headlines compare with, in order of preference."""
+    return list(dict.fromkeys(reference for _, reference in pairs_for(suite)))

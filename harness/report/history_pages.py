@@ -215,7 +215,7 @@ def draw_chart(
     ax.set_xlim(-0.5, len(runs) - 0.5)
     ticks, tick_labels = _ticks(runs)
     ax.set_xticks(ticks, tick_labels)
-    if min(ys) > 0 and max(ys) >= LOG_RANGE * min(ys):
+    if figures.spans_orders(ys, LOG_RANGE):
         # Lines orders of magnitude apart (block sizes) would flatten the lower ones.
         ax.set_yscale("log")
         ax.yaxis.set_minor_formatter(NullFormatter())

@@ -21,13 +21,11 @@ from matplotlib.figure import Figure
 
 from harness.report import bars, figures
 from harness.report.figures import Drawn, FigureWriter, QuantileCurve
+from harness.report.headline import references_for
 from harness.report.markup import esc, table
 from harness.report.published import TCP_FIG8
 from harness.stats import summarize
 from harness.summary import format_value
-
-# Where a unikernel's Linux counterpart is looked for, in order.
-LINUX_REFERENCES = ("linux-veth", "process", "docker", "linux-vm-minimal", "linux-vm", "linux-xen")
 
 
 @dataclass
@@ -173,8 +171,9 @@ def tcp_paths(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def tcp_reference(paths: pd.DataFrame) -> str | None:
+    """Linux <-> Linux: the first of the TCP headline's references these runs hold."""
     present = set(paths["target"])
-    return next((t for t in LINUX_REFERENCES if t in present), None)
+    return next((t for t in references_for("tcp") if t in present), None)
 
 
 def tcp_table(paths: pd.DataFrame) -> str:

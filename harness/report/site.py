@@ -61,9 +61,12 @@ def suite_body(
     store: Store,
     suite: str,
     selected: Sequence[tuple[Run, list[Sample]]],
+    frame: pd.DataFrame,
+    headline: str,
     writer: figures.FigureWriter,
     site: Path,
 ) -> str:
+    """The suite's page; `frame` is figures.sample_frame(selected), `headline` its headline."""
     description = KNOWN_SUITES.get(suite, ("", "a suite this report has no description of"))[1]
     parts = [f"<p>{esc(description)}.</p>"]
     if not selected:
@@ -72,22 +75,17 @@ def suite_body(
             + published_html(tables_for(suite))
         )
         return "\n".join(parts)
-    frame = figures.sample_frame(selected)
     if frame.empty:
         parts.append('<p class="empty">Every repeat of this suite failed: nothing to draw.</p>')
     else:
-        metrics = list(dict.fromkeys(frame["metric"]))
-        curves = {m: quantile_curves(store, selected, m) for m in metrics}
-        found = headlines(frame, suite)
-        parts.append(headline_html(found, [] if found or not pairs_for(suite) else [suite]))
+        curves = quantile_curves(store, selected)
+        parts.append(headline)
         seed = seed_section(SuiteData(suite, frame, writer, curves))
         if seed.blocks:
             parts.append("<h2>What the paper showed, from our samples</h2>")
             parts.append(blocks_html(seed.blocks, site))
         parts.append("<h2>Every metric</h2>")
-        parts.append(
-            metric_figures(frame, suite, writer, site, curves, seed.covers, store, selected)
-        )
+        parts.append(metric_figures(frame, suite, writer, site, curves, seed.covers))
     targets_of = {
         run.id: list(dict.fromkeys(s.target for s in samples)) for run, samples in selected
     }
@@ -129,14 +127,12 @@ def metric_figures(
     site: Path,
     curves: dict[str, list[figures.QuantileCurve]],
     covers: set[tuple[str, str | None]],
-    store: Store,
-    selected: Sequence[tuple[Run, list[Sample]]],
 ) -> str:
     """Each metric per target, against each parameter it was swept over, and as a CDF where it
     is a distribution; what the paper's section drew already is not drawn again."""
     drawn: list[figures.Drawn] = []
     # Where repeats kept their whole distribution, it alone is drawn as the CDF.
-    has_distributions = any(store.distributions(run.id) for run, _ in selected)
+    has_distributions = bool(curves)
     for metric in dict.fromkeys(frame["metric"]):
         rows = frame[frame["metric"] == metric].dropna(axis="columns", how="all")
         if (metric, None) not in covers:
@@ -175,7 +171,9 @@ def headline_html(
         rows.append([suite_link(h.spec.suite), *map(esc, row)] if with_suite else row)
     for suite in unanswered:
         wanted = (
-            f"no headline: run a unikernel beside its reference ({', '.join(pairs_for(suite))})"
+            "no headline: run a unikernel beside its reference ("
+            + ", ".join(f"{ours} ÷ {reference}" for ours, reference in pairs_for(suite))
+            + ")"
         )
         row = ["—", "—", wanted, "—", "", "", ""]
         rows.append([suite_link(suite), *map(esc, row)] if with_suite else row)
@@ -195,33 +193,35 @@ def suite_link(suite: str) -> str:
 
 
 def quantile_curves(
-    store: Store, selected: Sequence[tuple[Run, list[Sample]]], metric: str
-) -> list[figures.QuantileCurve]:
-    """The distributions stored with this metric's samples, one curve per series."""
-    grouped: dict[tuple[str, str, str], list[list[float]]] = {}
-    accel: dict[tuple[str, str, str], str] = {}
+    store: Store, selected: Sequence[tuple[Run, list[Sample]]]
+) -> dict[str, list[figures.QuantileCurve]]:
+    """The distributions stored with the samples, one curve per series, by metric; each run's
+    distributions read once."""
+    grouped: dict[tuple[str, str, str, str], list[list[float]]] = {}
+    accel: dict[tuple[str, str, str, str], str] = {}
     for run, _ in selected:
         for sample, quantiles in store.distributions(run.id):
-            if sample.metric != metric:
-                continue
             label = " ".join(
                 [sample.target, *(str(v) for k, v in sorted(sample.params.items()) if k == "kind")]
             )
-            key = (run.id, label, figures.params_label(dict(sample.params)))
+            key = (sample.metric, run.id, label, figures.params_label(dict(sample.params)))
             grouped.setdefault(key, []).append(quantiles)
             accel[key] = str(sample.params.get("accel", "native"))
-    return [
-        figures.QuantileCurve(
-            label=label,
-            run=run_id,
-            accel=accel[(run_id, label, params)],
-            repeats=len(repeats),
-            quantiles=tuple(
-                float(statistics.median(column)) for column in zip(*repeats, strict=True)
-            ),
+    curves: dict[str, list[figures.QuantileCurve]] = {}
+    for key, repeats in grouped.items():
+        metric, run_id, label, _ = key
+        curves.setdefault(metric, []).append(
+            figures.QuantileCurve(
+                label=label,
+                run=run_id,
+                accel=accel[key],
+                repeats=len(repeats),
+                quantiles=tuple(
+                    float(statistics.median(column)) for column in zip(*repeats, strict=True)
+                ),
+            )
         )
-        for (run_id, label, params), repeats in grouped.items()
-    ]
+    return curves
 
 
 # The index page.
@@ -279,20 +279,26 @@ def build_site(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     drawn: list[figures.Drawn] = []
-    frames: dict[str, pd.DataFrame] = {}
+    found: list[Headline] = []
+    unanswered: list[str] = []  # suites with samples but no pair to give a headline
     for suite in suites:
         selected = [
             (run, [s for s in samples[run.id] if s.suite == suite])
             for run in runs
             if suite in store.suites(run.id)
         ]
+        frame = figures.sample_frame(selected)
+        ours = headlines(frame, suite)
+        missing = [suite] if not frame.empty and not ours and pairs_for(suite) else []
+        found += ours
+        unanswered += missing
         writer = figures.FigureWriter(out, suite)
         title = f"{KNOWN_SUITES.get(suite, (suite,))[0]} suite"
+        body = suite_body(store, suite, selected, frame, headline_html(ours, missing), writer, out)
         path = out / f"{suite}.html"
-        path.write_text(page(title, suites, suite_body(store, suite, selected, writer, out)))
+        path.write_text(page(title, suites, body))
         written.append(path)
         drawn += writer.drawn
-        frames[suite] = figures.sample_frame(selected)
     linked: set[str] = set()
     for suite in suites:
         # Every suite's history (run pages link to each), up to the newest run selected of it.
@@ -311,15 +317,7 @@ def build_site(
     index = [
         f"<p>Generated {esc(datetime.now().strftime('%Y-%m-%d %H:%M:%S'))} "
         f"from {esc(store.path)}.</p>",
-        headline_html(
-            [h for suite, frame in frames.items() for h in headlines(frame, suite)],
-            [
-                suite
-                for suite, frame in frames.items()
-                if not frame.empty and pairs_for(suite) and not headlines(frame, suite)
-            ],
-            with_suite=True,
-        ),
+        headline_html(found, unanswered, with_suite=True),
         "<h2>Selected runs</h2>",
         runs_table(runs, targets_of),
         "<h2>Suites</h2>",

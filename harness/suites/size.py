@@ -62,11 +62,11 @@ class SizeSuite(Suite):
         appliances: Mapping[str, Callable[[], Workload]] | None = None,
     ) -> None:
         self._workload = workload
-        # The appliances whose images are weighed, by the name `--param app=` takes: Table 2's
-        # DNS and web server beside the boot probe. Made when asked for (the web server's
-        # workload looks for nginx's and apache2's files).
-        self._appliances = dict(appliances) if appliances is not None else default_appliances()
-        self._appliances.setdefault(BOOT_PROBE_APP, lambda: workload)
+        # The appliances whose images are weighed, by the name `--param app=` takes: the boot
+        # probe (`workload`), and Table 2's DNS and web server. Made when asked for (the web
+        # server's workload looks for nginx's and apache2's files).
+        others = default_appliances() if appliances is None else appliances
+        self._appliances = {BOOT_PROBE_APP: lambda: workload, **others}
         # (target, app, build) -> size
         self._sizes: dict[tuple[str, str, str | None], ImageSize] = {}
 
@@ -97,7 +97,7 @@ class SizeSuite(Suite):
     ) -> None:
         for params in param_sets:
             app, build = key(params)
-            image = workload if app == BOOT_PROBE_APP else self._appliances[app]()
+            image = self._appliances[app]()
             self._sizes[(target.name, app, build)] = target.image_size(image, build, log)
 
     def run_once(self, target: Target, params: Params, ctx: RepeatContext) -> list[Measurement]:
@@ -114,4 +114,4 @@ def key(params: Params) -> tuple[str, str | None]:
 
 
 def default_appliances() -> dict[str, Callable[[], Workload]]:
-    return {BOOT_PROBE_APP: lambda: BOOT_PROBE, "dns": lambda: DNS, "web": static_workload}
+    return {"dns": lambda: DNS, "web": static_workload}

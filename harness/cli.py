@@ -7,13 +7,15 @@ import json
 import math
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.doctor import run_checks
@@ -21,11 +23,13 @@ from harness.export import FORMATS, export
 from harness.model import Run
 from harness.progress import progress_for
 from harness.runner import Runner, RunSettings
-from harness.store import Store, StoreError, default_path, open_store
+from harness.store import Store, StoreError, StoreUnusable, default_path, open_store
 from harness.suites import all_suites
+from harness.suites.base import ParamError
 from harness.summary import result_rows, run_json, summary_table
 from harness.targets import all_targets
 from harness.targets.base import Target
+from hostkit.interrupts import signals_deferred, terminate_as_interrupt
 
 # Off a terminal rich would wrap tables at 80 columns; logs and CI read better unwrapped.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -84,9 +88,21 @@ def cli(ctx: click.Context, store_path: Path | None) -> None:
     ctx.obj = store_path
 
 
-def _store(ctx: click.Context) -> Store:
+class UnusableStoreError(click.ClickException):
+    """The file named as the store is no healthy store: refused as a bad argument is."""
+
+    exit_code = 2
+
+
+@contextmanager
+def cli_store(ctx: click.Context) -> Iterator[Store]:
+    """The store `bench --store` names (ctx.obj), checked, its errors said as the commands'
+    errors: a file that is no healthy store exits 2, a run not found 1."""
     try:
-        return open_store(ctx.obj)
+        with open_store(ctx.obj) as store:
+            yield store
+    except StoreUnusable as exc:
+        raise UnusableStoreError(str(exc)) from exc
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -204,16 +220,22 @@ def run(
         target_names = tuple(
             h for name in target_names for h in (hosts if name == "ssh" else [name])
         )
+    try:
+        suite.check_params(settings.params)
+    except ParamError as error:
+        raise click.BadParameter(str(error), param_hint="--param") from None
     targets = choose_targets(target_names, known)
     if not targets:
         raise click.ClickException("no target is available here; `bench doctor` says what to fix")
-    # Parameters are checked for every target before anything is stored or launched.
+    # Parameters are checked for every target before anything is stored or launched: a value
+    # that fails only when a repeat launches would leave an interrupted run behind.
     for target in targets:
         try:
-            suite.param_sets(settings.params, target)
+            for params in suite.param_sets(settings.params, target):
+                suite.launch_settings(params, settings.cpus)
         except ValueError as error:
             raise click.BadParameter(f"{target.name}: {error}", param_hint="--param") from None
-    with _store(ctx) as store:
+    with cli_store(ctx) as store:
         runner = Runner(store, settings, progress_for(err))
         command = shlex.join(["bench", *sys.argv[1:]])
         try:
@@ -221,11 +243,18 @@ def run(
         except KeyboardInterrupt:
             err.print("interrupted: the samples measured so far are stored, the run is incomplete")
             sys.exit(EXIT_INTERRUPTED)
-        rows = result_rows(store.samples(finished.id))
-    out.print(summary_table(rows, title=f"run {finished.id} ({store.path})"))
-    failed = [row for row in rows if row.failed]
-    for row in failed:
-        err.print(f"{row.target} {row.metric}: {row.failed} failed: {'; '.join(row.failures)}")
+        # The run is stored whole: a signal now waits for its summary, rather than landing in
+        # whatever the printing does (an import's clean-up, where it is only reported).
+        try:
+            with terminate_as_interrupt(once=True), signals_deferred():
+                rows = result_rows(store.samples(finished.id))
+                out.print(summary_table(rows, title=f"run {finished.id} ({store.path})"))
+                failed = [row for row in rows if row.failed]
+                for row in failed:
+                    failures = escape("; ".join(row.failures))  # errors' [...] is no markup
+                    err.print(f"{row.target} {row.metric}: {row.failed} failed: {failures}")
+        except KeyboardInterrupt:
+            sys.exit(EXIT_INTERRUPTED)
     if failed:
         sys.exit(EXIT_FAILURES)
 
@@ -262,8 +291,19 @@ def list_() -> None:
 
 
 @cli.command()
-def doctor() -> None:
+@click.option(
+    "--clean",
+    is_flag=True,
+    help="First remove what harness runs that died left: processes, containers, network "
+    "namespaces, disks, VM overlays, a Xen lab a run started (every `bench run` does this too).",
+)
+def doctor(clean: bool) -> None:
     """Check the environment and say what to install or start."""
+    if clean:
+        from harness.leftovers import sweep
+
+        removed = sweep(lambda line: err.print(line, markup=False))
+        out.print(f"removed {len(removed)} leftovers of dead harness runs")
     table = Table(title="bench doctor", title_justify="left")
     for column in ("check", "status", "detail", "fix"):
         table.add_column(column)
@@ -292,8 +332,9 @@ def _chosen_run(store: Store, run_id: str | None, last: bool) -> Run:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.pass_context
 def show(ctx: click.Context, run_id: str | None, last: bool, fmt: str) -> None:
-    """The summary of a stored run."""
-    with _store(ctx) as store:
+    """The summary of a stored run: RUN is its id, a prefix of it, last (the default) or
+    last~N, the Nth before the newest."""
+    with cli_store(ctx) as store:
         chosen = _chosen_run(store, run_id, last)
         rows = result_rows(store.samples(chosen.id))
     if fmt == "json":
@@ -307,15 +348,16 @@ def show(ctx: click.Context, run_id: str | None, last: bool, fmt: str) -> None:
 @click.pass_context
 def runs(ctx: click.Context) -> None:
     """The stored runs, newest first."""
-    with _store(ctx) as store:
+    with cli_store(ctx) as store:
         stored = store.runs()
         counts = {run.id: len(store.samples(run.id)) for run in stored}
-    table = Table(title=f"runs in {ctx.obj or default_path()}", title_justify="left")
+    table = Table(title=escape(f"runs in {ctx.obj or default_path()}"), title_justify="left")
     for column in ("run", "started", "status", "samples", "command"):
         table.add_column(column)
     for run in stored:
         started = datetime.fromtimestamp(run.started).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(run.id, started, run.status, str(counts[run.id]), run.command)
+        cells = (run.id, started, run.status, str(counts[run.id]), run.command)
+        table.add_row(*map(escape, cells))  # a command's [...] is no markup
     out.print(table)
 
 
@@ -331,9 +373,10 @@ def runs(ctx: click.Context) -> None:
 )
 @click.pass_context
 def export_(ctx: click.Context, run_id: str, fmt: str, output: Path | None) -> None:
-    """Export a stored run for other tools (pytest-benchmark's JSON, CSV, JSON)."""
-    with _store(ctx) as store:
-        chosen = _chosen_run(store, None if run_id == "last" else run_id, False)
+    """Export a stored run for other tools (pytest-benchmark's JSON, CSV, JSON); RUN is its id,
+    a prefix of it, last or last~N."""
+    with cli_store(ctx) as store:
+        chosen = _chosen_run(store, run_id, False)
         text = export(chosen, store.samples(chosen.id), fmt)
     if output is None:
         click.echo(text)

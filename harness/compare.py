@@ -33,7 +33,7 @@ from harness.stats import (
     smallest_p,
     summarize,
 )
-from harness.store import Store, StoreError, open_store
+from harness.store import Store
 from harness.summary import format_value
 
 Verdict = Literal["improved", "regressed", "unchanged"]
@@ -358,12 +358,12 @@ def console(stderr: bool = False) -> Console:
 
 @contextmanager
 def cli_store(ctx: click.Context) -> Iterator[Store]:
-    """The store named by `bench --store` (ctx.obj), with store errors shown as CLI errors."""
-    try:
-        with open_store(ctx.obj) as store:
-            yield store
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from exc
+    """The store named by `bench --store` (ctx.obj), checked as `bench run` checks it: a file
+    that is no healthy store exits 2, other store errors 1. For history, nightly, report."""
+    from harness.cli import cli_store as checked_store  # loaded already: bench starts there
+
+    with checked_store(ctx) as store:
+        yield store
 
 
 @click.command(name="compare")
@@ -383,7 +383,8 @@ def compare_command(
     force: bool,
     fmt: str,
 ) -> None:
-    """Compare two stored runs; exit 1 if anything regressed, 2 if they are incomparable."""
+    """Compare two stored runs; exit 1 if anything regressed, 2 if they are incomparable.
+    BASE and NEW are run ids, prefixes of them, last or last~N (the Nth before the newest)."""
     with cli_store(ctx) as store:
         try:
             result = compare_stored(store, base_id, new_id, parse_fraction(threshold), alpha, force)

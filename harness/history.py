@@ -1,10 +1,10 @@
 """`bench history`: a metric's per-run medians over the stored runs, and the steps in them.
 
 A step is where a lasting change began. Two stages, both on the per-run medians:
- 1. Fit: the piecewise-constant series closest to the medians in total absolute deviation, with
-    every segment at least `min_runs` (3) runs long and a penalty per step (optimal
-    partitioning, solved exactly by dynamic programming, as PELT does without its pruning).
-    The penalty, 2 ln(n) times the run-to-run noise, keeps noise from being fitted.
+ 1. Fit: change points by PELT (ruptures, a maintained change-point library) with the L1 cost:
+    the piecewise-constant series closest to the medians in total absolute deviation, every
+    segment at least `min_runs` (3) runs long, and a penalty per step of 2 ln(n) times the
+    run-to-run noise, which keeps noise from being fitted.
  2. Test each step, and drop the failing one with the smallest jump until all pass. A step is
     kept when its two neighbouring segments' medians differ
       - by more than `threshold` (5 %, as asv and Firecracker use),
@@ -21,9 +21,7 @@ separate series: a move to another machine is not a step.
 
 from __future__ import annotations
 
-import bisect
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,16 +29,17 @@ from typing import Literal
 
 import click
 import numpy as np
+import ruptures as rpt  # type: ignore[import-untyped]
 from numpy.typing import NDArray
 
 from harness.compare import cli_store, comparability_key, console, parse_fraction
 from harness.model import Run, Sample, Series, series_key
+from harness.stats import MAD_TO_SIGMA
 from harness.summary import format_value
 
 MIN_RUNS = 3
 THRESHOLD = 0.05
 NOISE_FACTOR = 3.0
-MAD_TO_SIGMA = 1.4826  # makes the median absolute deviation estimate a normal sigma
 
 
 @dataclass(frozen=True)
@@ -59,45 +58,10 @@ def _noise(left: NDArray[np.float64], right: NDArray[np.float64]) -> float:
     return MAD_TO_SIGMA * float(np.median(np.abs(residuals)))
 
 
-def _segment_costs(
-    x: Sequence[float], starts: Sequence[int], min_runs: int
-) -> dict[int, list[float]]:
-    """costs[s][t - s]: total absolute deviation of x[s:t] from its median, for every segment
-    from each start s at least min_runs long; one sorted list grown per start keeps it
-    quadratic, not cubic: the deviation is the upper half's sum minus the lower half's."""
-    costs = {}
-    for s in starts:
-        ordered: list[float] = []
-        row = [0.0] * (len(x) - s + 1)
-        for t in range(s + 1, len(x) + 1):
-            bisect.insort(ordered, x[t - 1])
-            half = len(ordered) // 2
-            if t - s >= min_runs:
-                row[t - s] = sum(ordered[len(ordered) - half :]) - sum(ordered[:half])
-        costs[s] = row
-    return costs
-
-
-def _fit(x: Sequence[float], min_runs: int, penalty: float) -> list[int]:
+def _fit(x: NDArray[np.float64], min_runs: int, penalty: float) -> list[int]:
     """The cuts of the least-absolute-deviation piecewise-constant fit (stage 1)."""
-    n = len(x)
-    starts = [0, *range(min_runs, n - min_runs + 1)]
-    costs = _segment_costs(x, starts, min_runs)
-    best = [0.0] + [math.inf] * n  # best[t]: lowest penalised cost of x[:t]
-    last = [0] * (n + 1)  # where the final segment of that best fit starts
-    for t in range(min_runs, n + 1):
-        for s in starts:
-            if t - s < min_runs:
-                break
-            cost = best[s] + costs[s][t - s] + (penalty if s else 0.0)
-            if cost < best[t]:
-                best[t], last[t] = cost, s
-    cuts = []
-    t = n
-    while last[t]:
-        t = last[t]
-        cuts.append(t)
-    return sorted(cuts)
+    fit = rpt.Pelt(model="l1", min_size=min_runs, jump=1).fit(x)
+    return [int(k) for k in fit.predict(pen=penalty)[:-1]]  # the last is len(x), not a cut
 
 
 def _is_real(
@@ -125,7 +89,7 @@ def detect_steps(
     noise = MAD_TO_SIGMA * float(np.median(np.abs(np.diff(x)))) / np.sqrt(2)
     # The tiny floor keeps a noiseless series from being cut where cutting gains nothing.
     penalty = 2 * np.log(len(x)) * noise + 1e-9 * float(np.median(np.abs(x)))
-    cuts = _fit([float(v) for v in x], min_runs, penalty)
+    cuts = _fit(x, min_runs, float(penalty))
     while True:
         bounds = [0, *cuts, len(x)]
         failing = [

@@ -2,31 +2,110 @@
 
 Every sample is stored the moment it is measured. A repeat that raises or outlives its timeout
 is recorded as failed with the reason, and its instances are stopped; a target that is
-unavailable or fails to prepare is recorded as failed and the other targets still run.
-Ctrl-C and SIGTERM stop the run after cleaning up, and mark it interrupted.
+unavailable, fails to say so, or fails to prepare is recorded as failed and the other targets
+still run. Ctrl-C and SIGTERM stop the run after cleaning up, and mark it interrupted. A run
+begins by removing what dead harnesses left (harness/leftovers.py), and marks everything it
+spawns as its own, so that the next run can do the same for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import FrameType, TracebackType
 
+from harness.leftovers import sweep
 from harness.metadata import capture_host
 from harness.model import Measurement, Metric, Params, Run, Sample
 from harness.progress import RunProgress
 from harness.store import Store
 from harness.suites.base import RepeatContext, Suite
 from harness.summary import format_value
-from harness.targets.base import LaunchSettings, Target
-from hostkit.interrupts import terminate_as_interrupt
+from harness.targets.base import Availability, LaunchSettings, Target
+from hostkit import owners
+from hostkit.interrupts import holding, signals_deferred, terminate_as_interrupt
 
 HOST_CPU = Metric("host_cpu_seconds", "s", "lower")
 HOST_PEAK_MEMORY = Metric("host_peak_memory", "bytes", "lower")
 WATCHDOG_GRACE = 5.0  # the suite's own deadline comes first; the watchdog only backs it up
+# After the watchdog stopped a repeat's instances, how long the repeat has to notice before it
+# is interrupted where it is stuck (creating an instance: nothing to stop exists yet).
+STUCK_GRACE = 5.0
+STUCK_SIGNAL = signal.SIGALRM
+
+
+class RepeatStuck(TimeoutError):
+    """Raised in the main thread inside a repeat that did not end after its deadline."""
+
+
+class Watchdog:
+    """Backs up a repeat's own deadline from a thread of its own: at `after` seconds it stops
+    the repeat's instances; if the repeat has still not returned STUCK_GRACE later, it sends
+    STUCK_SIGNAL to the main thread, whose handler raises RepeatStuck there. Signals interrupt
+    blocking calls, so this reaches a repeat stuck where no instance exists to stop."""
+
+    active: Watchdog | None = None  # the one whose repeat runs now, for the signal handler
+
+    def __init__(self, ctx: RepeatContext, after: float) -> None:
+        self._ctx = ctx
+        self._after = after
+        self._done = threading.Event()
+        self.firing = False
+        self._thread = threading.Thread(target=self._watch, name="watchdog", daemon=True)
+
+    def __enter__(self) -> Watchdog:
+        Watchdog.active = self
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.firing = False
+        Watchdog.active = None
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        if self._done.wait(self._after):
+            return
+        self._ctx.kill()
+        if self._done.wait(STUCK_GRACE):
+            return
+        main = threading.main_thread().ident
+        if main is None or threading.current_thread() is threading.main_thread():
+            return
+        self.firing = True
+        while not self._done.is_set():  # again and again: the first may land where held back
+            signal.pthread_kill(main, STUCK_SIGNAL)
+            self._done.wait(0.5)
+
+
+def _stuck(signum: int, frame: FrameType | None) -> None:
+    watchdog = Watchdog.active
+    if watchdog is None or not watchdog.firing or holding():
+        return  # not ours, or inside a spawn or a stop: the watchdog sends it again
+    watchdog.firing = False
+    raise RepeatStuck("the repeat was stuck after its instances were stopped")
+
+
+@contextlib.contextmanager
+def stuck_repeats_interrupted() -> Iterator[None]:
+    """For the block, the watchdog's signal raises RepeatStuck in a stuck repeat."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(STUCK_SIGNAL, _stuck)
+    try:
+        yield
+    finally:
+        signal.signal(STUCK_SIGNAL, previous)
 
 
 @dataclass(frozen=True)
@@ -56,22 +135,36 @@ class Runner:
     def run(self, suite: Suite, targets: Sequence[Target], command: str) -> Run:
         run = Run(id=new_run_id(), started=time.time(), command=command, metadata=capture_host())
         run.metadata["harness_pid"] = os.getpid()
-        self.store.begin_run(run)
-        try:
-            with terminate_as_interrupt():
+        run.metadata["harness_owner"] = owners.token()
+        # The first Ctrl-C or SIGTERM stops the run; later ones cannot cut short its clean-up.
+        with terminate_as_interrupt(once=True), owners.marked(), stuck_repeats_interrupted():
+            try:
+                self.store.begin_run(run)
+                self._sweep()
                 for target in targets:
                     self._run_target(run, suite, target)
-        except BaseException:
-            run.status = "interrupted"
-            raise
-        else:
-            run.status = "complete"
-        finally:
-            self._release(targets)
-            run.ended = time.time()
-            self.store.end_run(run.id, run.ended, run.status)
-            self.progress.close()
+            except BaseException:
+                run.status = "interrupted"
+                raise
+            else:
+                run.status = "complete"
+            finally:
+                with signals_deferred():  # a signal now is raised once the run is recorded
+                    self._release(targets)
+                    self._sweep()  # again: a run stopped early must not skip it
+                    run.ended = time.time()
+                    self.store.end_run(run.id, run.ended, run.status)
+                    self.progress.close()
         return run
+
+    def _sweep(self) -> None:
+        """Removes what dead harnesses left, and ends their runs."""
+        try:
+            sweep(self.progress.message)
+            for abandoned in self.store.end_abandoned_runs(owners.token_alive):
+                self.progress.message(f"run {abandoned} lost its harness: now interrupted")
+        except Exception as exc:  # what others left must not stop this run
+            self.progress.message(f"removing what dead runs left failed: {describe_failure(exc)}")
 
     def _release(self, targets: Sequence[Target]) -> None:
         for target in targets:
@@ -90,7 +183,12 @@ class Runner:
             asked = {name: ",".join(values) for name, values in self.settings.params.items()}
             self._record_failures(run, suite, target, [asked], reason)
             return
-        availability = target.availability()
+        try:
+            availability = target.availability()
+        except Exception as exc:
+            availability = Availability(
+                False, f"checking it failed: {describe_failure(exc)}", "see `bench doctor`"
+            )
         if not availability.ok:
             reason = f"{target.name} is unavailable: {availability.reason}"
             self.progress.message(f"{reason}; to fix: {availability.fix}")
@@ -112,7 +210,13 @@ class Runner:
             return
         repeats = self.settings.warmup + self.settings.repeat
         for params, recorded in zip(param_sets, recorded_params, strict=True):
-            launch = suite.launch_settings(params, self.settings.cpus)
+            try:
+                launch = suite.launch_settings(params, self.settings.cpus)
+            except Exception as exc:  # one bad set must not stop the others
+                reason = f"{target.name}: {params}: cannot launch: {describe_failure(exc)}"
+                self.progress.message(reason)
+                self._record_failures(run, suite, target, [recorded], reason)
+                continue
             self.progress.target_started(suite.name, target.name, repeats)
             for index in range(-self.settings.warmup, self.settings.repeat):
                 self._repeat(run, suite, target, recorded, launch, index)
@@ -136,13 +240,11 @@ class Runner:
         """One repeat; a negative index is a warm-up, measured but not recorded."""
         timeout = self.settings.timeout
         ctx = RepeatContext(target, launch, deadline=time.perf_counter() + timeout)
-        watchdog = threading.Timer(timeout + WATCHDOG_GRACE, ctx.kill)
-        watchdog.daemon = True
-        watchdog.start()
         measurements: list[Measurement] = []
         failure = None
         try:
-            measurements = suite.run_once(target, params, ctx)
+            with Watchdog(ctx, timeout + WATCHDOG_GRACE):
+                measurements = suite.run_once(target, params, ctx)
             usage = ctx.usage()
             if usage.cpu_seconds is not None:
                 measurements.append(Measurement(HOST_CPU, usage.cpu_seconds))
@@ -153,7 +255,6 @@ class Runner:
             if ctx.killed_at_deadline or isinstance(exc, TimeoutError):
                 failure = f"timed out after {timeout:g} s: {failure}"
         finally:
-            watchdog.cancel()
             try:
                 ctx.stop_all()
             except Exception as exc:

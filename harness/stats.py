@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 CONFIDENCE = 0.95
 RESAMPLES = 5000
@@ -136,3 +137,94 @@ def smallest_p(n_base: int, n_new: int) -> float:
     With 3 repeats on each side it is 0.1: no change can be significant at 0.01, whatever it is.
     """
     return min(1.0, 2 / math.comb(n_base + n_new, n_base))
+
+
+# What the nightly gate needs: a permutation test, the noise a floor is measured from, and how
+# many repeats the test needs to see a change of a given size.
+
+PERMUTATIONS = 9999  # as Firecracker's A/B tests: p to within ±0.001 near 0.01
+POWER = 0.8  # "can see a change": the test finds it in 4 runs out of 5
+MAD_TO_SIGMA = 1.4826  # makes a median absolute deviation estimate a normal sigma
+
+
+def permutation_p(
+    base: Sequence[float], new: Sequence[float], resamples: int = PERMUTATIONS, seed: int = 0
+) -> float:
+    """Two-sided permutation test of the rank sum (Mann-Whitney's U): the share of the ways to
+    split the pooled repeats into groups of these sizes whose rank sums differ at least as much
+    as the observed split's.
+
+    Ranks, not values: one wild repeat counts as one rank, so it cannot make a change
+    significant on its own. Without ties that is scipy's exact U distribution; with ties (values
+    at timer resolution) the midranks themselves are permuted: every split when there are at
+    most `resamples`, else that many random ones, seeded so a stored run always gets the same p.
+    Identical samples differ by nothing: p = 1.
+    """
+    a = np.asarray(base, dtype=float)
+    b = np.asarray(new, dtype=float)
+    pooled = np.concatenate([a, b])
+    if a.size == 0 or b.size == 0 or np.all(pooled == pooled[0]):
+        return 1.0
+    from scipy import stats as scipy_stats
+
+    if np.unique(pooled).size == pooled.size:
+        exact = scipy_stats.mannwhitneyu(b, a, alternative="two-sided", method="exact")
+        return float(exact.pvalue)
+    ranks = scipy_stats.rankdata(pooled)
+
+    def shift(x: NDArray[np.float64], y: NDArray[np.float64], axis: int) -> NDArray[np.float64]:
+        return np.asarray(np.mean(y, axis=axis) - np.mean(x, axis=axis))
+
+    result = scipy_stats.permutation_test(
+        (ranks[: a.size], ranks[a.size :]),
+        shift,
+        vectorized=True,
+        n_resamples=resamples,
+        alternative="two-sided",
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.pvalue)
+
+
+def min_repeats(alpha: float) -> int:
+    """The fewest repeats per run with which a two-sided rank test can reach p < alpha at all,
+    even with no noise: 5 at 0.01 (2 / C(10, 5) = 0.008), 4 at 0.05."""
+    n = 1
+    while smallest_p(n, n) >= alpha:
+        n += 1
+    return n
+
+
+def relative_spread(values: Sequence[float]) -> float:
+    """The noise of repeats, relative to their median: the median absolute deviation scaled to
+    a normal sigma, so that an occasional outlier does not count, but never less than the
+    measurement's resolution (the smallest gap between two distinct values): a metric read at
+    timer resolution (10 ms of CPU time) can move by a tick without changing. 0 for a median of
+    0, where nothing is relative."""
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        return 0.0
+    median = float(np.median(data))
+    if median == 0:
+        return 0.0
+    mad = MAD_TO_SIGMA * float(np.median(np.abs(data - median)))
+    distinct = np.unique(data)
+    resolution = float(np.min(np.diff(distinct))) if distinct.size > 1 else 0.0
+    return max(mad, resolution) / abs(median)
+
+
+def repeats_to_detect(effect: float, noise: float, alpha: float, power: float = POWER) -> int:
+    """Repeats per run with which the two-sided rank test at `alpha` finds a shift of the median
+    by `effect` (relative) with probability `power`, when repeats spread by `noise` (relative
+    sigma): Noether's (1987) sample size for the Wilcoxon-Mann-Whitney test, with P(new > base)
+    of a normal shift. Never fewer than min_repeats(alpha), which even no noise needs."""
+    fewest = min_repeats(alpha)
+    if noise <= 0:
+        return fewest
+    from scipy import stats as scipy_stats
+
+    p_greater = float(scipy_stats.norm.cdf(effect / (noise * math.sqrt(2))))
+    z = float(scipy_stats.norm.ppf(1 - alpha / 2) + scipy_stats.norm.ppf(power))
+    if p_greater - 0.5 <= 0:
+        raise ValueError(f"no shift to detect: effect {effect}")
+    return max(fewest, math.ceil(z**2 / (6 * (p_greater - 0.5) ** 2)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from rich.markup import escape
 from rich.table import Table
 
 from harness.model import Run, Sample, Series, group_series
@@ -74,7 +75,9 @@ def format_value(value: float, unit: str) -> str:
 
 
 def summary_table(rows: Sequence[ResultRow], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
+    """The rows as a table under `title`; the title and the cells are text, brackets and all
+    (rich would take a command's "[complete]" or a parameter's "[x]" for markup)."""
+    table = Table(title=escape(title), title_justify="left")
     for column in ("suite", "target", "metric", "params", "median", "IQR", "95% CI", "n", "failed"):
         table.add_column(column, justify="right" if column in ("n", "failed") else "left")
     for row in rows:
@@ -91,7 +94,6 @@ def summary_table(rows: Sequence[ResultRow], title: str) -> Table:
             else ["—", "—", "—"]
         )
         failed = str(row.failed) if row.failed else ""
-        table.add_row(
-            row.suite, row.target, f"{row.metric} {arrow}", params, *stats, str(row.n), failed
-        )
+        names = (row.suite, row.target, f"{row.metric} {arrow}", params)
+        table.add_row(*map(escape, names), *stats, str(row.n), failed)
     return table

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from typing import Any
 from hostkit import cache, debian_slim
 from hostkit.debootstrap import RootfsRecipe, ensure_rootfs
 from hostkit.errors import ArtifactError
+from hostkit.owners import pid_alive
 
 SSH_USER = "root"  # the client key goes to /root/.ssh/authorized_keys
 DISK_FORMAT = "qcow2"
@@ -439,9 +441,12 @@ def command_line(
 
 def overlay(disk: Path, disk_format: str, folder: Path, prefix: str) -> Path:
     """A fresh qcow2 overlay of `disk` in `folder`, for one launch: the guest writes there,
-    never to the cached base. The caller deletes it when the launch is over."""
+    never to the cached base. The caller deletes it when the launch is over; its name holds
+    our pid, so remove_stale_overlays() can delete it if we die first."""
     folder.mkdir(parents=True, exist_ok=True)
-    descriptor, name = tempfile.mkstemp(prefix=f"{prefix}-", suffix=".qcow2", dir=folder)
+    descriptor, name = tempfile.mkstemp(
+        prefix=f"{prefix}-{os.getpid()}-", suffix=".qcow2", dir=folder
+    )
     os.close(descriptor)
     path = Path(name)
     command = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", disk_format]
@@ -451,3 +456,17 @@ def overlay(disk: Path, disk_format: str, folder: Path, prefix: str) -> Path:
         path.unlink(missing_ok=True)
         raise
     return path
+
+
+_OVERLAY_OWNER = re.compile(r"-(\d+)-[a-z0-9_]+\.qcow2$")  # mkstemp's letters hold no "-"
+
+
+def remove_stale_overlays(folder: Path) -> list[Path]:
+    """Deletes the overlays in `folder` whose maker has died; those deleted."""
+    removed = []
+    for path in folder.glob("*.qcow2") if folder.is_dir() else ():
+        owner = _OVERLAY_OWNER.search(path.name)
+        if owner is not None and not pid_alive(int(owner[1])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

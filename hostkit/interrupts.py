@@ -82,6 +82,11 @@ def terminate_as_interrupt(once: bool = False) -> Iterator[None]:
             signal.signal(number, handler)
 
 
+def holding() -> bool:
+    """Whether the main thread is inside a signals_deferred() block."""
+    return _held.depth > 0
+
+
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """Holds Ctrl-C and SIGTERM back for the block; the first to come is raised as it ends.

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from hostkit import cache
+from hostkit.owners import pid_alive
 
 _serial = itertools.count()
 _NAME = re.compile(r"^(\d+)-\d+-[\w.-]+\.img$")
@@ -80,7 +81,7 @@ def remove_stale() -> list[Path]:
     directory = launch_disks_dir()
     for path in directory.iterdir() if directory.is_dir() else ():
         match = _NAME.match(path.name)
-        if match and not Path(f"/proc/{match[1]}").exists():
+        if match and not pid_alive(int(match[1])):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 removed.append(path)

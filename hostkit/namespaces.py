@@ -22,6 +22,9 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 
+from hostkit.interrupts import signals_deferred
+from hostkit.owners import kill_groups, pid_alive
+
 NAME_PREFIX = "unibench"
 NETNS_DIR = "/run/netns"
 TAP_DEVICE = "ubtap0"
@@ -48,11 +51,19 @@ def _setns(fd: int) -> None:
 @contextlib.contextmanager
 def entered(name: str | None) -> Iterator[None]:
     """The calling thread inside namespace `name` for the block (None: stay where it is).
-    Children spawned and sockets opened meanwhile belong to that namespace for good."""
+    Children spawned and sockets opened meanwhile belong to that namespace for good.
+
+    Ctrl-C and SIGTERM are held back for the block: raised between entering and leaving, they
+    would leave the thread in the namespace. So keep the block short: open a socket in it, and
+    connect outside (a socket stays in the namespace it was made in)."""
     if name is None:
         yield
         return
-    with open("/proc/thread-self/ns/net") as home, open(f"{NETNS_DIR}/{name}") as target:
+    with (
+        signals_deferred(),
+        open("/proc/thread-self/ns/net") as home,
+        open(f"{NETNS_DIR}/{name}") as target,
+    ):
         _setns(target.fileno())
         try:
             yield
@@ -187,7 +198,9 @@ def held() -> list[str]:
 
 
 def remove_stale() -> list[str]:
-    """Delete namespaces left by harness processes that died before cleaning up; their names."""
+    """Delete namespaces left by harness processes that died before cleaning up, and kill what
+    still runs in them (a process inside would keep a namespace alive after its name went);
+    their names."""
     try:
         names = os.listdir(NETNS_DIR)
     except FileNotFoundError:
@@ -195,9 +208,10 @@ def remove_stale() -> list[str]:
     removed = []
     for name in names:
         owner = _OWNED.match(name)
-        if owner is None or int(owner.group(1)) == os.getpid() or _alive(int(owner.group(1))):
+        if owner is None or int(owner.group(1)) == os.getpid() or pid_alive(int(owner.group(1))):
             continue
         with contextlib.suppress(NamespaceError):
+            kill_groups([int(pid) for pid in _ip("netns", "pids", name).split()])
             _ip("netns", "delete", name)
             removed.append(name)
     return removed
@@ -206,16 +220,6 @@ def remove_stale() -> list[str]:
 def delete(name: str) -> None:
     """Delete namespace `name`, whoever made it."""
     _ip("netns", "delete", name)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def available() -> str | None:

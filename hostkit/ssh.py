@@ -97,9 +97,14 @@ class SshHost:
 
     def connect(self, timeout: float = CONNECT_TIMEOUT) -> paramiko.SSHClient:
         """A session with the host, its key checked against host_key."""
-        with entered(self.namespace):
-            sock = socket.create_connection((self.address, self.port), timeout=timeout)
+        family, kind, proto, _, where = socket.getaddrinfo(
+            self.address, self.port, type=socket.SOCK_STREAM
+        )[0]
+        with entered(self.namespace):  # made there, connected outside: Ctrl-C stays prompt
+            sock = socket.socket(family, kind, proto)
         try:
+            sock.settimeout(timeout)
+            sock.connect(where)
             key = paramiko.PKey.from_path(self.key)
             return login(sock, self.address, self.user, key, parse_host_key(self.host_key), timeout)
         except BaseException:

@@ -5,13 +5,67 @@ rest: repeats, warm-up, timeouts, clean-up and recording."""
 from __future__ import annotations
 
 import itertools
+import math
+import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 from harness.model import Measurement, Metric, Params
 from harness.targets.base import Instance, LaunchSettings, Log, Target, Usage, Workload
 from hostkit.interrupts import signals_deferred
+
+
+class ParamError(ValueError):
+    """A `--param` no target of the suite takes, or a value not of its parameter's kind."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter `--param NAME=V1,V2` sets: the values it takes, said for the user
+    (`accepts`) and checked one by one (`valid`), before anything runs."""
+
+    accepts: str
+    valid: Callable[[str], bool]
+
+
+def whole(unit: str = "", minimum: int = 1, multiple_of: int = 1) -> Param:
+    """Digits only: int() would also take " 64", "6_4" and other scripts' digits."""
+    of = f" of {unit}" if unit else ""
+    times = f", a multiple of {multiple_of}" if multiple_of > 1 else ""
+    return Param(
+        f"a whole number{of}, {minimum} or more{times}",
+        lambda value: (
+            re.fullmatch("[0-9]+", value) is not None
+            and int(value) >= minimum
+            and int(value) % multiple_of == 0
+        ),
+    )
+
+
+def seconds() -> Param:
+    def valid(value: str) -> bool:
+        try:
+            number = float(value)
+        except ValueError:
+            return False
+        return math.isfinite(number) and number > 0  # float() takes "nan" and "inf" too
+
+    return Param("a number of seconds, more than 0", valid)
+
+
+def choice(*values: str) -> Param:
+    return Param(" or ".join(", ".join(values).rsplit(", ", 1)), lambda value: value in values)
+
+
+def text(accepts: str) -> Param:
+    """Checked by the suite itself, against what each target has."""
+    return Param(accepts, lambda value: bool(value))
+
+
+MEMORY = whole("MiB")  # Suite.launch_settings sizes a VM by it; other targets ignore it
 
 
 class RepeatContext:
@@ -71,10 +125,29 @@ class Suite(ABC):
     # Whether repeats launch the workload: if not, targets are not prepared for launches (no
     # Xen lab is booted to weigh an image).
     launches = True
+    # What `--param` may set, by name: every parameter any target of the suite takes (some
+    # apply to some targets only). None: undeclared, so any name goes.
+    params: ClassVar[Mapping[str, Param] | None] = None
 
     @abstractmethod
     def workload(self, target: Target) -> Workload:
         """What this suite runs on the given target."""
+
+    def check_params(self, requested: Mapping[str, Sequence[str]]) -> None:
+        """Raises ParamError for a name no target of the suite takes (it would only label the
+        samples) or a value not of its parameter's kind (it would fail mid-run, or every
+        repeat): what the user asked is checked before any run begins."""
+        declared = self.params
+        if declared is None:
+            return
+        for name, values in requested.items():
+            param = declared.get(name)
+            if param is None:
+                takes = ", ".join(sorted(declared)) or "no parameters"
+                raise ParamError(f"unknown parameter {name}: the {self.name} suite takes {takes}")
+            for value in values:
+                if not param.valid(value):
+                    raise ParamError(f"{name}={value}: {name} takes {param.accepts}")
 
     def param_sets(self, requested: Mapping[str, Sequence[str]], target: Target) -> list[Params]:
         """The parameter combinations to measure on `target`: by default the cross product of

@@ -20,10 +20,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 from baselines import block_data
 from harness.model import Measurement, Metric, Params
-from harness.suites.base import RepeatContext, Suite
+from harness.suites.base import MEMORY, Param, RepeatContext, Suite, choice, seconds, whole
 from harness.targets.base import Log, Target, Workload
 from unikernel.devices import Console, Disk
 from workloads import linux_script, unikernel_app
@@ -73,6 +74,13 @@ def block_read_workload(data: Path) -> Workload:
 
 class BlockSuite(Suite):
     name = "block"
+    params: ClassVar[Mapping[str, Param] | None] = {
+        "block_size": whole("bytes", minimum=1024, multiple_of=1024),
+        "mode": choice(*MODES),
+        "depth": whole("reads in flight"),
+        "seconds": seconds(),
+        "memory": MEMORY,
+    }
     description = "random block reads, 1 KiB to 4 MiB, direct and buffered (fio on Linux)"
     metrics = (THROUGHPUT, IOPS, LATENCY_P50, LATENCY_P99)
     default_repeat = 3

@@ -9,9 +9,12 @@ metrics.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 from harness.model import Measurement, Metric, Params
 from harness.probes import UdpEchoProbe
-from harness.suites.base import RepeatContext, Suite
+from harness.suites.base import MEMORY, Param, RepeatContext, Suite
 from harness.targets.base import Instance, Target, Workload
 from unikernel.devices import Console, Network, Port
 from workloads import linux_script, unikernel_app
@@ -56,6 +59,7 @@ def guest_phases(marker_line: str, launch_to_marker: float) -> list[Measurement]
 
 class BootSuite(Suite):
     name = "boot"
+    params: ClassVar[Mapping[str, Param] | None] = {"memory": MEMORY}
     description = "launch to ready marker and to first reply to a UDP probe"
     metrics = (TIME_TO_READY, TIME_TO_SERVICE)
 

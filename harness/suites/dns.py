@@ -27,10 +27,11 @@ import os
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 from harness.load.client import run_client
 from harness.model import Measurement, Metric, Params
-from harness.suites.base import RepeatContext, Suite
+from harness.suites.base import MEMORY, Param, RepeatContext, Suite, choice, seconds, whole
 from harness.targets.base import Instance, Log, Target, Workload
 from hostkit import cache
 from unikernel.devices import Console, Network, Port
@@ -79,6 +80,13 @@ class DnsperfReport:
 
 class DnsSuite(Suite):
     name = "dns"
+    params: ClassVar[Mapping[str, Param] | None] = {
+        "names": whole("names"),  # which zone sizes there are, param_sets says
+        "seconds": seconds(),
+        "server": choice(*LINUX_SERVERS, UNIKERNEL_SERVER),
+        "memoise": choice("off", "on"),  # the unikernels' only
+        "memory": MEMORY,
+    }
     description = "authoritative DNS queries/s with dnsperf, zones of 100 to 10,000 names"
     metrics = (QPS, LATENCY_P50, LATENCY_P99, LOST)
     default_repeat = 3

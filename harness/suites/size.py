@@ -16,9 +16,10 @@ appliance of the paper's Table 2 per `app` (boot-probe, dns, web; all three by d
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar
 
 from harness.model import Measurement, Metric, Params
-from harness.suites.base import RepeatContext, Suite
+from harness.suites.base import Param, RepeatContext, Suite, text
 from harness.suites.boot import BOOT_PROBE
 from harness.suites.dns import DNS
 from harness.suites.web import static_workload
@@ -50,6 +51,10 @@ def size_measurements(size: ImageSize) -> list[Measurement]:
 
 class SizeSuite(Suite):
     name = "size"
+    params: ClassVar[Mapping[str, Param] | None] = {
+        "app": text("an appliance the size suite weighs"),
+        "build": text("a way the target builds its image"),
+    }
     description = "image bytes, pruned and standard builds, compressed or not; lines of code"
     metrics = (SIZE_IMAGE, SIZE_IMAGE_COMPRESSED)
     default_repeat = 1  # sizes are deterministic

@@ -19,10 +19,10 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from harness.model import Measurement, Metric, Params
-from harness.suites.base import RepeatContext, Suite
+from harness.suites.base import Param, RepeatContext, Suite, choice, whole
 from harness.targets.base import Instance, LaunchSettings, Target, Workload
 from unikernel.devices import Console, Network, Port
 from workloads import linux_script, unikernel_app
@@ -54,6 +54,12 @@ CLIENT_GRACE = 30.0  # seconds past the test's own length before a silent client
 
 class TcpSuite(Suite):
     name = "tcp"
+    params: ClassVar[Mapping[str, Param] | None] = {
+        "direction": choice(*DEFAULTS["direction"]),
+        "flows": whole("flows"),
+        "offloads": choice(*DEFAULTS["offloads"]),
+        "seconds": whole("seconds"),  # iperf3 --time takes whole seconds
+    }
     description = "bulk TCP throughput with iperf3, 1 and 10 flows, both directions"
     metrics = (THROUGHPUT,)
     default_repeat = 3

@@ -13,9 +13,10 @@ count, and for jitter period and rounds; each has a default per kind, and `--par
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 from harness.model import Measurement, Metric, Params, ParamValue
-from harness.suites.base import RepeatContext, Suite
+from harness.suites.base import Param, RepeatContext, Suite, choice, seconds, whole
 from harness.targets.base import LaunchSettings, Target, Workload
 from workloads import linux_script, unikernel_app
 
@@ -46,6 +47,8 @@ THREADS_PROBE = Workload(
     unikernel_app=unikernel_app("threads_probe"),
 )
 
+MODES = ("create", "jitter")
+KINDS = ("uthread", "asyncio", "pthread")  # the unikernel's, then Linux's
 # (mode, kind) -> count. OS threads cost far more each; fewer keep a repeat within minutes.
 DEFAULT_COUNT = {
     ("create", "uthread"): 1_000_000,
@@ -62,6 +65,13 @@ JITTER_DEFAULTS: dict[str, ParamValue] = {"period": 10.0, "rounds": 2}
 
 class ThreadsSuite(Suite):
     name = "threads"
+    params: ClassVar[Mapping[str, Param] | None] = {
+        "mode": choice(*MODES),
+        "kind": choice(*KINDS),
+        "count": whole("threads"),
+        "period": seconds(),
+        "rounds": whole("rounds"),
+    }
     description = "thread creation (10^6) and timer jitter (lateness CDF)"
     metrics = (CREATE_SECONDS, *(metric for _, metric in LATENESS.values()))
 
@@ -72,13 +82,13 @@ class ThreadsSuite(Suite):
         return self._workload
 
     def param_sets(self, requested: Mapping[str, Sequence[str]], target: Target) -> list[Params]:
-        native = ["uthread"] if target.family == "unikernel" else ["asyncio", "pthread"]
+        native = [KINDS[0]] if target.family == "unikernel" else list(KINDS[1:])
         jitter: dict[str, ParamValue] = {
             name: type(default)(requested.get(name, [str(default)])[0])
             for name, default in JITTER_DEFAULTS.items()
         }
         sets: list[Params] = []
-        for mode in requested.get("mode", ["create", "jitter"]):
+        for mode in requested.get("mode", MODES):
             for kind in requested.get("kind", native):
                 for count in requested.get("count", [str(DEFAULT_COUNT[(mode, kind)])]):
                     params: dict[str, ParamValue] = {

@@ -43,12 +43,13 @@ import os
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
+from typing import ClassVar
 
 from harness.load.locust_run import run_locust
 from harness.load.report import LoadReport
 from harness.load.wrk import run_wrk
 from harness.model import Measurement, Metric, Params
-from harness.suites.base import RepeatContext, Suite
+from harness.suites.base import MEMORY, Param, RepeatContext, Suite, choice, whole
 from harness.targets.base import Instance, Log, Target, Workload
 from unikernel.devices import Console, Device, Disk, Network, Port
 from unikernel.toolchain.app import load_app
@@ -138,6 +139,15 @@ DEFAULTS: dict[str, tuple[str, ...]] = {
 
 class WebSuite(Suite):
     name = "web"
+    params: ClassVar[Mapping[str, Param] | None] = {
+        "app": choice(*APPS),
+        "users": whole("users"),
+        "seconds": whole("seconds"),
+        "generator": choice(*GENERATORS),
+        "instances": whole("instances"),
+        "server": choice(*STATIC_SERVERS, SOCKETS_SERVER, UNIKERNEL_SERVER),
+        "memory": MEMORY,
+    }
     description = "static and dynamic HTTP serving with locust (and wrk): requests and sessions/s"
     metrics = (REQUESTS, SESSIONS, LATENCY_P50, LATENCY_P95, LATENCY_P99, ERRORS)
     default_repeat = 3

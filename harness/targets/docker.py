@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import os
 import tarfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import docker
@@ -37,16 +39,20 @@ from harness.targets.base import (
     free_port,
 )
 from harness.targets.process import pinned_cpus
+from hostkit.interrupts import signals_deferred
 from hostkit.launch_disk import LaunchDisk
+from hostkit.owners import token, token_alive
 
 if TYPE_CHECKING:
     from unikernel.devices import Offload
 
-LABEL = "org.unibench.owner-pid"  # which harness process owns a container, for stale clean-up
+LABEL = "org.unibench.owner-pid"  # the owner token of the harness that made it (hostkit.owners)
 FIRST_GUEST_PORT = 7000
 WORKDIR = "/opt/unibench"
 DISKS_DIR = "/unibench/disks"
 ENGINE_TIMEOUT = 120
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+_containers = itertools.count()
 
 
 def engine() -> docker.DockerClient:
@@ -84,14 +90,34 @@ def workload_image(client: docker.DockerClient, base_tag: str, workload: Workloa
     return tag
 
 
-def remove_stale_containers(client: docker.DockerClient, log: Log) -> None:
-    """Removes containers left by harness processes that died without cleaning up."""
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
-        owner = int(container.labels.get(LABEL, "0"))
-        if owner != os.getpid() and not os.path.exists(f"/proc/{owner}"):
-            log(f"removing container {container.short_id} left by dead harness process {owner}")
+def remove_stale_containers(client: docker.DockerClient) -> list[str]:
+    """Removes containers left by harness processes that died without cleaning up; says which."""
+    removed = []
+    # The low-level listing: the high-level one inspects each container, and fails on one
+    # that another harness removes meanwhile.
+    for container in client.api.containers(all=True, filters={"label": LABEL}):
+        owner = container["Labels"].get(LABEL, "0")
+        if not token_alive(owner):
+            name = container["Names"][0].lstrip("/") if container["Names"] else container["Id"]
             with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
+                client.api.remove_container(container["Id"], force=True)
+                removed.append(f"container {name} of dead harness {owner}")
+    return removed
+
+
+def cgroup_v2_peak(pid: int, proc: Path = Path("/proc"), root: Path = CGROUP_ROOT) -> int | None:
+    """The peak memory of the cgroup (v2) holding `pid`, from its memory.peak (Linux 5.19 on);
+    None where there is none (cgroup v1, whose engines report max_usage instead)."""
+    try:
+        lines = (proc / str(pid) / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hierarchy, _, path = line.partition("::")
+        if hierarchy == "0" and path.startswith("/"):
+            with contextlib.suppress(OSError, ValueError):
+                return int((root / path.lstrip("/") / "memory.peak").read_text())
+    return None
 
 
 def attach_chunks(sock: Any) -> Iterator[bytes]:
@@ -138,11 +164,17 @@ class ContainerInstance(Instance):
                 )
             )
         began = time.perf_counter()
+        # Created with Ctrl-C held back: interrupted half-way, the engine may go on to make a
+        # container after our removal of it failed. Named before it exists, so that one that
+        # failed some other way can still be found and removed.
+        self._name = f"unibench-{os.getpid()}-{next(_containers)}"
         try:
-            self._container = self._create(
-                image, workload, settings, places, published, mounts, cpus
-            )
+            with signals_deferred():
+                self._container = self._create(
+                    image, workload, settings, places, published, mounts, cpus
+                )
         except BaseException:
+            self._remove_by_name()
             self._close_disks()
             raise
         self.phases["create"] = time.perf_counter() - began
@@ -173,11 +205,16 @@ class ContainerInstance(Instance):
             command=["python3", *workload.argv(places, script, settings.workload_params)],
             ports=published,
             mounts=mounts,
-            labels={LABEL: str(os.getpid()), **settings.labels},
+            name=self._name,
+            labels={LABEL: token(), **settings.labels},
             cpuset_cpus=",".join(map(str, sorted(cpus))) if cpus else None,
             mem_limit=f"{settings.memory_mib}m" if settings.memory_mib else None,
             detach=True,
         )
+
+    def _remove_by_name(self) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self._client.api.remove_container(self._name, force=True)
 
     def _close_disks(self) -> None:
         for disk in self._disks:
@@ -198,12 +235,19 @@ class ContainerInstance(Instance):
         except docker.errors.APIError:
             return Usage(cpu_seconds=None, peak_memory_bytes=None)
         cpu_ns = stats.get("cpu_stats", {}).get("cpu_usage", {}).get("total_usage")
-        # max_usage exists under cgroup v1 only; v2 engines report no peak.
-        peak = stats.get("memory_stats", {}).get("max_usage")
+        # max_usage exists under cgroup v1 only; under v2, the cgroup's own memory.peak.
+        peak = stats.get("memory_stats", {}).get("max_usage") or self._cgroup_v2_peak()
         return Usage(
             cpu_seconds=cpu_ns / 1e9 if cpu_ns else None,
             peak_memory_bytes=float(peak) if peak else None,
         )
+
+    def _cgroup_v2_peak(self) -> int | None:
+        with contextlib.suppress(docker.errors.APIError):
+            self._container.reload()
+            pid = self._container.attrs.get("State", {}).get("Pid")
+            return cgroup_v2_peak(pid) if pid else None
+        return None
 
     def stop(self) -> None:
         with self._lock:
@@ -211,9 +255,7 @@ class ContainerInstance(Instance):
                 return
             self._stopped = True
         try:
-            if hasattr(self, "_container"):
-                with contextlib.suppress(docker.errors.NotFound):
-                    self._container.remove(force=True)
+            self._remove_by_name()
             if hasattr(self, "console"):
                 self.console.join(timeout=5)
         finally:
@@ -247,7 +289,8 @@ class DockerTarget(Target):
 
     def prepare(self, workload: Workload, log: Log) -> None:
         client = self.client()
-        remove_stale_containers(client, log)
+        for removed in remove_stale_containers(client):
+            log(f"removed {removed}")
         base_tag = docker_images.ensure_image(client, self.base_image, log)
         self._images[workload.name] = workload_image(client, base_tag, workload, log)
 

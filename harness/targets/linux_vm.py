@@ -74,11 +74,14 @@ def vm_host_availability(who: str) -> Availability:
     return Availability(True)
 
 
+OVERLAYS = "vm-overlays"  # the cache folder of launches' overlays, swept by harness/leftovers.py
+
+
 class Overlay:
     """A launch's copy-on-write disk: deleted on close."""
 
     def __init__(self, image: VmImage) -> None:
-        self.path = linux_vm.overlay(image, cache.directory("vm-overlays"))
+        self.path = linux_vm.overlay(image, cache.directory(OVERLAYS))
 
     def close(self) -> None:
         self.path.unlink(missing_ok=True)

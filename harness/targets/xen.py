@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shlex
 import threading
 import time
@@ -40,6 +41,7 @@ from harness.targets.unikernel import BUILDS, app_for, image_size
 from harness.xen import lab
 from harness.xen.dom0 import Dom0, LocalDom0, Session, SshDom0
 from hostkit.accel import choose_accel
+from hostkit.owners import pid_alive, token
 from hostkit.ssh import SshHost
 from hostkit.xl import Disk, Vif, xl_config
 from unikernel.net.service import ADDRESS_VARIABLE
@@ -106,6 +108,8 @@ class Dom0Lease:
             self._holders.add(holder)
             if self._dom0 is None:
                 self._dom0 = self._resolve(log)
+                if self.kind() in ("lab", "local"):  # a shared remote dom0's guests are not ours
+                    remove_stale_guests(self._dom0, log)
             return self._dom0
 
     def _resolve(self, log: Log) -> Dom0:
@@ -116,8 +120,8 @@ class Dom0Lease:
             return SshDom0(self._hosts[self.choice])
         state = lab.status()
         if state is None:
-            state = lab.up(log)
-            self._started_lab = True
+            state = lab.up(log, owner=token())
+            self._started_lab = state.owner == token()  # not if another run booted it first
         else:
             log(f"using the running Xen lab (QEMU pid {state.pid})")
         return lab.dom0(state)
@@ -135,6 +139,26 @@ class Dom0Lease:
 
     def lab_state(self) -> lab.LabState | None:
         return lab.status() if self.kind() == "lab" else None
+
+
+_GUEST_NAME = re.compile(r"^unibench-(\d+)-\d+$")
+
+
+def guest_name() -> str:
+    """A new guest's name: it holds this harness's pid, so that the next harness can destroy
+    the guests of one that died."""
+    return f"unibench-{os.getpid()}-{next(_guests)}"
+
+
+def remove_stale_guests(dom0: Dom0, log: Log) -> None:
+    """Destroys guests that harness processes of this host left when they died."""
+    _, listing, _ = dom0.run("xl list")
+    for line in listing.splitlines()[1:]:
+        name = line.split()[0] if line.split() else ""
+        owner = _GUEST_NAME.match(name)
+        if owner is not None and not pid_alive(int(owner[1])):
+            log(f"destroying Xen guest {name}, left by a harness that died")
+            dom0.run(f"xl destroy {shlex.quote(name)}")
 
 
 class XenGuest(Instance):
@@ -275,7 +299,7 @@ class XenTarget(Target):
         dom0 = self._dom0
         if dom0 is None or workload.name not in self._kernel:
             raise RuntimeError(f"{self.name}: prepare() was not called for {workload.name}")
-        name = f"unibench-{os.getpid()}-{next(_guests)}"
+        name = guest_name()
         network = dom0.guest_network if workload.ports else None
         ports: dict[str, tuple[str, int]] = {}
         vifs: list[Vif] = []

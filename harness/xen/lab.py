@@ -35,6 +35,7 @@ from harness.xen.dom0 import GuestNetwork, SshDom0
 from hostkit import cache, disk_image, namespaces
 from hostkit.accel import choose_accel
 from hostkit.namespaces import TapLink, entered
+from hostkit.owners import token, token_alive, unmarked_environment
 from hostkit.qemu import DISK_CACHE, machine_args, tap_nic
 from hostkit.ssh import SshHost
 
@@ -98,9 +99,15 @@ class LabState:
     started: float  # time.time()
     up_seconds: float  # from QEMU's start to dom0 answering `xl info` over SSH
     block_data: str = ""  # the host file attached as BLOCK_DATA_DISK ("": a lab from before)
+    # The owner token of the run that booted it, which stops it when it ends (and the next
+    # harness, if that run died); "": a user's lab (`bench lab xen up`), left running.
+    owner: str = ""
+    # The owner token of the process booting it, until dom0 answers; "" once it is up.
+    booting: str = ""
 
 
 LOCK = STATE_DIR / "lock"
+STOP_GRACE = 5.0  # seconds QEMU has to quit on SIGTERM
 
 
 def _state_file() -> Path:
@@ -108,12 +115,16 @@ def _state_file() -> Path:
 
 
 def status() -> LabState | None:
-    """The running lab, or None (a lab whose QEMU died is cleaned up first)."""
+    """The running lab, or None: none is up, or one is still booting (up() waits for it).
+    A lab whose QEMU died, or whose booting process died before dom0 answered, is cleaned up
+    first."""
     try:
         state = LabState(**json.loads(_state_file().read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    if _qemu_alive(state.pid):
+    if state.booting and token_alive(state.booting):
+        return None
+    if not state.booting and _qemu_alive(state.pid):
         return state
     _clean_up(state)
     return None
@@ -179,18 +190,19 @@ def qemu_command(
     ]  # fmt: skip
 
 
-def up(log: Log | None = None) -> LabState:
+def up(log: Log | None = None, owner: str = "") -> LabState:
     """The running lab, booted first if there is none (a minute or more under TCG, plus the
-    images' builds the first time). LabError if it does not come up; nothing is left behind."""
+    images' builds the first time), for `owner` (see LabState.owner). LabError if it does not
+    come up; nothing is left behind."""
     say = log or (lambda _message: None)
     with cache.locked(LOCK):  # one lab, whoever asks at once
         running = status()
         if running is not None:
             return running
-        return _boot(say)
+        return _boot(say, owner)
 
 
-def _boot(say: Log) -> LabState:
+def _boot(say: Log, owner: str) -> LabState:
     image = xen_lab.ensure_lab_image(say)
     linux = linux_vm.ensure_vm_image("linux-vm-minimal", say)
     data = block_data.ensure_data_file()
@@ -205,23 +217,16 @@ def _boot(say: Log) -> LabState:
     overlay: Path | None = None
     process: subprocess.Popen[bytes] | None = None
     try:
-        overlay = disk_image.overlay(
-            image.disk, image.disk_format, cache.directory("xen-lab-overlays"), "dom0"
-        )
+        overlays = cache.directory("xen-lab-overlays")
+        for old in overlays.glob("dom0-*"):  # no lab runs while one boots: all are left over
+            old.unlink(missing_ok=True)
+        overlay = disk_image.overlay(image.disk, image.disk_format, overlays, "dom0")
         command = qemu_command(image, linux, overlay, link.device, accel, data)
         say(f"booting the Xen lab ({accel}); its console goes to {serial_log}")
         started = time.time()
         clock = time.monotonic()
-        with serial_log.open("wb") as console, entered(link.name):
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # outlives `bench lab xen up`, and our Ctrl-C
-            )
         state = LabState(
-            pid=process.pid,
+            pid=0,
             namespace=link.name,
             address=namespaces.GUEST_ADDRESS,
             accel=accel,
@@ -233,12 +238,29 @@ def _boot(say: Log) -> LabState:
             xen_version="",
             started=started,
             up_seconds=0.0,
+            owner=owner,
+            booting=token(),
         )
+        # Recorded before QEMU starts, so that if we die booting, the next harness finds it
+        # (by its overlay, named on its command line) and stops it.
+        cache.write_text(_state_file(), json.dumps(asdict(state), indent=2) + "\n")
+        with serial_log.open("wb") as console, entered(link.name):
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # outlives `bench lab xen up`, and our Ctrl-C
+                env=unmarked_environment(),  # its end is the owner's, not the process sweep's
+            )
+        state = dataclasses.replace(state, pid=process.pid)
+        cache.write_text(_state_file(), json.dumps(asdict(state), indent=2) + "\n")
         info = _wait_for_dom0(state, process, clock + UP_TIMEOUT, say)
         state = dataclasses.replace(
             state,
             xen_version=info.get("xen_version", "?"),
             up_seconds=round(time.monotonic() - clock, 1),
+            booting="",
         )
         cache.write_text(_state_file(), json.dumps(asdict(state), indent=2) + "\n")
         _children[state.pid] = process
@@ -249,6 +271,7 @@ def _boot(say: Log) -> LabState:
             _stop_process(process.pid, process)
         if overlay is not None:
             overlay.unlink(missing_ok=True)
+        _state_file().unlink(missing_ok=True)
         link.close()
         raise
 
@@ -306,22 +329,52 @@ def down(log: Log | None = None) -> bool:
     return True
 
 
+def stop_orphaned() -> LabState | None:
+    """Stops a lab a run booted for itself and then died without stopping; what it stopped."""
+    state = status()
+    if state is None or not state.owner or token_alive(state.owner):
+        return None
+    down()
+    return state
+
+
 def _clean_up(state: LabState) -> None:
-    if _qemu_alive(state.pid):
+    if state.pid and _qemu_alive(state.pid):
         _stop_process(state.pid, _children.pop(state.pid, None))
+    for qemu in _qemu_using(state.overlay):  # started by a process that died before noting it
+        _stop_process(qemu, None)
     Path(state.overlay).unlink(missing_ok=True)
     _state_file().unlink(missing_ok=True)
     _remove_leftovers()
 
 
 def _stop_process(pid: int, child: subprocess.Popen[bytes] | None) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)  # dom0's disk is a throwaway overlay: no shutdown
-    if child is not None:
-        child.wait()
-    else:
-        with contextlib.suppress(psutil.Error):
-            psutil.Process(pid).wait(timeout=30)
+    # SIGTERM lets QEMU close its disks; dom0's is a throwaway overlay, so no guest shutdown.
+    # SIGKILL for what is left after the grace.
+    for signum, wait in ((signal.SIGTERM, STOP_GRACE), (signal.SIGKILL, 30.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signum)
+        try:
+            if child is not None:
+                child.wait(timeout=wait)
+            else:
+                psutil.Process(pid).wait(timeout=wait)
+            return
+        except (subprocess.TimeoutExpired, psutil.TimeoutExpired):
+            continue
+        except psutil.NoSuchProcess:
+            return
+
+
+def _qemu_using(overlay: str) -> list[int]:
+    """QEMU processes whose command line names the lab's overlay."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if "qemu" in (process.info["name"] or "") and any(
+            overlay in arg for arg in process.info["cmdline"] or ()
+        ):
+            found.append(process.pid)
+    return found
 
 
 def _remove_leftovers() -> None:

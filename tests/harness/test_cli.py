@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import sqlite3
@@ -12,11 +13,16 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from click.testing import CliRunner
 
 from harness.cli import cli
+from harness.model import Run, Sample
 from harness.store import Store
+from harness.suites import all_suites
+from tests.harness.test_store import BAD_STORES, not_a_store, real_store, snapshot
 from tests.support.processes import processes_running
+from tests.support.stored_runs import BOOT, noisy, store_run
 from workloads import linux_script
 
 BENCH = str(Path(sys.executable).parent / "bench")
@@ -159,3 +165,192 @@ def test_a_timeout_that_is_not_a_finite_number_of_seconds_is_refused(tmp_path: P
         assert result.exit_code == 2, (value, result.output)
         assert "Invalid value for '--timeout'" in result.output, result.output
     assert not (tmp_path / "s.sqlite").exists()  # refused before any run was begun
+
+
+# A store that is not one, or no longer one: every command says so and exits 2, touching nothing.
+
+STORE_COMMANDS: dict[str, tuple[str, ...]] = {
+    "run": ("run", "--suite", "boot", "--target", "process", "--repeat", "1", "--warmup", "0"),
+    "show": ("show",),
+    "show last": ("show", "last", "--format", "json"),
+    "runs": ("runs",),
+    "export": ("export", "last", "--format", "csv"),
+    "compare": ("compare", "last~1", "last"),
+    "history": ("history", "--suite", "boot"),
+    "report": ("report", "--out", "{folder}/site"),
+    "nightly": ("nightly", "{folder}/nightly.toml"),
+}
+NIGHTLY = """\
+report_dir = "nightly"
+[[job]]
+suite = "boot"
+targets = ["process"]
+repeat = 5
+warmup = 0
+"""
+
+
+@pytest.fixture(scope="module")
+def healthy_store(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return real_store(tmp_path_factory.mktemp("healthy") / "b.sqlite").read_bytes()
+
+
+@pytest.mark.parametrize("kind", BAD_STORES)
+def test_every_command_refuses_a_store_that_is_not_one(
+    kind: str, healthy_store: bytes, tmp_path: Path
+) -> None:
+    folder = tmp_path / "elsewhere"  # the command's own files: not beside the store
+    folder.mkdir()
+    (folder / "nightly.toml").write_text(NIGHTLY)
+    path = not_a_store(kind, healthy_store, tmp_path / "store" / "b.sqlite")
+    before = snapshot(path)
+    for name, args in STORE_COMMANDS.items():
+        argv = [arg.format(folder=folder) for arg in args]
+        result = CliRunner().invoke(cli, ["--store", str(path), *argv])
+        assert result.exit_code == 2, (name, result.output, result.exception)
+        assert isinstance(result.exception, SystemExit), (name, result.exception)
+        assert "Traceback" not in result.output
+        assert str(path) in result.output, (name, result.output)
+        expected = "is a directory" if kind == "directory" else BAD_STORES[kind]
+        assert expected in result.output.replace("\n", " "), (name, result.output)
+        assert snapshot(path) == before, name  # not a byte written, no -wal or -shm left
+    assert not (folder / "site").exists() and not (folder / "nightly").exists()
+
+
+def test_bench_run_on_a_damaged_store_measures_nothing_and_says_what_to_do(
+    healthy_store: bytes, tmp_path: Path
+) -> None:
+    """The real command, as a user runs it: refused before any run row or measurement."""
+    path = not_a_store("garbage in the middle", healthy_store, tmp_path / "b.sqlite")
+    before = snapshot(path)
+    done = subprocess.run(
+        [BENCH, "run", "--suite", "boot", "--target", "process", "--repeat", "1"],
+        env={**os.environ, "BENCH_STORE": str(path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert f"{path} is damaged" in " ".join(done.stderr.split())
+    assert ".recover" in done.stderr
+    assert snapshot(path) == before
+
+
+# What --param takes: the suite's own parameters, each with values of its kind.
+
+
+@pytest.mark.parametrize(
+    ("suite", "value", "accepts"),
+    [
+        ("boot", "memory=abc", "a whole number of MiB"),
+        ("boot", "memory=64,0", "a whole number of MiB"),
+        ("threads", "period=soon", "a number of seconds"),
+        ("threads", "mode=fast", "create or jitter"),
+        ("tcp", "flows=1.5", "a whole number"),
+        ("block", "depth=-1", "a whole number"),
+        ("web", "generator=ab", "locust or wrk"),
+    ],
+)
+def test_a_parameter_value_of_the_wrong_kind_is_refused_before_any_run(
+    suite: str, value: str, accepts: str, tmp_path: Path
+) -> None:
+    store = tmp_path / "s.sqlite"
+    result = CliRunner().invoke(
+        cli,
+        ["--store", str(store), "run", "--suite", suite, "--target", "process", "--param", value],
+    )
+    output = " ".join(result.output.split())
+    name, _, values = value.partition("=")
+    bad = next(v for v in values.split(",") if v not in ("64",))
+    assert result.exit_code == 2, output
+    assert "--param" in output and f"{name}={bad}" in output and accepts in output, output
+    assert "Traceback" not in output
+    assert not store.exists()  # refused before the store was opened, let alone a run begun
+
+
+def test_a_parameter_no_target_of_the_suite_takes_is_refused_with_those_it_takes(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "s.sqlite"
+    code, output = invoke(store, "run", "--suite", "boot", "--param", "memroy=64")
+    output = " ".join(output.split())
+    assert code == 2, output
+    assert "memroy" in output and "the boot suite takes memory" in output, output
+    # tcp launches no VM of a chosen size: memory would only label its samples.
+    code, output = invoke(store, "run", "--suite", "tcp", "--param", "memory=64")
+    output = " ".join(output.split())
+    assert code == 2 and "memory" in output, output
+    assert "direction, flows, offloads, seconds" in output, output
+    assert not store.exists()
+
+
+def test_a_parameter_some_targets_take_is_not_unknown(tmp_path: Path) -> None:
+    """memoise is the unikernels' only: asked of a Linux target, it is no unknown name (the run
+    stops at names=7, which the suite itself refuses)."""
+    store = tmp_path / "s.sqlite"
+    code, output = invoke(
+        store,
+        "run",
+        "--suite",
+        "dns",
+        "--target",
+        "process",
+        "--param",
+        "memoise=on",
+        "--param",
+        "names=7",
+    )
+    assert code == 2 and "the benchmark zones have" in output and "unknown" not in output, output
+    assert all_suites()["dns"].check_params({"memoise": ["on"], "server": ["nsd"]}) is None
+
+
+# What the tables show: text as it was written, brackets and all.
+
+
+def test_show_says_whether_the_run_is_complete_and_keeps_brackets(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    command = "bench run --suite boot --note [/] [bold]x"
+    with Store(path) as store:
+        for run_id, status in (("r-done", "complete"), ("r-cut", "interrupted")):
+            store.begin_run(Run(id=run_id, started=time.time(), command=command))
+            store.add_sample(
+                Sample(
+                    run_id,
+                    "boot",
+                    "process",
+                    "time_to_ready",
+                    "s",
+                    "lower",
+                    {"app": "[web]"},
+                    0,
+                    time.time(),
+                    0.01,
+                )
+            )
+            store.end_run(run_id, time.time(), status)  # type: ignore[arg-type]
+    code, output = invoke(path, "show", "r-done")
+    assert code == 0, output
+    assert "[complete]" in output and command in output and "app=[web]" in output, output
+    code, output = invoke(path, "show", "r-cut")
+    assert code == 0 and "[incomplete (interrupted)]" in output, output
+    code, output = invoke(path, "runs")
+    assert code == 0 and output.count(command) == 2, output
+
+
+def test_last_names_the_same_run_in_compare_as_in_show_and_export(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        store_run(store, "older", 1.0, {BOOT: noisy(0.030, seed=1)})
+        store_run(store, "newer", 2.0, {BOOT: noisy(0.030, seed=2)})
+    code, output = invoke(path, "compare", "last~1", "last", "--format", "json")
+    assert code == 0, output
+    compared = json.loads(output)
+    assert (compared["base"]["run"], compared["new"]["run"]) == ("older", "newer")
+    code, output = invoke(path, "show", "last", "--format", "json")
+    assert code == 0 and json.loads(output)["run"] == "newer"
+    code, output = invoke(path, "export", "last~1", "--format", "json")
+    assert code == 0 and json.loads(output)["run"] == "older", output
+    code, output = invoke(path, "compare", "last~2", "last")
+    assert code == 1 and "only 2 runs" in output, output

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,19 +10,21 @@ import docker
 import pytest
 from rich.console import Console
 
+from harness.leftovers import sweep
 from harness.progress import QuietProgress
 from harness.runner import Runner, RunSettings
 from harness.store import Store
 from harness.suites.boot import BootSuite
 from harness.targets.base import Target
-from harness.targets.docker import LABEL, DockerTarget, docker_targets, remove_stale_containers
+from harness.targets.docker import LABEL, DockerTarget, cgroup_v2_peak, docker_targets
+from hostkit.owners import token
 from tests.support.processes import HANG
 
 pytestmark = pytest.mark.docker
 
 
 def our_containers(client: docker.DockerClient) -> list[str]:
-    containers = client.containers.list(all=True, filters={"label": f"{LABEL}={os.getpid()}"})
+    containers = client.containers.list(all=True, filters={"label": f"{LABEL}={token()}"})
     return [c.short_id for c in containers]
 
 
@@ -84,17 +85,34 @@ def test_containers_left_by_a_dead_harness_are_removed(docker_client: docker.Doc
     workload = BootSuite().workload(target)
     target.prepare(workload, lambda _: None)
     tag = target.image(workload)
-    left = docker_client.containers.create(tag, command=["true"], labels={LABEL: dead_pid})
-    mine = docker_client.containers.create(tag, command=["true"], labels={LABEL: str(os.getpid())})
+    # Labels hold owner tokens (pid.start); an older label holds only the pid.
+    left = [
+        docker_client.containers.create(tag, command=["true"], labels={LABEL: label})
+        for label in (dead_pid, f"{dead_pid}.12345")
+    ]
+    mine = docker_client.containers.create(tag, command=["true"], labels={LABEL: token()})
     try:
-        messages: list[str] = []
-        remove_stale_containers(docker_client, messages.append)
+        removed = sweep(lambda _: None)  # what every run does first, whatever its targets
         remaining = {c.id for c in docker_client.containers.list(all=True)}
-        assert left.id not in remaining
+        assert not remaining & {c.id for c in left}
         assert mine.id in remaining  # a live harness's containers are its own business
-        assert any(dead_pid in message for message in messages)
+        assert sum(dead_pid in line for line in removed) == 2
     finally:
         mine.remove(force=True)
+
+
+def test_peak_memory_under_cgroup_v2_comes_from_the_cgroups_memory_peak(tmp_path: Path) -> None:
+    proc, root = tmp_path / "proc", tmp_path / "cgroup"
+    (proc / "42").mkdir(parents=True)
+    (proc / "42" / "cgroup").write_text("0::/system.slice/docker-abc.scope\n")
+    group = root / "system.slice" / "docker-abc.scope"
+    group.mkdir(parents=True)
+    (group / "memory.peak").write_text("123456789\n")
+    assert cgroup_v2_peak(42, proc, root) == 123456789
+    # cgroup v1 lists controllers, not the unified hierarchy: no peak from here.
+    (proc / "42" / "cgroup").write_text("12:memory:/docker/abc\n1:name=systemd:/docker/abc\n")
+    assert cgroup_v2_peak(42, proc, root) is None
+    assert cgroup_v2_peak(43, proc, root) is None  # the container has gone
 
 
 def test_no_engine_makes_the_target_unavailable_with_a_fix(monkeypatch: pytest.MonkeyPatch) -> None:

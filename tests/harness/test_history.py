@@ -98,3 +98,10 @@ def test_history_command_marks_the_run_where_a_regression_began(tmp_path: Path) 
     assert doc["steps"][0]["verdict"] == "regressed" and doc["steps"][0]["ratio"] > 1.25
     code, output = invoke(path, "history", "--suite", "web")
     assert code == 0 and "no stored values for suite 'web'" in output
+
+
+def test_steps_in_a_long_history_are_found_where_they_began() -> None:
+    # A hundred nights: the change points come from ruptures' PELT, then stage 2's tests.
+    steps = detect_steps(levels((30.0, 50), (33.0, 30), (31.0, 20), spread=0.005, seed=6))
+    assert [s.index for s in steps] == [50, 80]
+    assert 1.08 < steps[0].ratio < 1.12 and 0.92 < steps[1].ratio < 0.96

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import runner
 from harness.runner import RunSettings
 from harness.suites.boot import BootSuite
 from harness.targets.base import Availability, Instance, LaunchSettings, Log, Target, Workload
@@ -33,6 +34,24 @@ class BrokenPrepareTarget(ProcessTarget):
 
     def prepare(self, workload: Workload, log: Log) -> None:
         raise RuntimeError("image recipe is broken")
+
+
+class UnsureTarget(ProcessTarget):
+    name = "unsure"
+
+    def availability(self) -> Availability:
+        raise OSError("cannot read /dev/kvm")
+
+
+class StuckCreatingTarget(ProcessTarget):
+    """Hangs creating its instance, as an SSH upload to a host that stopped answering does:
+    there is no instance yet for the watchdog to stop."""
+
+    name = "stuck"
+
+    def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
+        time.sleep(3600)
+        raise AssertionError("the watchdog should have interrupted the sleep")
 
 
 class BrokenParamsTarget(ProcessTarget):
@@ -86,6 +105,7 @@ def test_an_unavailable_or_broken_target_does_not_stop_the_others(tmp_path: Path
         UnavailableTarget(),
         BrokenPrepareTarget(),
         BrokenParamsTarget(),
+        UnsureTarget(),
         ProcessTarget(),
     ]
     store, run = run_suite(tmp_path, BootSuite(), targets, RunSettings(2, 0))
@@ -94,6 +114,7 @@ def test_an_unavailable_or_broken_target_does_not_stop_the_others(tmp_path: Path
     assert "nowhere is unavailable: the nowhere hypervisor is not installed" in failures["nowhere"]
     assert "preparing broken failed: RuntimeError: image recipe is broken" in failures["broken"]
     assert "cannot tell its own accelerator" in failures["confused"]
+    assert "unsure is unavailable: checking it failed: OSError: cannot read" in failures["unsure"]
     measured = [s for s in samples if s.target == "process" and s.metric == "time_to_ready"]
     assert len(measured) == 2 and all(s.value is not None for s in measured)
 
@@ -128,3 +149,27 @@ def test_guest_phases_come_from_the_unikernels_marker_only() -> None:
     hosted = guest_phases("UNIBENCH-READY boottime=4000.0 ready=4000.5 target=hosted app=x", 1)
     assert [m.metric.name for m in hosted] == ["guest_boot_layer"]
     assert guest_phases("UNIBENCH-READY monotonic=12.0", 1.0) == []
+
+
+def test_a_repeat_stuck_creating_its_instance_is_interrupted_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "WATCHDOG_GRACE", 0.5)
+    monkeypatch.setattr(runner, "STUCK_GRACE", 0.5)
+    began = time.monotonic()
+    store, run = run_suite(
+        tmp_path,
+        BootSuite(),
+        [StuckCreatingTarget(), ProcessTarget()],
+        RunSettings(repeat=2, warmup=0, timeout=1.0),
+    )
+    elapsed = time.monotonic() - began
+    samples = store.samples(run.id)
+    stuck = [s for s in samples if s.target == "stuck"]
+    assert run.complete
+    assert stuck and all(s.value is None for s in stuck)
+    assert all("timed out after 1 s" in (s.failure or "") for s in stuck)
+    assert all("stuck" in (s.failure or "") for s in stuck)
+    measured = [s for s in samples if s.target == "process" and s.metric == "time_to_ready"]
+    assert len(measured) == 2 and all(s.value is not None for s in measured)
+    assert elapsed < 20  # two stuck repeats of about 2 s each, not an hour

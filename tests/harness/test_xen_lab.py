@@ -10,6 +10,7 @@ disk and the specialized Xen kernel), or here on first use.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,16 +22,18 @@ from rich.console import Console
 
 from baselines import block_data, xen_lab
 from harness.cli import cli
+from harness.leftovers import sweep
 from harness.progress import QuietProgress
 from harness.runner import Runner, RunSettings
 from harness.store import Store
 from harness.suites.block import BlockSuite
 from harness.suites.boot import BOOT_PROBE, BootSuite
-from harness.targets.base import Target
+from harness.targets.base import LaunchSettings, Target
 from harness.targets.xen import Dom0Lease, xen_targets
 from harness.xen import lab
 from hostkit import namespaces
 from tests.support.netns import require
+from tests.support.processes import dead_pid
 from tests.support.runs import run_suite, values
 from unikernel.devices import Console as ConsoleDevice
 
@@ -46,7 +49,8 @@ def running_lab() -> Iterator[lab.LabState]:
     try:
         yield state
     finally:
-        assert lab.down()
+        if lab.status() is not None:  # the last test stops it the way the next run would
+            assert lab.down()
         assert lab.status() is None
         assert not psutil.pid_exists(state.pid) or psutil.Process(state.pid).status() == "zombie"
         assert not os.path.exists(f"{namespaces.NETNS_DIR}/{lab.NAMESPACE}")
@@ -157,3 +161,49 @@ def test_a_dom0_named_in_a_hosts_file_is_driven_over_ssh(
     assert all(s.params["hypervisor"] == "xen" and s.failure is None for s in samples)
     assert target["dom0"] == "ssh:rack7" and target["tsc_mode"] == "native"
     assert guests(running_lab) == []
+
+
+def test_guests_a_dead_harness_left_in_the_lab_are_destroyed_by_the_next_run(
+    running_lab: lab.LabState,
+) -> None:
+    unikernel = xen_targets(Dom0Lease("lab"))[0]
+    workload = BootSuite().workload(unikernel)
+    unikernel.prepare(workload, print)
+    guest = unikernel.create(workload, LaunchSettings())
+    try:
+        guest.start()
+        (name,) = guests(running_lab)
+        dead = f"unibench-{dead_pid()}-0"  # as if the harness that made it had died
+        dom0 = lab.dom0(running_lab)
+        try:
+            dom0.check(f"xl rename {name} {dead}")
+        finally:
+            dom0.close()
+        assert guests(running_lab) == [dead]
+        said: list[str] = []
+        next_run = Dom0Lease("lab")
+        next_run.acquire("unikernel-xen", said.append)
+        next_run.release("unikernel-xen")
+        assert guests(running_lab) == []
+        assert any(dead in line for line in said)
+    finally:
+        guest.stop()  # nothing of it is left to destroy under its first name
+        unikernel.release()
+
+
+def test_a_lab_whose_run_died_is_stopped_by_the_next_run_and_a_users_is_not(
+    running_lab: lab.LabState,
+) -> None:
+    # Last in this file: it stops the module's lab.
+    sweep(print)
+    assert lab.status() == running_lab  # `bench lab xen up`'s: the user's, and it stays
+    state_file = lab.STATE_DIR / "state.json"
+    owned = dataclasses.replace(running_lab, owner=f"{dead_pid()}.1")
+    state_file.write_text(json.dumps(dataclasses.asdict(owned)))
+    removed = sweep(print)
+    assert any("the Xen lab" in line for line in removed)
+    assert lab.status() is None
+    assert not psutil.pid_exists(running_lab.pid) or (
+        psutil.Process(running_lab.pid).status() == "zombie"
+    )
+    assert not Path(running_lab.overlay).exists()

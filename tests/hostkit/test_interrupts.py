@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from hostkit.interrupts import Interrupted, signals_deferred, terminate_as_interrupt
+from hostkit.namespaces import NetworkNamespace, entered
+from tests.support.netns import require
 
 
 @pytest.fixture(autouse=True)
@@ -96,3 +98,24 @@ def test_a_signal_we_were_started_ignoring_stays_ignored() -> None:
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_inside_a_namespace_is_raised_back_home(signum: int) -> None:
+    """Raised in the namespace, it would leave the main thread there for good."""
+    require()
+    namespace = NetworkNamespace()
+    try:
+        home = os.readlink("/proc/thread-self/ns/net")
+        body_done = False
+        with pytest.raises(KeyboardInterrupt), terminate_as_interrupt():
+            with entered(namespace.name):
+                inside = os.readlink("/proc/thread-self/ns/net")
+                deliver(signum, None)
+                time.sleep(0.05)  # the handler runs here, and must hold it back
+                body_done = True
+            raise AssertionError("the signal should be raised as the block ends")
+        assert body_done and inside != home
+        assert os.readlink("/proc/thread-self/ns/net") == home
+    finally:
+        namespace.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import psutil
@@ -23,3 +24,10 @@ def processes_running(script: Path) -> list[psutil.Process]:
         if str(script.name) in " ".join(proc.info["cmdline"] or []):
             found.append(proc)
     return found
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended: an owner that died."""
+    done = subprocess.Popen(["true"])
+    done.wait()
+    return done.pid

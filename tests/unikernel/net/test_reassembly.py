@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from unikernel.net import ipv4
 from unikernel.net.ipv4 import Packet
 from unikernel.net.malformed import Malformed
-from unikernel.net.reassembly import Reassembler
+from unikernel.net.reassembly import DATAGRAM_OVERHEAD, Reassembler
 
 from .wire import ip
 
@@ -127,23 +127,78 @@ def test_fragments_no_datagram_could_hold_are_malformed() -> None:
     assert len(reassembler) == 0
 
 
-def test_concurrent_datagrams_are_bounded_and_the_pending_ones_still_complete() -> None:
+def test_a_new_datagram_evicts_the_oldest_when_the_pending_ones_are_at_the_bound() -> None:
     reassembler = Reassembler(max_datagrams=2)
     assert reassembler.add(piece(0, b"a" * 8, more=True, ident=1), 0.0) is None
-    assert reassembler.add(piece(0, b"b" * 8, more=True, ident=2), 0.0) is None
-    assert reassembler.add(piece(0, b"c" * 8, more=True, ident=3), 0.0) is None
-    assert reassembler.dropped == {"reassembly-full": 1} and len(reassembler) == 2
-    whole = reassembler.add(piece(8, b"!", more=False, ident=2), 0.0)
-    assert whole is not None and bytes(whole.payload) == b"b" * 8 + b"!"
+    assert reassembler.add(piece(0, b"b" * 8, more=True, ident=2), 1.0) is None
+    assert reassembler.add(piece(0, b"c" * 8, more=True, ident=3), 2.0) is None
+    assert reassembler.dropped == {"reassembly-evicted": 1} and len(reassembler) == 2
+    assert reassembler.next_deadline() == 31.0  # datagram 1's went with it
+    for ident, data in ((2, b"b"), (3, b"c")):  # the new one was taken, the younger one kept
+        whole = reassembler.add(piece(8, b"!", more=False, ident=ident), 3.0)
+        assert whole is not None and bytes(whole.payload) == data * 8 + b"!"
+    # The rest of datagram 1 starts over, and cannot complete without its start.
+    assert reassembler.add(piece(8, b"!", more=False, ident=1), 3.0) is None
+    assert len(reassembler) == 1 and reassembler.dropped == {"reassembly-evicted": 1}
 
 
-def test_bytes_held_are_bounded() -> None:
-    reassembler = Reassembler(max_bytes=4000)
+def test_memory_is_charged_by_the_bytes_held_not_by_the_highest_offset() -> None:
+    reassembler = Reassembler()  # 1 MiB, 64 datagrams
+    # Tiny fragments near 64 KiB: charged 8 bytes each, so all 64 fit.
+    for ident in range(64):
+        assert reassembler.add(piece(65496, b"x" * 8, more=True, ident=ident), 0.0) is None
+    assert reassembler.held_bytes == 64 * (DATAGRAM_OVERHEAD + 8) and not reassembler.dropped
+    assert len(reassembler) == 64
+
+
+def test_overlapping_bytes_are_charged_once() -> None:
+    reassembler = Reassembler()
+    assert reassembler.add(piece(0, b"a" * 800, more=True), 0.0) is None
+    assert reassembler.add(piece(400, b"b" * 800, more=True), 0.0) is None  # 400 new
+    assert reassembler.add(piece(0, b"c" * 1200, more=True), 0.0) is None  # a duplicate
+    assert reassembler.held_bytes == DATAGRAM_OVERHEAD + 1200
+    whole = reassembler.add(piece(1200, b"end", more=False), 0.0)
+    assert whole is not None and bytes(whole.payload) == b"a" * 800 + b"b" * 400 + b"end"
+    assert reassembler.held_bytes == 0
+
+
+def test_bytes_held_are_bounded_by_evicting_the_oldest_datagrams() -> None:
+    budget = 2 * (DATAGRAM_OVERHEAD + 2000)
+    reassembler = Reassembler(max_bytes=budget)
     assert reassembler.add(piece(0, b"a" * 2000, more=True, ident=1), 0.0) is None
-    assert reassembler.held_bytes == 2000
-    assert reassembler.add(piece(2000, b"b" * 2008, more=True, ident=2), 0.0) is None
-    assert reassembler.dropped == {"reassembly-memory": 1}
-    assert reassembler.held_bytes == 2000 and len(reassembler) == 1
+    assert reassembler.add(piece(0, b"b" * 2000, more=True, ident=2), 0.0) is None
+    assert reassembler.held_bytes == budget and not reassembler.dropped
+    assert reassembler.add(piece(0, b"c" * 8, more=True, ident=3), 0.0) is None
+    assert reassembler.dropped == {"reassembly-memory": 1} and len(reassembler) == 2
+    assert reassembler.held_bytes == 2 * DATAGRAM_OVERHEAD + 2008 <= budget
+    # A datagram growing past the budget pushes the others out, never itself...
+    assert reassembler.add(piece(8, b"c" * 3000, more=True, ident=3), 0.0) is None
+    assert reassembler.dropped == {"reassembly-memory": 2} and len(reassembler) == 1
+    # ...unless it cannot fit even alone.
+    assert reassembler.add(piece(3008, b"c" * 2104, more=True, ident=3), 0.0) is None
+    assert reassembler.dropped == {"reassembly-memory": 3} and len(reassembler) == 0
+    assert reassembler.held_bytes == 0
+
+
+def test_a_datagram_completes_amid_a_flood_of_fragment_trains_that_never_do() -> None:
+    reassembler = Reassembler()
+    payload = bytes(range(256)) * 12  # 3072 bytes: three fragments at an MTU of 1500
+    real = fragments(payload, mtu=1500, ident=9999)
+    assert len(real) == 3
+    flood = 0
+    whole = None
+    for part in real:
+        # Its fragments come with fewer new datagrams between its first and last than
+        # max_datagrams: it is never the oldest when one is evicted.
+        for _ in range(30):
+            flood += 1
+            head = piece(0, b"f" * 1480, more=True, ident=flood)  # a train that never ends
+            assert reassembler.add(head, 0.0) is None
+            assert reassembler.held_bytes <= reassembler.max_bytes
+        whole = reassembler.add(part, 0.0)
+    assert whole is not None and bytes(whole.payload) == payload
+    assert reassembler.dropped.get("reassembly-evicted", 0) > 0
+    assert len(reassembler) <= reassembler.max_datagrams
 
 
 def test_fragments_per_datagram_are_bounded() -> None:

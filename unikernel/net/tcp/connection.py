@@ -582,6 +582,14 @@ class Connection:
         self._send_syn(now)
         self._rearm()
 
+    def _open_from_cookie(self, syn: Segment, now: float) -> None:
+        """A SYN cookie came back (layer.py): be as _open_passive() would have left us, our
+        SYN-ACK sent, from `syn` as the cookie restores it; its ACK comes next."""
+        self.state = SYN_RECEIVED
+        self._take_syn(syn, now)
+        self.snd_nxt = self.snd_max = 1
+        self._last_ack_sent = 1
+
     def _take_syn(self, seg: Segment, now: float) -> None:
         """Learn the peer's ISN and negotiate the options its SYN offers: window scaling and
         timestamps only if both sides send them (RFC 7323 2.2, 3.2), SACK likewise (RFC 2018)."""

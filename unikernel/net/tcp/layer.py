@@ -1,6 +1,7 @@
 """The TCP layer: every connection of one stack, its listeners, its timers and its memory.
 
-See the package docstring (unikernel/net/tcp/__init__.py) for how the IP layer drives it.
+See the package docstring (unikernel/net/tcp/__init__.py) for how the IP layer drives it, and
+Listener for how a listening port holds out against a SYN flood (syn_cookies.py).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from collections import deque
 from heapq import heapify, heappop, heappush
 
 from unikernel.net.tcp.connection import (
+    _DEFAULT_MSS,
     CLOSED,
     EV_ACCEPTABLE,
     EV_CLOSED,
@@ -16,14 +18,32 @@ from unikernel.net.tcp.connection import (
     TIME_WAIT,
     Connection,
     TcpConfig,
+    _wscale_for,
 )
-from unikernel.net.tcp.segment import ACK, RST, SYN, build_segment, parse_segment
+from unikernel.net.tcp.segment import (
+    ACK,
+    RST,
+    SYN,
+    Segment,
+    build_segment,
+    parse_segment,
+    syn_options,
+)
+from unikernel.net.tcp.syn_cookies import (
+    LIFETIME,
+    NO_OPTIONS,
+    OPTION_MASK,
+    SynCookies,
+    cookie_timestamp,
+    decode_options,
+    encode_options,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from unikernel.net.tcp.segment import Buffer, Segment
+    from unikernel.net.tcp.segment import Buffer
 
     Key = tuple[bytes, int, bytes, int]  # remote ip, remote port, local ip, local port
     Datagram = tuple[bytes, bytes, bytes]  # destination ip, source ip, TCP segment
@@ -33,14 +53,56 @@ _HALF = 0x80000000
 _INF = float("inf")
 _EPHEMERAL_FIRST = 49152  # RFC 6335 6: the dynamic port range, 49152 to 65535
 _EPHEMERAL_COUNT = 16384
+# A SYN queue whose oldest child has waited this long for its ACK, and is full still, is taken
+# for flooded: most real handshakes are over by then (it is Linux's minimum RTO).
+_YOUNG = 0.2
+# A half-open child whose SYN-ACK went out this many times more without an answer (at 1 s and
+# 3 s, with the initial RTO of 1 s) is past any real round trip: a SYN may take its place.
+_EVICT_AFTER = 2
 
 
 class Listener:
-    """A port in LISTEN (RFC 9293 3.10.1 passive OPEN), with a bounded backlog: connections
-    in SYN-RECEIVED plus those established and not accepted yet never exceed `backlog`; SYNs
-    beyond it are dropped, and the peer's SYN retransmission tries again later."""
+    """A port in LISTEN (RFC 9293 3.10.1 passive OPEN), with a bounded backlog.
 
-    __slots__ = ("_events", "_layer", "_pending", "_ready", "backlog", "local_ip", "port", "user")
+    Connections in SYN-RECEIVED (the SYN queue) plus those established and not accepted yet
+    (the accept queue) never exceed `backlog`, but for connections made from SYN cookies, which
+    never sat in the SYN queue and need room in the accept queue only (as in Linux). A SYN
+    that finds no room is, in this order:
+
+    - dropped, if the accept queue alone is full: the application is behind, and neither state
+      nor a cookie would help; the peer's SYN retransmission tries again later (as in Linux);
+    - given the place of the oldest half-open child, if that one's SYN-ACK has gone out
+      1 + _EVICT_AFTER times unanswered (Linux prunes such old requests too): evicted silently,
+      as its peer is most likely spoofed, and a real one learns from our reset to its ACK;
+    - answered with a SYN cookie (syn_cookies.py), if the queue looks flooded: its oldest
+      child has waited _YOUNG seconds or more, or cookies went out in the last LIFETIME;
+    - dropped otherwise: the queue is full of handshakes just begun, a burst of real clients
+      more likely than a flood, and their retransmitted SYNs find room a second later. This is
+      the one place where we wait before using cookies, which Linux sends at once: mistaking
+      a burst for a flood would only cost the burst its own options.
+
+    Why not evict on every SYN, or sooner: a flood would push real clients' children out
+    before their ACKs came back, and would cost state for each spoofed SYN, where cookies cost
+    none. But stale children still leave as new SYNs come (and their SYN-ACKs to spoofed
+    addresses stop), so that the queue holds full-option handshakes again once a flood is
+    over. A layer at its connection or memory limit answers any SYN it cannot keep with a
+    cookie.
+
+    An ACK for no connection on the port, while cookies of ours may be out, is checked as one:
+    if it holds a valid cookie, the connection is made, established, and queued for accept();
+    if not, it is answered with a reset, as any ACK to a port in LISTEN (RFC 9293 3.10.7.2)."""
+
+    __slots__ = (
+        "_cookies_until",
+        "_events",
+        "_layer",
+        "_pending",
+        "_ready",
+        "backlog",
+        "local_ip",
+        "port",
+        "user",
+    )
 
     def __init__(self, layer: TcpLayer, port: int, backlog: int, local_ip: bytes | None) -> None:
         self._layer = layer
@@ -49,8 +111,9 @@ class Listener:
         self.local_ip = local_ip  # None: every address of the stack
         self.user: object = None
         self._events = 0
-        self._pending: dict[Connection, None] = {}  # SYN-RECEIVED children
+        self._pending: dict[Connection, float] = {}  # SYN-RECEIVED children -> their SYN's time
         self._ready: deque[Connection] = deque()  # established, waiting for accept()
+        self._cookies_until = -_INF  # a cookie of ours may come back until then
 
     def __repr__(self) -> str:
         return f"<Listener :{self.port} {len(self._ready)} ready, {len(self._pending)} pending>"
@@ -117,6 +180,7 @@ class TcpLayer:
         self._time_waits: deque[Connection] = deque()
         self._memory_waiters: dict[Connection, None] = {}
         self._next_port = _EPHEMERAL_FIRST + isn() % _EPHEMERAL_COUNT
+        self._syn_cookies: SynCookies | None = None  # made at the first need (its secret)
         self.memory_used = 0  # bytes in every connection's buffers
         self.stats = {
             "segments_in": 0,
@@ -124,6 +188,11 @@ class TcpLayer:
             "dropped_memory": 0,
             "rst_sent": 0,
             "syn_dropped": 0,
+            "syn_recv_evicted": 0,  # stale half-open children a SYN took the place of
+            "syn_cookies_sent": 0,
+            "syn_cookies_validated": 0,  # connections made from them
+            "syn_cookies_rejected": 0,  # ACKs whose cookie was forged or stale: reset
+            "listen_overflows": 0,  # valid cookies with no room in the accept queue: dropped
             "retransmits": 0,
             "loss_probes": 0,
             "timeouts": 0,
@@ -248,21 +317,115 @@ class TcpLayer:
         if flags & RST:
             return
         if flags & ACK:
+            if not flags & SYN and now < listener._cookies_until:
+                if self._cookie_ack(listener, src, dst, seg, now):
+                    return
+                self.stats["syn_cookies_rejected"] += 1
             self._send_rst(dst, src, seg, now)
             return
         if not flags & SYN:
             return
-        if listener.queued >= listener.backlog or not self._make_room():
+        # What a SYN without room meets is Listener's docstring.
+        if listener.ready >= listener.backlog:
             self.stats["syn_dropped"] += 1
             return
-        if self.memory_used >= self.config.memory_limit:
-            self.stats["syn_dropped"] += 1
+        if listener.queued >= listener.backlog:
+            # The oldest child (there is one, the accept queue having room).
+            oldest, since = next(iter(listener._pending.items()))
+            if oldest.retransmits >= _EVICT_AFTER:
+                oldest._free(EV_CLOSED)
+                self.stats["syn_recv_evicted"] += 1
+            elif now - since >= _YOUNG or now < listener._cookies_until:
+                self._send_cookie(listener, src, dst, seg, now)
+                return
+            else:
+                self.stats["syn_dropped"] += 1
+                return
+        if self.memory_used >= self.config.memory_limit or not self._make_room():
+            self._send_cookie(listener, src, dst, seg, now)
             return
         conn = Connection(self, dst, seg.dst_port, src, seg.src_port, self._isn(), self._isn())
         conn._listener = listener
-        listener._pending[conn] = None
+        listener._pending[conn] = now
         self._conns[conn.key] = conn
         conn._open_passive(seg, now)
+
+    @property
+    def _cookies(self) -> SynCookies:
+        cookies = self._syn_cookies
+        if cookies is None:
+            secret = b"".join((self._isn() & 0xFFFFFFFF).to_bytes(4, "big") for _ in range(8))
+            cookies = self._syn_cookies = SynCookies(secret)
+        return cookies
+
+    def _send_cookie(
+        self, listener: Listener, src: bytes, dst: bytes, seg: Segment, now: float
+    ) -> None:
+        """Answer a SYN with a SYN-ACK whose ISN is a cookie, keeping nothing (RFC 4987 3.6).
+        Window scaling and SACK only with timestamps, whose echo brings them back."""
+        config = self.config
+        cookies = self._cookies
+        timestamps = config.timestamps and seg.has_ts
+        wscale = seg.wscale if timestamps and config.window_scaling else -1
+        sack = timestamps and config.sack and seg.sack_ok
+        options = encode_options(wscale, sack) if timestamps else NO_OPTIONS
+        local_port, remote_port = seg.dst_port, seg.src_port
+        mss = seg.mss if seg.mss > 0 else _DEFAULT_MSS
+        iss = cookies.make(src, remote_port, dst, local_port, seg.seq, mss, options, now)
+        ts = None
+        if timestamps:
+            offset = cookies.ts_offset(src, remote_port, dst, local_port)
+            clock = (int(now * 1000) + offset) & _MASK  # as Connection._ts_now() will run on
+            ts = (cookie_timestamp(clock, options), seg.tsval)
+        our_wscale = _wscale_for(config.recv_buffer) if wscale >= 0 else -1
+        segment = build_segment(
+            dst,
+            src,
+            local_port,
+            remote_port,
+            iss,
+            (seg.seq + 1) & _MASK,
+            SYN | ACK,
+            min(config.recv_buffer, 0xFFFF),
+            syn_options(config.mtu - 40, our_wscale, sack, ts),
+        )
+        self._out.append((src, dst, segment))
+        listener._cookies_until = now + LIFETIME
+        self.stats["syn_cookies_sent"] += 1
+
+    def _cookie_ack(
+        self, listener: Listener, src: bytes, dst: bytes, seg: Segment, now: float
+    ) -> bool:
+        """An ACK for no connection, on a port whose cookies may be out: make the connection
+        its cookie stands for, established. False if it holds no valid cookie of ours."""
+        cookies = self._cookies
+        local_port, remote_port = seg.dst_port, seg.src_port
+        options = seg.tsecr & OPTION_MASK if seg.has_ts else NO_OPTIONS
+        peer_isn = (seg.seq - 1) & _MASK
+        iss = (seg.ack - 1) & _MASK
+        mss = cookies.check(src, remote_port, dst, local_port, peer_isn, iss, options, now)
+        if mss < 0:
+            return False
+        if listener.ready >= listener.backlog or not self._make_room():
+            # As Linux: dropped; the peer's next segment brings the cookie back.
+            self.stats["listen_overflows"] += 1
+            return True
+        # The SYN that the cookie stands for, as far as the connection needs it.
+        timestamps, wscale, sack = decode_options(options)
+        syn = Segment(remote_port, local_port, peer_isn, 0, SYN, 0, b"")
+        syn.mss = mss
+        syn.wscale = wscale
+        syn.sack_ok = sack
+        syn.has_ts = timestamps
+        syn.tsval = seg.tsval
+        offset = cookies.ts_offset(src, remote_port, dst, local_port)
+        conn = Connection(self, dst, local_port, src, remote_port, iss, offset)
+        conn._listener = listener
+        self._conns[conn.key] = conn
+        conn._open_from_cookie(syn, now)
+        self.stats["syn_cookies_validated"] += 1
+        conn.input(seg, now)  # SYN-RECEIVED to ESTABLISHED, into the accept queue
+        return True
 
     def _reopens(self, conn: Connection, seg: Segment) -> bool:
         """Whether a SYN may end TIME-WAIT early for a new connection: its timestamp, or else

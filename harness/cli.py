@@ -28,7 +28,7 @@ from harness.suites import all_suites
 from harness.suites.base import ParamError
 from harness.summary import result_rows, run_json, summary_table
 from harness.targets import all_targets
-from harness.targets.base import Target
+from harness.targets.base import Availability, Target
 from hostkit.interrupts import signals_deferred, terminate_as_interrupt
 
 # Off a terminal rich would wrap tables at 80 columns; logs and CI read better unwrapped.
@@ -119,7 +119,10 @@ def choose_targets(names: Sequence[str], known: dict[str, Target]) -> list[Targe
         return [known[name] for name in dict.fromkeys(names)]
     chosen = []
     for target in known.values():
-        availability = target.availability()
+        try:
+            availability = target.availability()
+        except Exception as exc:  # one target's broken check must not stop the others
+            availability = Availability(False, f"checking it failed: {exc!r}", "`bench doctor`")
         if availability.ok:
             chosen.append(target)
         else:
@@ -235,6 +238,8 @@ def run(
                 suite.launch_settings(params, settings.cpus)
         except ValueError as error:
             raise click.BadParameter(f"{target.name}: {error}", param_hint="--param") from None
+        except Exception as exc:  # the target's own fault, not the user's
+            err.print(f"{target.name}: {exc!r}; the run records it as failed", markup=False)
     with cli_store(ctx) as store:
         runner = Runner(store, settings, progress_for(err))
         command = shlex.join(["bench", *sys.argv[1:]])

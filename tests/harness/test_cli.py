@@ -11,19 +11,26 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import pytest
 from click.testing import CliRunner
 
+from harness import cli as cli_module
 from harness.cli import cli
 from harness.model import Run, Sample
 from harness.store import Store
 from harness.suites import all_suites
+from harness.targets.base import Availability, Workload
+from harness.targets.process import ProcessTarget
 from tests.harness.test_store import BAD_STORES, not_a_store, real_store, snapshot
 from tests.support.processes import processes_running
 from tests.support.stored_runs import BOOT, noisy, store_run
 from workloads import linux_script
+
+if TYPE_CHECKING:
+    from unikernel.devices import Offload
 
 BENCH = str(Path(sys.executable).parent / "bench")
 
@@ -354,3 +361,44 @@ def test_last_names_the_same_run_in_compare_as_in_show_and_export(tmp_path: Path
     assert code == 0 and json.loads(output)["run"] == "older", output
     code, output = invoke(path, "compare", "last~2", "last")
     assert code == 1 and "only 2 runs" in output, output
+
+
+class CheckFails(ProcessTarget):
+    """A target whose own checks raise: its availability, or its parameters for a suite."""
+
+    def __init__(self, name: str, broken: str) -> None:
+        self.name = name
+        self._broken = broken
+
+    def availability(self) -> Availability:
+        if self._broken == "availability":
+            raise OSError("cannot read /dev/kvm")
+        return super().availability()
+
+    def link_offloads(self, workload: Workload) -> tuple[Offload, ...]:
+        if self._broken == "link":
+            raise RuntimeError("the link's driver is gone")
+        return super().link_offloads(workload)
+
+
+def test_a_target_whose_checks_raise_does_not_stop_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = {
+        "unsure": CheckFails("unsure", "availability"),
+        "linkless": CheckFails("linkless", "link"),
+        "process": ProcessTarget(),
+    }
+    monkeypatch.setattr(cli_module, "all_targets", lambda: dict(broken))
+    store = tmp_path / "s.sqlite"
+    # No target named: every available one, the unsure one skipped with its reason.
+    status, output = invoke(store, "run", "--suite", "tcp", "--repeat", "1", "--warmup", "0")
+    assert "skipping unsure: checking it failed: OSError('cannot read /dev/kvm')" in output
+    assert "linkless: RuntimeError" in output, output
+    with Store(store) as opened:
+        samples = opened.samples(opened.last_run().id)
+    failed = {s.target for s in samples if s.failure}
+    measured = {s.target for s in samples if s.value is not None}
+    assert "linkless" in failed and "process" in measured, output
+    assert "unsure" not in failed | measured
+    assert status == 1  # the linkless target's failures

@@ -27,8 +27,16 @@ judged. On a shared machine whose load comes and goes, that is what a slowdown o
 at once, which no spread and no test can tell from a regression, mostly is. Such a night is
 no baseline either, so a real regression is caught by the next quieter night.
 
+Until a series has MIN_HISTORY good runs (the baseline among them), its night-to-night noise
+is unknown, and on this kind of machine it is what fires a gate: back-to-back runs of the boot
+job with nothing changed, on an idle machine, moved a process's time_to_ready by +46 % (every
+repeat of the run at once, so no within-run spread and no test can tell it from a regression).
+So a timed series' regression is not judged before then, and says so; the night still counts
+as a good run, and adds to the history that judges from then on. A step that happened in those
+first nights is still in the history, where `bench history` and the history pages find it.
+
 Deterministic metrics (the size suite: image bytes, lines of code) need no statistics: any
-change of the value is a change, a single byte included.
+change of the value is a change, a single byte included, from the first night.
 """
 
 from __future__ import annotations
@@ -80,6 +88,7 @@ class Decision:
     # floor is above the threshold, so no repeat count can while the noise stays this high
     deterministic: bool = False
     busier: bool = False  # a regression, not judged: the machine was busier than the baseline's
+    early: bool = False  # a regression, not judged: too few good runs to know the series' noise
 
     def to_json(self) -> dict[str, object]:
         def finite(x: float) -> float | None:
@@ -96,6 +105,7 @@ class Decision:
             "repeats_needed": self.repeats_needed,
             "deterministic": self.deterministic,
             "busier": self.busier,
+            "early": self.early,
         }
 
 
@@ -133,9 +143,11 @@ def decide(
     deterministic: bool = False,
     night_to_night: float = 0.0,
     pressure: tuple[float | None, float | None] = (None, None),
+    history: int = MIN_HISTORY,
 ) -> Decision:
     """The gate's verdict on two non-empty samples of one series, as the module docstring says.
-    `pressure`: the CPU pressure the baseline and tonight's run were measured under, if known."""
+    `pressure`: the CPU pressure the baseline and tonight's run were measured under, if known;
+    `history`: how many good runs of the series, the baseline's included, are known."""
     base_median, new_median = float(np.median(base)), float(np.median(new))
     if deterministic:
         return _deterministic(base_median, new_median, better)
@@ -173,6 +185,14 @@ def decide(
         return Decision(
             "unchanged", reason, p, change, noise, floor, min_effect, needed, busier=True
         )
+    if worse and history < MIN_HISTORY:
+        reason += (
+            f"; not judged: {history} of the {MIN_HISTORY} good runs that measure how far "
+            "this series moves night to night"
+        )
+        return Decision(
+            "unchanged", reason, p, change, noise, floor, min_effect, needed, early=True
+        )
     return Decision(verdict, reason, p, change, noise, floor, min_effect, needed)
 
 
@@ -192,6 +212,11 @@ class GatedRuns:
     def busier(self) -> list[str]:
         """The series that regressed while the machine was busier: not judged."""
         return [label for label, d in self.decisions.items() if d.busier]
+
+    @property
+    def early(self) -> list[str]:
+        """The series that regressed before their history could judge it: not judged."""
+        return [label for label, d in self.decisions.items() if d.early]
 
 
 def _values(samples: Sequence[Sample]) -> list[float]:
@@ -236,6 +261,7 @@ def gate_runs(
             deterministic=is_deterministic(c.suite),
             night_to_night=night_to_night_noise(medians.get(c.key, [])),
             pressure=pressure,
+            history=len(medians.get(c.key, [])),
         )
         reason, failed = d.reason, len(new_groups[c.key]) - len(new)
         if failed:

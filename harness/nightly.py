@@ -68,7 +68,14 @@ from harness.compare import (
     console,
     parse_fraction,
 )
-from harness.gate import HISTORY_RUNS, GatedRuns, blind_spots, gate_runs, repeats_required
+from harness.gate import (
+    HISTORY_RUNS,
+    MIN_HISTORY,
+    GatedRuns,
+    blind_spots,
+    gate_runs,
+    repeats_required,
+)
 from harness.model import Run, Sample, Series, group_series
 from harness.progress import progress_for
 from harness.report.publish import write_site
@@ -293,6 +300,7 @@ def run_job(store: Store, job: Job, config: NightlyConfig) -> JobResult:
         "baseline": baseline.id if baseline else None,
         "regressed": [c.label for c in (gated.regressed if gated else [])],
         "busier": gated.busier if gated else [],
+        "early": gated.early if gated else [],
     }
     store.update_metadata(run.id, run.metadata)
     return JobResult(job, run, baseline, gated, failed)
@@ -356,6 +364,11 @@ def nightly_command(ctx: click.Context, config_path: Path) -> None:
                     out.print(
                         "[yellow]not judged, the machine was busier than for the baseline:[/] "
                         + escape(", ".join(r.gated.busier))
+                    )
+                if r.gated.early:
+                    out.print(
+                        f"[yellow]not judged yet, fewer than {MIN_HISTORY} good runs say how "
+                        "far these move night to night:[/] " + escape(", ".join(r.gated.early))
                     )
             bad |= bool(r.comparison.regressed)
         for label in r.failed_series:

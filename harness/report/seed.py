@@ -272,7 +272,7 @@ def size_table(frame: pd.DataFrame) -> str:
     packed = frame[frame["metric"] == "size_image_compressed"]
     lines = []
     for (app, target), rows in whole.groupby(["app", "target"], sort=False):
-        by_build = rows.groupby(rows["build"].fillna(""))["value"].median()
+        by_build = rows.groupby(rows["build"].astype(object).fillna(""))["value"].median()
         standard = by_build.get("standard", by_build.get("", None))
         pruned = by_build.get("pruned")
         small = packed[(packed["app"] == app) & (packed["target"] == target)]

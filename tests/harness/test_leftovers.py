@@ -16,7 +16,7 @@ from harness.leftovers import sweep
 from hostkit import namespaces, owners
 from hostkit.launch_disk import launch_disks_dir
 from tests.support.netns import require
-from tests.support.processes import dead_pid
+from tests.support.processes import dead_pid, wait_for_exec
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 
@@ -50,6 +50,8 @@ def test_the_leftovers_of_a_dead_harness_go_and_a_live_ones_stay(
             start_new_session=True,
         )
         processes.append(marked)
+        for started in (inside, marked):
+            wait_for_exec(started.pid, SLEEPER)  # in the namespace, marked
         disks = launch_disks_dir()
         overlays = cache / "vm-overlays"
         overlays.mkdir(parents=True)

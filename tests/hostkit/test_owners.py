@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from hostkit import owners
-from tests.support.processes import dead_pid
+from tests.support.processes import dead_pid, wait_for_exec
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 
@@ -34,6 +34,7 @@ def spawn_owned(owner: str, processes: list[subprocess.Popen[bytes]]) -> subproc
         SLEEPER, env={**os.environ, owners.OWNER_VARIABLE: owner}, start_new_session=True
     )
     processes.append(process)
+    wait_for_exec(process.pid, SLEEPER)
     return process
 
 
@@ -77,7 +78,7 @@ def test_an_orphans_group_goes_with_it(spawned: list[subprocess.Popen[bytes]]) -
     )
     spawned.append(leader)
     assert leader.stdout is not None
-    child = int(leader.stdout.readline())
+    child = int(leader.stdout.readline())  # the leader runs its script: it has exec'd
     owners.kill_orphans()
     assert leader.wait(timeout=5) == -9
     assert not owners.pid_alive(child) or _zombie(child)

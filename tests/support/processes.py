@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import psutil
@@ -31,3 +32,13 @@ def dead_pid() -> int:
     done = subprocess.Popen(["true"])
     done.wait()
     return done.pid
+
+
+def wait_for_exec(pid: int, argv: list[str]) -> None:
+    """Until process `pid` runs `argv`: until it has exec'd, /proc shows what it was forked
+    with (its environment, its namespace, its command line)."""
+    wanted = "\0".join(argv).encode()
+    deadline = time.monotonic() + 5
+    while not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(wanted):
+        assert time.monotonic() < deadline, f"process {pid} never ran {argv}"
+        time.sleep(0.01)

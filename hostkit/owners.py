@@ -23,14 +23,20 @@ OWNER_VARIABLE = "UNIBENCH_OWNER"
 _KILL_WAIT = 5.0  # seconds for killed leftovers to go; they are init's to reap, not ours
 
 
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot, or None if there is no such pid."""
+def _stat(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command's ")" (field 3 of proc(5) on), or None
+    if there is no such pid."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
+            return stat.read().rsplit(b")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return None
-    return int(fields[19])  # field 22 of proc(5), the third after ")" being field 3
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if there is no such pid."""
+    fields = _stat(pid)
+    return None if fields is None else int(fields[19])  # field 22 of proc(5)
 
 
 def token(pid: int | None = None) -> str:
@@ -91,19 +97,26 @@ def _pids() -> Iterator[int]:
             yield int(name)
 
 
-def orphans() -> list[Leftover]:
-    """Processes whose owner token names a harness that is gone."""
-    found = []
+def marked_processes() -> list[Leftover]:
+    """Every other process that carries an owner token, whoever its owner."""
     mine = os.getpid()
-    verdicts: dict[str, bool] = {}
+    found = []
     for pid in _pids():
         owner = _owner_of(pid)
-        if owner is None or pid == mine:
-            continue
-        if owner not in verdicts:
-            verdicts[owner] = token_alive(owner)
-        if not verdicts[owner]:
+        if owner is not None and pid != mine:
             found.append(Leftover(pid, owner, _command(pid)))
+    return found
+
+
+def orphans() -> list[Leftover]:
+    """Processes whose owner token names a harness that is gone."""
+    verdicts: dict[str, bool] = {}
+    found = []
+    for leftover in marked_processes():
+        if leftover.owner not in verdicts:
+            verdicts[leftover.owner] = token_alive(leftover.owner)
+        if not verdicts[leftover.owner]:
+            found.append(leftover)
     return found
 
 
@@ -131,12 +144,8 @@ def kill_groups(pids: list[int]) -> None:
 
 def _running(pid: int) -> bool:
     """Whether `pid` still runs (a zombie holds nothing any more)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            state = stat.read().rsplit(b")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state not in (b"Z", b"X")
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in (b"Z", b"X")
 
 
 @contextlib.contextmanager

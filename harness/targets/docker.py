@@ -289,8 +289,6 @@ class DockerTarget(Target):
 
     def prepare(self, workload: Workload, log: Log) -> None:
         client = self.client()
-        for removed in remove_stale_containers(client):
-            log(f"removed {removed}")
         base_tag = docker_images.ensure_image(client, self.base_image, log)
         self._images[workload.name] = workload_image(client, base_tag, workload, log)
 

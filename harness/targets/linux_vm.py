@@ -169,8 +169,6 @@ class LinuxVmTarget(Target):
 
     def prepare(self, workload: Workload, log: Log) -> None:
         self._image = linux_vm.ensure_vm_image(self.kind, log)
-        for name in namespaces.remove_stale():
-            log(f"removed network namespace {name}, left by a harness that died")
 
     def image(self) -> VmImage:
         if self._image is None:

@@ -132,8 +132,6 @@ class UnikernelTarget(Target):
             why_not = namespaces.available()
             if why_not is not None:
                 raise AppError(f"{workload.name} needs a network link: {why_not}")
-            for name in namespaces.remove_stale():
-                log(f"removed network namespace {name}, left by a harness that died")
 
     def build_result(self, workload: Workload) -> BuildResult:
         """The build prepare() made for the workload."""

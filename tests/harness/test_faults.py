@@ -101,7 +101,7 @@ def leftovers(client: docker.DockerClient | None, benches: set[int]) -> list[str
     def ours(owner: str) -> bool:
         return owner.partition(".")[0] in {str(pid) for pid in benches}
 
-    found = [f"process {p.pid} ({p.command})" for p in _marked_processes() if ours(p.owner)]
+    found = [f"process {p.pid} ({p.command})" for p in owners.marked_processes() if ours(p.owner)]
     found += [
         f"namespace {name}"
         for name in os.listdir(namespaces.NETNS_DIR)
@@ -119,30 +119,6 @@ def leftovers(client: docker.DockerClient | None, benches: set[int]) -> list[str
             if ours(c["Labels"][LABEL])
         ]
     return found
-
-
-def _marked_processes() -> list[owners.Leftover]:
-    """Every process carrying an owner token, whoever owns it."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{name}/environ").read_bytes()
-        except OSError:
-            continue
-        for entry in environ.split(b"\0"):
-            if entry.startswith(owners.OWNER_VARIABLE.encode() + b"="):
-                owner = entry.split(b"=", 1)[1].decode()
-                found.append(owners.Leftover(int(name), owner, _command(int(name))))
-    return found
-
-
-def _command(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
-    except OSError:
-        return "?"
 
 
 def check_ended(

@@ -107,7 +107,8 @@ class ConsoleWatcher:
         return "last console lines: " + " | ".join(tail)
 
     def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # one never started has nothing to wait for
+            self._thread.join(timeout)
 
 
 class ConsoleClosed(Exception):

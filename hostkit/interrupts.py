@@ -30,6 +30,7 @@ class _HeldBack:
 
     def __init__(self) -> None:
         self.depth = 0
+        self.strict_depth = 0
         self.pending: list[int] = []
         self.once = False
         self.raised = False
@@ -83,22 +84,27 @@ def terminate_as_interrupt(once: bool = False) -> Iterator[None]:
 
 
 def holding() -> bool:
-    """Whether the main thread is inside a signals_deferred() block."""
-    return _held.depth > 0
+    """Whether the main thread is inside a strict signals_deferred() block: where nothing else
+    may interrupt it either (the runner's watchdog asks)."""
+    return _held.strict_depth > 0
 
 
 @contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
+def signals_deferred(strict: bool = True) -> Iterator[None]:
     """Holds Ctrl-C and SIGTERM back for the block; the first to come is raised as it ends.
-    Only the main thread, where Python runs signal handlers, holds anything back."""
+    Only the main thread, where Python runs signal handlers, holds anything back. A block that
+    is not `strict` may wait on something that hangs: holding() says False there, so that a
+    watchdog may still interrupt it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     _held.depth += 1
+    _held.strict_depth += strict
     try:
         yield
     finally:
         _held.depth -= 1
+        _held.strict_depth -= strict
         if _held.depth == 0 and _held.pending:
             first = _held.pending[0]
             _held.pending.clear()

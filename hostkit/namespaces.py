@@ -72,7 +72,16 @@ def entered(name: str | None) -> Iterator[None]:
 
 
 def _ip(*args: str) -> str:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=15, check=False)
+    # A session of its own: Ctrl-C signals the terminal's whole group, and an `ip` stopped
+    # half-way leaves a half-made namespace or device.
+    done = subprocess.run(
+        ["ip", *args],
+        capture_output=True,
+        text=True,
+        timeout=15,
+        check=False,
+        start_new_session=True,
+    )
     if done.returncode:
         raise NamespaceError(f"ip {' '.join(args)} failed: {done.stderr.strip()}")
     return done.stdout
@@ -85,12 +94,18 @@ class NetworkNamespace:
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or f"{NAME_PREFIX}-{os.getpid()}-{next(_serial)}"
-        _ip("netns", "add", self.name)
         self._closed = False
+        path = f"{NETNS_DIR}/{self.name}"
+        theirs = os.path.exists(path)  # then `ip` refuses it, and it is not ours to delete
         try:
+            with signals_deferred():  # never mid-`ip`: it would leave a namespace half-made
+                _ip("netns", "add", self.name)
             self.ip("link", "set", "lo", "up")
-        except BaseException:
-            self.close()
+        except BaseException:  # Ctrl-C too: the caller never gets this object to close
+            self._closed = True
+            if not theirs and os.path.exists(path):
+                with contextlib.suppress(NamespaceError):
+                    _ip("netns", "delete", self.name)
             raise
 
     def ip(self, *args: str) -> str:

@@ -79,8 +79,12 @@ class RepeatContext:
         self.killed_at_deadline = False
 
     def create(self, workload: Workload) -> Instance:
-        instance = self.target.create(workload, self.settings)
-        self.instances.append(instance)
+        # Ctrl-C held back until the instance is ours to stop: landing inside a target's create
+        # (or just after it), it would leak the namespace, disks or container made so far. Not
+        # strict: the watchdog still interrupts a create that hangs (an upload to a lost host).
+        with signals_deferred(strict=False):
+            instance = self.target.create(workload, self.settings)
+            self.instances.append(instance)
         return instance
 
     def remaining(self) -> float:

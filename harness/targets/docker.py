@@ -183,11 +183,11 @@ class ContainerInstance(Instance):
             sock = client.api.attach_socket(
                 str(self._container.id), params={"stdout": 1, "stderr": 1, "stream": 1}
             )
-        except Exception:
+            self.console = ConsoleWatcher(attach_chunks(sock), name=workload.name)
+            self.console.start()
+        except BaseException:  # Ctrl-C too: nobody holds this instance yet to stop it
             self.stop()
             raise
-        self.console = ConsoleWatcher(attach_chunks(sock), name=workload.name)
-        self.console.start()
 
     def _create(
         self,

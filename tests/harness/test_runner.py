@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -9,9 +11,14 @@ import pytest
 
 from harness import runner
 from harness.runner import RunSettings
-from harness.suites.boot import BootSuite
+from harness.suites.base import RepeatContext
+from harness.suites.boot import BOOT_PROBE, BootSuite
 from harness.targets.base import Availability, Instance, LaunchSettings, Log, Target, Workload
 from harness.targets.process import ProcessTarget
+from harness.targets.veth import VethTarget
+from hostkit import namespaces
+from hostkit.interrupts import terminate_as_interrupt
+from tests.support.netns import require
 from tests.support.processes import HANG, processes_running
 from tests.support.runs import run_suite
 
@@ -173,3 +180,28 @@ def test_a_repeat_stuck_creating_its_instance_is_interrupted_and_the_run_goes_on
     measured = [s for s in samples if s.target == "process" and s.metric == "time_to_ready"]
     assert len(measured) == 2 and all(s.value is not None for s in measured)
     assert elapsed < 20  # two stuck repeats of about 2 s each, not an hour
+
+
+class InterruptedAsCreated(VethTarget):
+    """Ctrl-C the moment a launch's namespaces exist, before the repeat holds the instance."""
+
+    def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
+        instance = super().create(workload, settings)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # Python runs the handler here, or holds it back
+        return instance
+
+
+def test_ctrl_c_as_an_instance_is_created_leaves_it_held_and_then_stopped() -> None:
+    require()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a foreground job
+    ctx = RepeatContext(InterruptedAsCreated(), LaunchSettings(), time.perf_counter() + 30)
+    try:
+        with terminate_as_interrupt(), pytest.raises(KeyboardInterrupt):
+            ctx.create(BOOT_PROBE)
+        assert len(ctx.instances) == 1
+        assert len(namespaces.held()) == 2  # the veth pair's two namespaces, still to stop
+    finally:
+        ctx.stop_all()
+        signal.signal(signal.SIGINT, previous)
+    assert namespaces.held() == []

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from hostkit.interrupts import Interrupted, signals_deferred, terminate_as_interrupt
+from hostkit import namespaces
+from hostkit.interrupts import Interrupted, holding, signals_deferred, terminate_as_interrupt
 from hostkit.namespaces import NetworkNamespace, entered
 from tests.support.netns import require
 
@@ -119,3 +120,35 @@ def test_a_signal_while_inside_a_namespace_is_raised_back_home(signum: int) -> N
         assert os.readlink("/proc/thread-self/ns/net") == home
     finally:
         namespace.close()
+
+
+@pytest.mark.parametrize("during", ["add", "set"])
+def test_a_namespace_whose_making_is_interrupted_is_not_left(
+    during: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while `ip` makes the namespace, or sets it up: the caller never gets an object to
+    close, so the constructor must delete what `ip` made."""
+    require()
+    real_ip = namespaces._ip
+
+    def ip_then_interrupted(*args: str) -> str:
+        output = real_ip(*args)
+        if during in args:
+            deliver(signal.SIGINT, None)
+            time.sleep(0.2)  # the handler runs here, or is held back to the block's end
+        return output
+
+    monkeypatch.setattr(namespaces, "_ip", ip_then_interrupted)
+    with terminate_as_interrupt(), pytest.raises(KeyboardInterrupt):
+        NetworkNamespace()
+    assert namespaces.held() == []
+
+
+def test_only_a_strict_block_refuses_the_watchdog() -> None:
+    assert not holding()
+    with signals_deferred(strict=False):
+        assert not holding()  # waits on what may hang: the watchdog may interrupt it
+        with signals_deferred():
+            assert holding()
+        assert not holding()
+    assert not holding()

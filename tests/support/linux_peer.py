@@ -39,10 +39,20 @@ def netns() -> Iterator[Netns]:
 @pytest.fixture
 def tap(netns: Netns) -> Iterator[TapNetif]:
     """The TAP device, up with Linux's address, the unikernel's side attached."""
+    yield from _tap(netns, offloads=False)
+
+
+@pytest.fixture
+def offloading_tap(netns: Netns) -> Iterator[TapNetif]:
+    """The TAP device as a virtio-net NIC: partial checksums and TCP super-packets both ways."""
+    yield from _tap(netns, offloads=True)
+
+
+def _tap(netns: Netns, offloads: bool) -> Iterator[TapNetif]:
     netns.ip("tuntap", "add", "dev", TAP, "mode", "tap")
     netns.ip("address", "add", f"{LINUX}/24", "dev", TAP)
     netns.ip("link", "set", TAP, "up")
-    netif = netns.call_inside(lambda: TapNetif(TAP, existing=True))
+    netif = netns.call_inside(lambda: TapNetif(TAP, existing=True, offloads=offloads))
     try:
         yield netif
     finally:
@@ -61,7 +71,7 @@ def on_stack(
 
     async def main() -> T:
         config = None if cidr is None else static(cidr)
-        stack = Stack(netif.mac, mtu=netif.mtu, config=config)
+        stack = Stack(netif.mac, mtu=netif.mtu, config=config, segmentation=netif.segmentation)
         interface = Interface(stack, netif).start()
         try:
             with fail_after(timeout):

@@ -23,6 +23,7 @@ class Netif:
 
     mac: bytes  # the interface's own address, 6 bytes
     mtu: int  # the largest IP datagram a frame carries (1500 on Ethernet)
+    segmentation: bool = False  # whether it sends TCP super-frames cut by the link (TSO)
 
     def fileno(self) -> int:
         """Readable when frames wait to be read; writable when write_batch() would take more."""

@@ -11,23 +11,12 @@ have no INET and no UNIX sockets, so every ioctl goes through the packet socket 
 Binding takes the interface of the caller's network namespace.
 
 Offloads. A NIC with checksum and segmentation offloads (virtio-net over a TAP device with
-vnet_hdr=on, a veth) hands the kernel packets whose TCP/UDP checksum is only partial
-(CHECKSUM_PARTIAL: the field holds the pseudo-header's sum, for a NIC to finish) and GSO
+vnet_hdr=on, a veth) hands the kernel packets whose TCP/UDP checksum is only partial and GSO
 super-packets of up to 64 KiB; a kernel with INET coalesces small ones the same way (GRO). A
 packet socket passes them on as they are, so by default (`offloads=True`) it asks for the
-virtio-net header (PACKET_VNET_HDR) that says which is which:
-
-- a partial checksum is finished here, as the kernel's skb_checksum_help() would have
-  (counted in `partial_checksums`): the stack then checks every checksum as ever;
-- a TCP super-packet (`gso_packets`) goes up whole: one IPv4 datagram over the MTU holding
-  one TCP segment larger than the MSS, which the stack and TCP take like any other (on input
-  they bound a segment by nothing but the window); splitting it would only multiply the
-  per-segment work. A UDP one (Linux 6.2 and later report them) holds many datagrams: it is
-  cut back into them here, as they were sent;
-- receive buffers hold 64 KiB packets.
-
-The header is harmless where nothing is offloaded: it then says "no offload" on every packet.
-Frames we send carry an all-zero header: nothing to offload, the stack checksums everything.
+virtio-net header (PACKET_VNET_HDR) that says which is which, and undoes it as offloads.py
+says (receive buffers then hold 64 KiB packets). Frames we send carry a header too: "nothing
+to do", or a TSO super-packet's for the stack's SuperFrames.
 """
 
 from __future__ import annotations
@@ -38,8 +27,7 @@ import fcntl
 import struct
 
 from unikernel.drivers import Netif, ifreq, write_frames
-from unikernel.net import ethernet, ipv4, udp
-from unikernel.net.malformed import Malformed
+from unikernel.drivers.offloads import MAX_GSO_FRAME, VNET_HDR_LEN, ReceivedOffloads, header_for
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -61,25 +49,6 @@ _SO_RCVBUFFORCE = 33  # SO_RCVBUF past net.core.rmem_max, with CAP_NET_ADMIN
 # included): room for a few TCP windows, arriving as 64 KiB super-packets or as frames,
 # while Python is busy. The default (rmem_default, 208 KiB) holds less than one 256 KiB window.
 _RECEIVE_QUEUE = 4 << 20
-
-# struct virtio_net_hdr (<linux/virtio_net.h>), in the host's byte order (little-endian here):
-# flags, gso_type, hdr_len, gso_size, csum_start, csum_offset. Offsets count from the start
-# of the Ethernet frame.
-VNET_HDR = struct.Struct("<BBHHHH")
-VNET_HDR_LEN = VNET_HDR.size  # 10
-NEEDS_CSUM = 1  # VIRTIO_NET_HDR_F_NEEDS_CSUM: finish the checksum at csum_start + csum_offset
-DATA_VALID = 2  # VIRTIO_NET_HDR_F_DATA_VALID: the NIC checked the checksum: nothing to do
-GSO_NONE = 0
-GSO_TCPV4 = 1
-GSO_TCPV6 = 4  # IPv6: the stack drops it by its ethertype, whole or not
-GSO_UDP_L4 = 5  # UDP datagrams of gso_size bytes each, sent at once (UDP_SEGMENT)
-GSO_ECN = 0x80  # a flag on TCP's types: the segments carry CWR
-_NO_OFFLOAD = bytes(VNET_HDR_LEN)
-_CHECKSUM = struct.Struct("!H")
-_PORTS = struct.Struct("!HH")
-
-# The largest frame a GSO packet makes: a whole IPv4 datagram, Ethernet header and VLAN tag.
-MAX_GSO_FRAME = 0xFFFF + ifreq.FRAME_OVERHEAD
 
 # Send errors that lose one frame, as a NIC drops frames, rather than break the driver:
 # ENETDOWN while the link is down, EINVAL/EMSGSIZE for a frame the device will not take.
@@ -108,7 +77,7 @@ class PacketNetif(Netif):
                     sock.setsockopt(_SOL_PACKET, _PACKET_VNET_HDR, 1)
                 except OSError:
                     offloads = False
-            self.offloads = offloads
+            self.offloads = self.segmentation = offloads
             _grow_receive_queue(sock)
             # Up before bind(): binding a down interface leaves ENETDOWN pending on the socket.
             _bring_up(fd, name)
@@ -129,9 +98,7 @@ class PacketNetif(Netif):
         self._sock = sock
         self.write_errors = 0  # frames lost to _DROPPING_ERRNOS
         self.oversize_drops = 0  # frames over our buffer (MTU or GSO size), dropped whole
-        self.partial_checksums = 0  # checksums finished here (NEEDS_CSUM)
-        self.gso_packets = 0  # GSO super-packets received (UDP ones cut into datagrams)
-        self.offload_drops = 0  # packets the kernel could not describe, or described wrongly
+        self.received = ReceivedOffloads()  # what the virtio-net headers asked, and drops
         frame = self.mtu + ifreq.FRAME_OVERHEAD
         self._header = VNET_HDR_LEN if offloads else 0
         self._largest = self._header + (max(MAX_GSO_FRAME, frame) if offloads else frame)
@@ -173,7 +140,7 @@ class PacketNetif(Netif):
                 if error.errno == errno.EINVAL and header:
                     # The kernel has no virtio-net header for the packet (a GSO kind with no
                     # virtio-net type: UDP's before Linux 6.2) and dropped it.
-                    self.offload_drops += 1
+                    self.received.drops += 1
                     continue
                 # The link went down (or came back): reported once, then cleared. Carry on,
                 # as a NIC's driver does; send() drops frames while it is down.
@@ -183,38 +150,17 @@ class PacketNetif(Netif):
             if n > largest:
                 self.oversize_drops += 1
                 continue
-            frame = view[header:n]
-            if header and (view[0] or view[1]):  # flags or gso_type: something to undo
-                taken = self._take_offload(view, frame)
-                if taken is None:
-                    self.offload_drops += 1
-                    continue
-                if isinstance(taken, list):
-                    frames += taken  # a UDP super-packet's datagrams, made anew
-                    continue
-            frames.append(frame)
+            self.received.add(frames, view, header, n)
             start += n
         return frames
-
-    def _take_offload(self, view: memoryview, frame: memoryview) -> memoryview | list[bytes] | None:
-        """What the virtio-net header at the start of `view` asks of `frame`: the frame,
-        finished in place; or the datagrams a UDP super-packet holds; None: drop it."""
-        flags, gso_type, _, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(view)
-        if gso_type != GSO_NONE:
-            self.gso_packets += 1
-            if gso_type & ~GSO_ECN == GSO_UDP_L4:
-                # Each datagram gets its own checksum: the partial one has no use.
-                return split_udp(frame, gso_size)
-        if flags & NEEDS_CSUM:
-            if not complete_checksum(frame, csum_start, csum_offset):
-                return None
-            self.partial_checksums += 1
-        return frame
 
     def write_batch(self, frames: Sequence[Buffer]) -> int:
         send = self._sock.send
         if self._header:
-            taken, lost = write_frames(lambda f: send(_NO_OFFLOAD + f), frames, _DROPPING_ERRNOS)
+            sendmsg = self._sock.sendmsg  # the header and the frame, gathered: no copy
+            taken, lost = write_frames(
+                lambda f: sendmsg((header_for(f), f)), frames, _DROPPING_ERRNOS
+            )
         else:
             taken, lost = write_frames(send, frames, _DROPPING_ERRNOS)
         self.write_errors += lost
@@ -234,56 +180,6 @@ class PacketNetif(Netif):
         mac = ":".join(f"{b:02x}" for b in self.mac)
         offloads = " offloads" if self.offloads else ""
         return f"<PacketNetif {self.name} mac {mac} mtu {self.mtu}{offloads}>"
-
-
-def complete_checksum(frame: memoryview, start: int, offset: int) -> bool:
-    """Finish a partial checksum in place, as Linux's skb_checksum_help() does for a NIC that
-    cannot: the field at `start + offset` holds the pseudo-header's sum, so the checksum of
-    everything from `start` to the end (that field included) is the segment's own. Offsets
-    count from the frame's start. False if they point outside the frame."""
-    position = start + offset
-    if position + 2 > len(frame):
-        return False
-    # 0 goes out as 0xFFFF, its other one's complement form: UDP reads 0 as "no checksum".
-    _CHECKSUM.pack_into(frame, position, ipv4.checksum(frame[start:]) or 0xFFFF)
-    return True
-
-
-def split_udp(frame: memoryview, size: int) -> list[bytes] | None:
-    """The datagrams of `size` bytes (the last one shorter) that a UDP super-packet in an
-    IPv4 frame holds, each framed and checksummed as Linux's segmentation would have sent
-    it; None if the frame is no such packet."""
-    try:
-        eth = ethernet.parse(frame)
-        if size <= 0 or eth.ethertype != ethernet.IPV4:
-            return None
-        packet = ipv4.parse(eth.payload)
-    except Malformed:
-        return None
-    payload = packet.payload
-    if packet.protocol != ipv4.UDP or packet.is_fragment or len(payload) < udp.HEADER_LEN:
-        return None
-    source, destination = packet.source, packet.destination
-    source_port, destination_port = _PORTS.unpack_from(payload)
-    data = payload[udp.HEADER_LEN :]
-    link = bytes(frame[: ethernet.HEADER_LEN])
-    datagrams = []
-    for index, offset in enumerate(range(0, len(data), size)):
-        datagram = udp.build(
-            source, destination, source_port, destination_port, data[offset : offset + size]
-        )
-        header = ipv4.build_header(
-            source,
-            destination,
-            ipv4.UDP,
-            len(datagram),
-            (packet.ident + index) & 0xFFFF,  # as Linux numbers the segments
-            ttl=packet.ttl,
-            tos=packet.tos,
-            dont_fragment=packet.dont_fragment,
-        )
-        datagrams.append(b"".join((link, header, datagram)))
-    return datagrams
 
 
 def bring_up(name: str) -> None:

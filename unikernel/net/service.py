@@ -143,7 +143,7 @@ async def open_network(
     try:
         environ = os.environ if environ is None else environ
         config = ipv4_config(environ)
-        stack = Stack(netif.mac, mtu=netif.mtu, config=config)
+        stack = Stack(netif.mac, mtu=netif.mtu, config=config, segmentation=netif.segmentation)
         interface = Interface(stack, netif).start()
         service = NetworkService(interface, attach_tcp(interface, tcp_config), netif)
         if config is None:

@@ -38,6 +38,7 @@ from unikernel.net.arp import ArpEngine
 from unikernel.net.ipv4 import ANY, BROADCAST, HEADER_LEN
 from unikernel.net.malformed import Malformed
 from unikernel.net.reassembly import Reassembler
+from unikernel.net.segmentation import LargeSegment, SuperFrame
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,11 +57,19 @@ if TYPE_CHECKING:
 
 
 class Stack:
-    def __init__(self, mac: bytes, *, mtu: int = 1500, config: Ipv4Config | None = None) -> None:
+    def __init__(
+        self,
+        mac: bytes,
+        *,
+        mtu: int = 1500,
+        config: Ipv4Config | None = None,
+        segmentation: bool = False,
+    ) -> None:
         if len(mac) != 6 or ethernet.is_group(mac):
             raise ValueError("an interface needs a unicast MAC address")
         self.mac = mac
         self.mtu = mtu
+        self.segmentation = segmentation  # the link cuts TCP's large segments (TSO)
         self.config: Ipv4Config | None = None
         self.arp = ArpEngine(mac)
         self.reassembler = Reassembler()
@@ -185,6 +194,8 @@ class Stack:
                 return False
             mac = self.arp.lookup(next_hop, now)
         ident = self._next_ident()
+        if type(payload) is LargeSegment:
+            return self._send_large(source, destination, payload, ident, mac, now, ttl)
         if mac is not None and len(payload) + HEADER_LEN <= self.mtu:
             # The common case: the frame is put together with one copy of the payload.
             header = ipv4.build_header(source, destination, protocol, len(payload), ident, ttl=ttl)
@@ -199,6 +210,33 @@ class Stack:
             else:
                 assert next_hop is not None
                 self._frames += self.arp.queue(next_hop, packet, now)
+        return True
+
+    def _send_large(
+        self,
+        source: bytes,
+        destination: bytes,
+        segment: LargeSegment,
+        ident: int,
+        mac: bytes | None,
+        now: float,
+        ttl: int,
+    ) -> bool:
+        """TCP's large segment: whole, for the link to cut; else cut here (see segmentation)."""
+        if mac is None or not self.segmentation:
+            for piece in segment.segments(source, destination):
+                self.send_ipv4(ipv4.TCP, destination, piece, now, ttl=ttl)
+            return True
+        header = ipv4.build_header(
+            source, destination, ipv4.TCP, len(segment), ident, ttl=ttl, dont_fragment=True
+        )
+        frame = SuperFrame(
+            b"".join((ethernet.header(mac, self.mac, ethernet.IPV4), header, segment))
+        )
+        frame.segment_size = segment.segment_size
+        frame.transport_start = ethernet.HEADER_LEN + HEADER_LEN
+        frame.headers_len = frame.transport_start + (segment[12] >> 4) * 4
+        self._frames.append(frame)
         return True
 
     def register_protocol(

@@ -39,7 +39,7 @@ from __future__ import annotations
 from unikernel.core import scheduler
 from unikernel.core.scheduler import fail_after_or_never, move_on_after, spawn
 from unikernel.core.sync import Event
-from unikernel.net.tcp.connection import (
+from unikernel.net.tcp.states import (
     CLOSED,
     EV_CLOSED,
     EV_CONNECTED,

@@ -16,7 +16,7 @@ from hostkit.launch_disk import LaunchDisk
 from hostkit.namespaces import TapLink
 from hostkit.qemu import qemu_command, tap_nic, virtio_disk
 from unikernel.block.device import hosted_disk_environment
-from unikernel.drivers.tap import TAP_VARIABLE
+from unikernel.drivers.tap import TAP_OFFLOADS_VARIABLE, TAP_VARIABLE
 from unikernel.net.service import ADDRESS_VARIABLE
 from unikernel.toolchain.image import BuildResult
 from unikernel.toolchain.runtime import PYTHON
@@ -50,6 +50,8 @@ def launch(
     if built.target == "hosted":
         if link is not None:
             environment[TAP_VARIABLE] = link.device
+            if offloads:
+                environment[TAP_OFFLOADS_VARIABLE] = "on"
         environment.update(hosted_disk_environment({d.name: str(d.path) for d in disks}))
         return Launch([PYTHON, "-I", "-S", str(built.outputs["app"])], environment)
     if built.target != "qemu":

@@ -31,14 +31,14 @@ import pytest
 from tests.support.linux_peer import echo_server, mac_text, on_stack
 from tests.support.netns import Netns, require
 from unikernel.core.scheduler import fail_after, now, sleep, spawn
-from unikernel.drivers.packet import (
+from unikernel.drivers.offloads import (
     GSO_NONE,
     NEEDS_CSUM,
     VNET_HDR,
-    PacketNetif,
     complete_checksum,
     split_udp,
 )
+from unikernel.drivers.packet import PacketNetif
 from unikernel.net import ethernet, ipv4, udp
 from unikernel.net.interface import Interface
 from unikernel.net.ipv4 import parse_address
@@ -417,7 +417,10 @@ def test_partial_checksums_from_a_packet_socket_are_finished(
     finally:
         sender.close()
     assert received == frames
-    assert netif.partial_checksums == 2 and netif.gso_packets == netif.offload_drops == 0
+    assert (
+        netif.received.partial_checksums == 2
+        and netif.received.super_packets == netif.received.drops == 0
+    )
 
 
 def _read_frames(
@@ -475,12 +478,12 @@ def test_we_receive_a_megabyte_from_linux_with_offloads_on(
     assert len(received) == SIZE and _sha(received) == _sha(payload)
     assert stats["dropped_malformed"] == 0, stats
     print(
-        f"\nfrom Linux: {netif.gso_packets} GSO packets, {netif.partial_checksums} partial "
-        f"checksums, {stats['segments_in']} segments; {netif.oversize_drops} oversize, "
-        f"{netif.offload_drops} offload drops"
+        f"\nfrom Linux: {netif.received.super_packets} GSO packets, "
+        f"{netif.received.partial_checksums} partial checksums, {stats['segments_in']} "
+        f"segments; {netif.oversize_drops} oversize, {netif.received.drops} offload drops"
     )
-    assert netif.gso_packets > 0 and netif.partial_checksums > 0
-    assert netif.oversize_drops == netif.offload_drops == 0
+    assert netif.received.super_packets > 0 and netif.received.partial_checksums > 0
+    assert netif.oversize_drops == netif.received.drops == 0
 
 
 def test_we_send_a_megabyte_to_linux_with_offloads_on(
@@ -507,8 +510,8 @@ def test_we_send_a_megabyte_to_linux_with_offloads_on(
     assert status == 0, errors
     assert len(received) == SIZE and _sha(received) == _sha(payload)
     assert stats["dropped_malformed"] == 0 and netif.write_errors == 0, stats
-    print(f"\nACKs from Linux: {netif.partial_checksums} partial checksums")
-    assert netif.partial_checksums > 0
+    print(f"\nACKs from Linux: {netif.received.partial_checksums} partial checksums")
+    assert netif.received.partial_checksums > 0
 
 
 @pytest.mark.parametrize("size", [1000, 4000], ids=["one-frame", "fragmented"])
@@ -530,7 +533,7 @@ def test_netcat_talks_to_our_udp_echo_server_with_offloads_on(
         return echoed
 
     assert on_stack(offloading_netif, f"{OURS}/24", body) == payload
-    assert offloading_netif.partial_checksums == (1 if size == 1000 else 0)
+    assert offloading_netif.received.partial_checksums == (1 if size == 1000 else 0)
 
 
 def test_a_udp_segmenting_sender_is_heard_datagram_by_datagram(
@@ -560,4 +563,4 @@ for _ in range(4):
     status, lengths, errors = on_stack(offloading_netif, f"{OURS}/24", body)
     assert status == 0, errors
     assert lengths == b"".join(n.to_bytes(2, "big") for n in (1000, 1000, 1000, 584))
-    assert offloading_netif.gso_packets == 1 and offloading_netif.offload_drops == 0
+    assert offloading_netif.received.super_packets == 1 and offloading_netif.received.drops == 0

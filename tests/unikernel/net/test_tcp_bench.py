@@ -81,7 +81,7 @@ def test_receive_path_of_in_order_data_segments(benchmark: Any) -> None:
 def _send_setup() -> tuple[tuple[Connection, TcpLayer], dict[str, Any]]:
     layer, peer, conn, _ = _established(wscale=7)
     peer.send(conn.local_port, PEER_ISN + 1, conn.iss + 1)  # the first scaled window: 8 MiB
-    conn._cc.cwnd = 1 << 30  # measure the sending, not slow start
+    conn._snd.cc.cwnd = 1 << 30  # measure the sending, not slow start
     return (conn, layer), {}
 
 

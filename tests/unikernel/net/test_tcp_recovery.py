@@ -203,7 +203,7 @@ def test_reading_reopens_the_window_at_once() -> None:
     received = server.recv(1 << 20, wire.now)
     update = wire.b.take_output()
     assert len(update) == 1  # the window update goes out from recv() itself
-    wire.b._out.extend(update)  # and on to the wire
+    wire.b.outbox.extend(update)  # and on to the wire
     got = bytearray(received)
 
     def reader() -> None:

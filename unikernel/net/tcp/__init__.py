@@ -36,12 +36,28 @@ The application side: TcpLayer.connect() and TcpLayer.listen() give a Connection
 shutdown, close, abort, keepalive) and a Listener (accept, close). tcp_sockets.py wraps them in
 blocking calls for cooperative threads.
 
-Modules: segment (wire format, checksum), connection (the state machine), layer (table,
-listeners, resets, timers, memory), congestion (NewReno), rto (RFC 6298), buffers (reorder
-queue, SACK scoreboard).
+Modules: segment (wire format, checksum), states (the states and their transition table),
+connection (one connection: runs the state machine, coordinates the three pieces that follow),
+sender (send buffer, segmentation, retransmission, recovery), receiver (received data, the
+window we offer, ACK decisions), timers (a connection's timers and their deadline), layer
+(table, listeners, resets, timer heap, memory), congestion (NewReno), rto (RFC 6298), buffers
+(reorder queue, SACK scoreboard).
 """
 
-from unikernel.net.tcp.connection import (
+from unikernel.net.tcp.connection import Connection, TcpConfig
+from unikernel.net.tcp.layer import Listener, TcpLayer
+from unikernel.net.tcp.segment import (
+    ACK,
+    FIN,
+    PSH,
+    RST,
+    SYN,
+    Segment,
+    build_segment,
+    checksum,
+    parse_segment,
+)
+from unikernel.net.tcp.states import (
     CLOSE_WAIT,
     CLOSED,
     CLOSING,
@@ -65,20 +81,6 @@ from unikernel.net.tcp.connection import (
     SYN_SENT,
     TIME_WAIT,
     TIMED_OUT,
-    Connection,
-    TcpConfig,
-)
-from unikernel.net.tcp.layer import Listener, TcpLayer
-from unikernel.net.tcp.segment import (
-    ACK,
-    FIN,
-    PSH,
-    RST,
-    SYN,
-    Segment,
-    build_segment,
-    checksum,
-    parse_segment,
 )
 
 __all__ = [

@@ -9,17 +9,8 @@ from __future__ import annotations
 from collections import deque
 from heapq import heapify, heappop, heappush
 
-from unikernel.net.tcp.connection import (
-    _DEFAULT_MSS,
-    CLOSED,
-    EV_ACCEPTABLE,
-    EV_CLOSED,
-    EV_WRITABLE,
-    TIME_WAIT,
-    Connection,
-    TcpConfig,
-    _wscale_for,
-)
+from unikernel.net.tcp.connection import Connection, TcpConfig
+from unikernel.net.tcp.receiver import wscale_for
 from unikernel.net.tcp.segment import (
     ACK,
     RST,
@@ -29,6 +20,8 @@ from unikernel.net.tcp.segment import (
     parse_segment,
     syn_options,
 )
+from unikernel.net.tcp.sender import DEFAULT_MSS
+from unikernel.net.tcp.states import CLOSED, EV_ACCEPTABLE, EV_WRITABLE, TIME_WAIT, Subject
 from unikernel.net.tcp.syn_cookies import (
     LIFETIME,
     NO_OPTIONS,
@@ -61,7 +54,7 @@ _YOUNG = 0.2
 _EVICT_AFTER = 2
 
 
-class Listener:
+class Listener(Subject):
     """A port in LISTEN (RFC 9293 3.10.1 passive OPEN), with a bounded backlog.
 
     Connections in SYN-RECEIVED (the SYN queue) plus those established and not accepted yet
@@ -94,8 +87,6 @@ class Listener:
 
     __slots__ = (
         "_cookies_until",
-        "_events",
-        "_layer",
         "_pending",
         "_ready",
         "backlog",
@@ -145,14 +136,12 @@ class Listener:
             conn.abort(now)
         self._ready.clear()
 
-    def _established(self, conn: Connection) -> None:
+    def established(self, conn: Connection) -> None:
+        """Our child `conn` completed its handshake: on to the accept queue."""
         self._pending.pop(conn, None)
-        conn._listener = None
         if self.listening:
             self._ready.append(conn)
-            if not self._events:
-                self._layer._events.append(self)
-            self._events |= EV_ACCEPTABLE
+            self.emit(EV_ACCEPTABLE)
 
 
 class TcpLayer:
@@ -173,8 +162,8 @@ class TcpLayer:
         self._isn = isn
         self._conns: dict[Key, Connection] = {}
         self._listeners: dict[int, Listener] = {}
-        self._out: list[Datagram] = []
-        self._events: list[Connection | Listener] = []
+        self.outbox: list[Datagram] = []  # segments to send: connections append here
+        self._events: list[Subject] = []  # Connections and Listeners, each once
         self._heap: list[tuple[float, int, Connection]] = []
         self._heap_seq = 0
         self._time_waits: deque[Connection] = deque()
@@ -223,35 +212,35 @@ class TcpLayer:
             if conn.state != TIME_WAIT or not self._reopens(conn, seg):
                 conn.input(seg, now)
                 return
-            conn._free(EV_CLOSED)  # a new incarnation replaces the TIME-WAIT one
+            conn.drop()  # a new incarnation replaces the TIME-WAIT one
         listener = self._listeners.get(seg.dst_port)
         if listener is not None and (listener.local_ip is None or listener.local_ip == dst):
             self._listen_input(listener, src, dst, seg, now)
         else:
-            self._send_rst(dst, src, seg, now)
+            self.send_rst(dst, src, seg, now)
 
     def tick(self, now: float) -> None:
         """Fire every timer due by `now`."""
         heap = self._heap
         while heap and heap[0][0] <= now:
             deadline, _, conn = heappop(heap)
-            if deadline != conn._heap_deadline:
+            if deadline != conn.heap_deadline:
                 continue  # superseded by an earlier entry
-            conn._heap_deadline = _INF
+            conn.heap_deadline = _INF
             if conn.state != CLOSED:
                 conn.on_timer(now)
 
     def next_deadline(self) -> float | None:
         """When tick() next has work, or None if no timer is armed."""
         heap = self._heap
-        while heap and heap[0][0] != heap[0][2]._heap_deadline:
+        while heap and heap[0][0] != heap[0][2].heap_deadline:
             heappop(heap)
         return heap[0][0] if heap else None
 
     def take_output(self) -> list[Datagram]:
         """The segments to send since the last call, as (destination, source, segment)."""
-        out = self._out
-        self._out = []
+        out = self.outbox
+        self.outbox = []
         return out
 
     def take_events(self) -> list[tuple[Connection | Listener, int]]:
@@ -260,15 +249,15 @@ class TcpLayer:
             waiters = self._memory_waiters
             self._memory_waiters = {}
             for conn in waiters:
-                conn._emit(EV_WRITABLE)
+                conn.emit(EV_WRITABLE)
         subjects = self._events
         if not subjects:
             return []
         self._events = []
         events: list[tuple[Connection | Listener, int]] = []
         for subject in subjects:
-            events.append((subject, subject._events))
-            subject._events = 0
+            assert isinstance(subject, (Connection, Listener))  # the only kinds of Subject
+            events.append((subject, subject.take_event_bits()))
         return events
 
     # The application's side.
@@ -293,7 +282,7 @@ class TcpLayer:
             raise OSError(f"port {local_port} already connected to that peer")
         conn = Connection(self, local, local_port, remote_ip, remote_port, self._isn(), self._isn())
         self._conns[conn.key] = conn
-        conn._open_active(now)
+        conn.open_active(now)
         return conn
 
     def listen(self, port: int, backlog: int = 128, local_ip: bytes | None = None) -> Listener:
@@ -321,7 +310,7 @@ class TcpLayer:
                 if self._cookie_ack(listener, src, dst, seg, now):
                     return
                 self.stats["syn_cookies_rejected"] += 1
-            self._send_rst(dst, src, seg, now)
+            self.send_rst(dst, src, seg, now)
             return
         if not flags & SYN:
             return
@@ -333,7 +322,7 @@ class TcpLayer:
             # The oldest child (there is one, the accept queue having room).
             oldest, since = next(iter(listener._pending.items()))
             if oldest.retransmits >= _EVICT_AFTER:
-                oldest._free(EV_CLOSED)
+                oldest.drop()
                 self.stats["syn_recv_evicted"] += 1
             elif now - since >= _YOUNG or now < listener._cookies_until:
                 self._send_cookie(listener, src, dst, seg, now)
@@ -344,11 +333,12 @@ class TcpLayer:
         if self.memory_used >= self.config.memory_limit or not self._make_room():
             self._send_cookie(listener, src, dst, seg, now)
             return
-        conn = Connection(self, dst, seg.dst_port, src, seg.src_port, self._isn(), self._isn())
-        conn._listener = listener
+        conn = Connection(
+            self, dst, seg.dst_port, src, seg.src_port, self._isn(), self._isn(), listener
+        )
         listener._pending[conn] = now
         self._conns[conn.key] = conn
-        conn._open_passive(seg, now)
+        conn.open_passive(seg, now)
 
     @property
     def _cookies(self) -> SynCookies:
@@ -370,14 +360,14 @@ class TcpLayer:
         sack = timestamps and config.sack and seg.sack_ok
         options = encode_options(wscale, sack) if timestamps else NO_OPTIONS
         local_port, remote_port = seg.dst_port, seg.src_port
-        mss = seg.mss if seg.mss > 0 else _DEFAULT_MSS
+        mss = seg.mss if seg.mss > 0 else DEFAULT_MSS
         iss = cookies.make(src, remote_port, dst, local_port, seg.seq, mss, options, now)
         ts = None
         if timestamps:
             offset = cookies.ts_offset(src, remote_port, dst, local_port)
-            clock = (int(now * 1000) + offset) & _MASK  # as Connection._ts_now() will run on
+            clock = (int(now * 1000) + offset) & _MASK  # as Sender.ts_now() will run on
             ts = (cookie_timestamp(clock, options), seg.tsval)
-        our_wscale = _wscale_for(config.recv_buffer) if wscale >= 0 else -1
+        our_wscale = wscale_for(config.recv_buffer) if wscale >= 0 else -1
         segment = build_segment(
             dst,
             src,
@@ -389,7 +379,7 @@ class TcpLayer:
             min(config.recv_buffer, 0xFFFF),
             syn_options(config.mtu - 40, our_wscale, sack, ts),
         )
-        self._out.append((src, dst, segment))
+        self.outbox.append((src, dst, segment))
         listener._cookies_until = now + LIFETIME
         self.stats["syn_cookies_sent"] += 1
 
@@ -419,10 +409,9 @@ class TcpLayer:
         syn.has_ts = timestamps
         syn.tsval = seg.tsval
         offset = cookies.ts_offset(src, remote_port, dst, local_port)
-        conn = Connection(self, dst, local_port, src, remote_port, iss, offset)
-        conn._listener = listener
+        conn = Connection(self, dst, local_port, src, remote_port, iss, offset, listener)
         self._conns[conn.key] = conn
-        conn._open_from_cookie(syn, now)
+        conn.open_from_cookie(syn, now)
         self.stats["syn_cookies_validated"] += 1
         conn.input(seg, now)  # SYN-RECEIVED to ESTABLISHED, into the accept queue
         return True
@@ -432,11 +421,9 @@ class TcpLayer:
         its sequence number, is past the old connection's (RFC 9293 3.10.7.4; RFC 6191)."""
         if seg.flags & (SYN | ACK | RST) != SYN:
             return False
-        if conn._ts_ok and seg.has_ts:
-            return 0 < (seg.tsval - conn._ts_recent) & _MASK < _HALF
-        return 0 < (seg.seq - conn.irs - conn.rcv_nxt) & _MASK < _HALF
+        return conn.reopened_by(seg)
 
-    def _send_rst(self, local_ip: bytes, remote_ip: bytes, seg: Segment, now: float) -> None:
+    def send_rst(self, local_ip: bytes, remote_ip: bytes, seg: Segment, now: float) -> None:
         """The reset for a segment that belongs to no connection (RFC 9293 3.10.7.1): never
         in answer to a reset."""
         flags = seg.flags
@@ -447,11 +434,16 @@ class TcpLayer:
         else:
             seq, ack, flags = 0, (seg.seq + seg.seg_len) & _MASK, RST | ACK
         segment = build_segment(local_ip, remote_ip, seg.dst_port, seg.src_port, seq, ack, flags, 0)
-        self._out.append((remote_ip, local_ip, segment))
+        self.outbox.append((remote_ip, local_ip, segment))
         self.stats["rst_sent"] += 1
 
-    def _schedule(self, conn: Connection, deadline: float) -> None:
-        conn._heap_deadline = deadline
+    def notify(self, subject: Subject) -> None:
+        """`subject` has EV_* bits for the next take_events() (called once per batch)."""
+        self._events.append(subject)
+
+    def schedule(self, conn: Connection, deadline: float) -> None:
+        """Call conn.on_timer() at `deadline`, earlier than any entry it has already."""
+        conn.heap_deadline = deadline
         self._heap_seq += 1
         heappush(self._heap, (deadline, self._heap_seq, conn))
         self._sweep()
@@ -461,19 +453,21 @@ class TcpLayer:
         them once they could outnumber the live ones."""
         heap = self._heap
         if len(heap) > 2 * len(self._conns) + 64:
-            heap[:] = [entry for entry in heap if entry[0] == entry[2]._heap_deadline]
+            heap[:] = [entry for entry in heap if entry[0] == entry[2].heap_deadline]
             heapify(heap)
 
-    def _forget(self, conn: Connection) -> None:
+    def forget(self, conn: Connection) -> None:
+        """`conn` is CLOSED: out of the table, and its heap entries are stale now."""
+        conn.heap_deadline = _INF
         if self._conns.get(conn.key) is conn:
             del self._conns[conn.key]
             self._sweep()
-        listener = conn._listener
+        listener = conn.listener
         if listener is not None:
             listener._pending.pop(conn, None)
         self._memory_waiters.pop(conn, None)
 
-    def _time_wait(self, conn: Connection) -> None:
+    def entered_time_wait(self, conn: Connection) -> None:
         """Bound TIME-WAIT: past max_time_wait, the oldest go early (as Linux's
         tcp_max_tw_buckets does); the ISN and timestamp checks protect their successors."""
         waits = self._time_waits
@@ -481,7 +475,7 @@ class TcpLayer:
         while len(waits) > self.config.max_time_wait:
             old = waits.popleft()
             if old.state == TIME_WAIT:
-                old._free(EV_CLOSED)
+                old.drop()
 
     def _make_room(self) -> bool:
         """Whether one more connection fits, recycling a TIME-WAIT one if need be."""
@@ -491,11 +485,11 @@ class TcpLayer:
         while waits:
             old = waits.popleft()
             if old.state == TIME_WAIT:
-                old._free(EV_CLOSED)
+                old.drop()
                 return True
         return False
 
-    def _wait_for_memory(self, conn: Connection) -> None:
+    def wait_for_memory(self, conn: Connection) -> None:
         """`conn` could not queue data because all connections together hold the limit."""
         self._memory_waiters[conn] = None
 

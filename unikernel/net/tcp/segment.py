@@ -12,6 +12,7 @@ from struct import Struct
 
 from unikernel.net.ipv4 import checksum as internet_checksum
 from unikernel.net.ipv4 import ones_sum, pseudo_header_sum
+from unikernel.net.segmentation import LargeSegment, partial_checksum
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -210,6 +211,30 @@ def build_segment(
     check = internet_checksum(payload, pseudo + ones_sum(blank) + ones_sum(options))
     header = _HEADER.pack(src_port, dst_port, seq, ack, offset, flags, window, check, 0)
     return b"".join((header, options, payload))
+
+
+def build_large_segment(
+    src_ip: bytes,
+    dst_ip: bytes,
+    src_port: int,
+    dst_port: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    window: int,
+    options: bytes,
+    payload: Buffer,
+    segment_size: int,
+) -> LargeSegment:
+    """A segment for the link to cut into segments of `segment_size` bytes of data (TSO): its
+    checksum field holds only the pseudo-header's sum, and nothing here reads the payload."""
+    header_len = HEADER_LEN + len(options)
+    offset = (header_len >> 2) << 4
+    check = partial_checksum(src_ip, dst_ip, header_len + len(payload))
+    header = _HEADER.pack(src_port, dst_port, seq, ack, offset, flags, window, check, 0)
+    segment = LargeSegment(b"".join((header, options, payload)))
+    segment.segment_size = segment_size
+    return segment
 
 
 def timestamp_option(tsval: int, tsecr: int) -> bytes:

@@ -1,0 +1,69 @@
+"""TCP segmentation offload (TSO): one segment of many MSS, cut into segments by the link.
+
+Where the link segments (a TAP device or virtio-net with a virtio-net header), TCP builds one
+`LargeSegment` where it would have built up to 44: one header, one copy of the data, and no
+checksum over the data, since its checksum field holds only the pseudo-header's sum
+(CHECKSUM_PARTIAL, as Linux's TCP leaves it for a NIC). The stack frames it as a `SuperFrame`,
+which the driver sends with a virtio-net header saying how to cut it.
+
+Where it cannot go whole (the link does not segment, or ARP holds the packet), `segments()`
+does what the link would: segments of `segment_size` bytes of data, each with its sequence
+number and its own full checksum, PSH and FIN on the last one only, as Linux's GSO cuts them.
+"""
+
+from __future__ import annotations
+
+from struct import Struct
+
+from unikernel.net.ipv4 import TCP, checksum, ones_sum, pseudo_header_sum
+
+_TCP_SEQ = Struct("!I")  # at offset 4
+_TCP_CHECKSUM = Struct("!H")  # at offset 16
+_FLAGS_OFFSET = 13
+_LAST_ONLY = 0x01 | 0x08  # FIN, PSH: the last segment's alone
+
+
+class LargeSegment(bytes):
+    """A TCP segment (header and data) holding more than one segment's worth of data, each
+    `segment_size` bytes but the last; its checksum field holds the pseudo-header's sum."""
+
+    segment_size: int
+
+    def segments(self, source: bytes, destination: bytes) -> list[bytes]:
+        """The segments the link would have made of it, each checksummed in full."""
+        header_len = (self[12] >> 4) * 4
+        header = bytearray(self[:header_len])
+        first_seq = _TCP_SEQ.unpack_from(header, 4)[0]
+        flags = header[_FLAGS_OFFSET]
+        view = memoryview(self)
+        end = len(self)
+        pieces = []
+        for start in range(header_len, end, self.segment_size):
+            stop = min(start + self.segment_size, end)
+            _TCP_SEQ.pack_into(header, 4, (first_seq + start - header_len) & 0xFFFFFFFF)
+            header[_FLAGS_OFFSET] = flags if stop == end else flags & ~_LAST_ONLY
+            _TCP_CHECKSUM.pack_into(header, 16, 0)
+            data = view[start:stop]
+            pseudo = pseudo_header_sum(source, destination, TCP, header_len + len(data))
+            _TCP_CHECKSUM.pack_into(header, 16, checksum(data, pseudo + ones_sum(header)))
+            pieces.append(bytes(header) + data)
+        return pieces
+
+
+def partial_checksum(source: bytes, destination: bytes, length: int) -> int:
+    """What a LargeSegment's checksum field holds: the pseudo-header's sum for a TCP segment of
+    `length` bytes, folded to 16 bits and not complemented (Linux's ~tcp_v4_check())."""
+    total = pseudo_header_sum(source, destination, TCP, length)
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+class SuperFrame(bytes):
+    """A frame holding one LargeSegment in an IPv4 datagram over the MTU, for the link to cut
+    into segments of `segment_size` bytes of data (each repeating the first `headers_len`
+    bytes, with the IP length, ident, sequence number and checksum set for it)."""
+
+    segment_size: int
+    headers_len: int  # the Ethernet, IP and TCP headers
+    transport_start: int  # where the TCP header starts

@@ -65,9 +65,8 @@ def attach_tcp(interface: Interface, config: TcpConfig | None = None) -> TcpSock
     """TCP plugged into the interface's stack; its segments leave at once (flush), and its
     timers fire in the interface's timer thread."""
     stack = interface.stack
-    layer = TcpLayer(
-        random_u32, config or TcpConfig(mtu=stack.mtu), local_ip=stack.address or _UNSET
-    )
+    config = config or TcpConfig(mtu=stack.mtu, segmentation=stack.segmentation)
+    layer = TcpLayer(random_u32, config, local_ip=stack.address or _UNSET)
 
     def send(destination: bytes, source: bytes, segment: bytes) -> None:
         ip_send(destination, segment, now())

@@ -70,6 +70,7 @@ class Stack:
         self.mac = mac
         self.mtu = mtu
         self.segmentation = segmentation  # the link cuts TCP's large segments (TSO)
+        self.super_frames_sent = 0  # large segments sent whole, for the link to cut
         self.config: Ipv4Config | None = None
         self.arp = ArpEngine(mac)
         self.reassembler = Reassembler()
@@ -237,6 +238,7 @@ class Stack:
         frame.transport_start = ethernet.HEADER_LEN + HEADER_LEN
         frame.headers_len = frame.transport_start + (segment[12] >> 4) * 4
         self._frames.append(frame)
+        self.super_frames_sent += 1
         return True
 
     def register_protocol(

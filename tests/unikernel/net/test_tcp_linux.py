@@ -60,7 +60,9 @@ def tcp_on(interface: Interface) -> Tcp:
     stack = interface.stack
     address = stack.address
     assert address is not None
-    layer = TcpLayer(random_u32, TcpConfig(mtu=stack.mtu), local_ip=address)
+    layer = TcpLayer(
+        random_u32, TcpConfig(mtu=stack.mtu, segmentation=stack.segmentation), local_ip=address
+    )
 
     def send(destination: bytes, source: bytes, segment: bytes) -> None:
         ip_send(destination, segment, now())
@@ -163,9 +165,10 @@ def test_netcat_sends_a_megabyte_through_our_echo_server(
     report("Linux -> us -> Linux, echoed", elapsed)
 
 
-def test_we_send_a_megabyte_to_a_netcat_listener(
-    netns: Netns, tap: TapNetif, payload: bytes
-) -> None:
+def send_to_netcat(netns: Netns, tap: TapNetif, payload: bytes) -> tuple[float, Tcp]:
+    """Send `payload` to a netcat listener in the namespace, checked byte for byte; the
+    seconds it took, and our TCP."""
+
     async def body(tcp: Tcp) -> tuple[int, bytes, str, float]:
         server = netns.spawn(["nc", "-l", LINUX, "9000"])
         await wait_tcp_listener(netns, 9000)
@@ -178,9 +181,23 @@ def test_we_send_a_megabyte_to_a_netcat_listener(
         status = await server.wait(timeout=5)  # nc exits on our FIN
         return status, server.output(), server.errors(), elapsed
 
-    status, received, errors, elapsed = on_tcp(tap, body)
+    used: list[Tcp] = []
+
+    async def recorded(tcp: Tcp) -> tuple[int, bytes, str, float]:
+        used.append(tcp)
+        return await body(tcp)
+
+    status, received, errors, elapsed = on_tcp(tap, recorded)
     assert status == 0, errors
     assert len(received) == SIZE and sha(received) == sha(payload)
+    return elapsed, used[0]
+
+
+def test_we_send_a_megabyte_to_a_netcat_listener(
+    netns: Netns, tap: TapNetif, payload: bytes
+) -> None:
+    elapsed, tcp = send_to_netcat(netns, tap, payload)
+    assert tcp.interface.stack.super_frames_sent == 0  # a link without offloads: none
     report("us -> Linux", elapsed)
 
 
@@ -366,3 +383,15 @@ def test_we_receive_a_megabyte_from_linux_over_an_offloading_tap(
     assert tap.received.super_packets > 0 and tap.received.partial_checksums > 0
     assert tap.received.drops == tap.oversize_drops == 0
     report(f"Linux -> us, offloads on ({tap.received.super_packets} super-packets)", elapsed)
+
+
+def test_we_send_a_megabyte_to_linux_in_segments_an_offloading_tap_cuts(
+    netns: Netns, offloading_tap: TapNetif, payload: bytes
+) -> None:
+    """TSO: our TCP builds segments of many MSS once; Linux cuts them (or takes them whole)."""
+    tap = offloading_tap
+    elapsed, tcp = send_to_netcat(netns, tap, payload)
+    sent = tcp.interface.stack.super_frames_sent
+    assert sent > 0 and tap.write_errors == 0
+    assert tcp.layer.stats["retransmits"] == 0, tcp.layer.stats
+    report(f"us -> Linux, offloads on ({sent} super-frames)", elapsed)

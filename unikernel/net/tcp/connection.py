@@ -88,6 +88,7 @@ class TcpConfig:
         "rto_max",
         "rto_min",
         "sack",
+        "segmentation",
         "send_buffer",
         "syn_retries",
         "tail_loss_probe",
@@ -119,8 +120,12 @@ class TcpConfig:
         delayed_ack: float = 0.04,
         time_wait: float = 60.0,
         fin_wait_2_timeout: float = 60.0,
+        segmentation: bool = False,
     ) -> None:
         self.mtu = mtu  # of the link under IPv4: our MSS is mtu - 40
+        # The link cuts large segments itself (TSO, see unikernel.net.segmentation): new data
+        # then leaves in segments of up to 64 KiB, each built and handed on once.
+        self.segmentation = segmentation
         self.recv_buffer = recv_buffer  # per connection, bounds the window we offer
         self.send_buffer = send_buffer  # per connection, bounds what send() takes
         self.memory_limit = memory_limit  # all buffers of all connections together

@@ -23,8 +23,10 @@ from unikernel.net.tcp.rto import RttEstimator
 from unikernel.net.tcp.segment import (
     ACK,
     FIN,
+    MAX_HEADER_LEN,
     PSH,
     SYN,
+    build_large_segment,
     build_segment,
     sack_option,
     syn_options,
@@ -49,10 +51,12 @@ _TS_LEN = 12  # NOP, NOP, timestamps: in every segment once negotiated (RFC 7323
 _DUP_THRESH = 3  # RFC 5681 3.2
 _PTO_MIN = 0.01  # the shortest tail loss probe timeout (as Linux's, about two jiffies)
 _WC_DEL_ACK = 0.2  # RFC 8985 7.2 WCDelAckT: how long a peer may delay its ACK at worst
+_LARGEST_DATA = 0xFFFF - 20 - MAX_HEADER_LEN  # in one IPv4 datagram, whatever our options
 
 
 class Sender:
     __slots__ = (
+        "_burst",
         "_config",
         "_conn",
         "_layer",
@@ -144,9 +148,17 @@ class Sender:
         self.rtt_time = 0.0
         self.rtx_tsval = 0  # our timestamp when the retransmission timer last fired
         self.cc = NewReno(self.smss, config.initial_window)
+        self._burst = self._largest_burst()
         self.tlp_high = -1  # SND.MAX after our probe, until its episode ends (RFC 8985 7.4)
         self.tlp_retrans = False  # the probe resent data rather than sending new data
         self.probes = 0  # window probes in a row the peer did not answer
+
+    def _largest_burst(self) -> int:
+        """The most new data one segment carries: whole MSS-sized pieces of a segment the link
+        cuts (TSO), or one MSS."""
+        if not self._config.segmentation:
+            return self.smss
+        return _LARGEST_DATA // self.smss * self.smss
 
     def ts_now(self, now: float) -> int:
         """Our timestamp clock: milliseconds, offset per connection (RFC 7323 5.4)."""
@@ -197,6 +209,7 @@ class Sender:
         mss = min(peer_mss, config.mtu - 40) - (_TS_LEN if ts_ok else 0)
         self.smss = max(mss, _MIN_MSS)
         self.cc = NewReno(self.smss, config.initial_window)
+        self._burst = self._largest_burst()
 
     def cookie_syn_sent(self) -> None:
         """Our SYN-ACK went out as a SYN cookie, before this sender existed."""
@@ -480,9 +493,13 @@ class Sender:
                     self.fin_sent = True
                     fin_pending = False
                 break
-            size = min(avail, smss, edge - nxt)
+            # New data may go as one segment the link cuts (TSO); what is resent goes as
+            # before, one MSS at a time, around what the peer SACKed.
+            size = min(avail, self._burst if nxt == self.snd_max else smss, edge - nxt)
             if size <= 0:
                 break
+            if size > smss and size < avail:
+                size -= size % smss  # no runt inside a burst that the windows cut short
             if size < smss:
                 if size < avail:
                     # A runt the window cuts short: sender SWS avoidance (RFC 9293
@@ -667,18 +684,11 @@ class Sender:
     ) -> None:
         """Build a segment from wire values and queue it on the layer's outbox."""
         conn = self._conn
-        segment = build_segment(
-            conn.local_ip,
-            conn.remote_ip,
-            conn.local_port,
-            conn.remote_port,
-            seq,
-            ack,
-            flags,
-            window,
-            options,
-            payload,
-        )
+        fields = (conn.local_ip, conn.remote_ip, conn.local_port, conn.remote_port, seq, ack)
+        if len(payload) <= self.smss:
+            segment = build_segment(*fields, flags, window, options, payload)
+        else:  # for the link to cut (TSO): built once, its data never summed here
+            segment = build_large_segment(*fields, flags, window, options, payload, self.smss)
         self._layer.outbox.append((conn.remote_ip, conn.local_ip, segment))
 
     def send_ack(self, now: float) -> None:

@@ -4,6 +4,7 @@ _socket lacks."""
 
 from __future__ import annotations
 
+import array
 import fcntl
 import struct
 
@@ -11,6 +12,8 @@ SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 SIOCGIFMTU = 0x8921
 SIOCGIFHWADDR = 0x8927
+SIOCETHTOOL = 0x8946
+ETHTOOL_GTSO = 0x1E  # <linux/ethtool.h>: is TCP segmentation offload on?
 IFF_UP = 0x1
 ARPHRD_ETHER = 1
 IFNAMSIZ = 16
@@ -39,3 +42,16 @@ def hardware_address(fd: int, name: str) -> tuple[int, bytes]:
     answer = fcntl.ioctl(fd, SIOCGIFHWADDR, struct.pack(IFREQ_HWADDR, name.encode(), 0, b""))
     family, address = struct.unpack(IFREQ_HWADDR, answer)[1:]
     return family, bytes(address)
+
+
+def segments_tcp(fd: int, name: str) -> bool:
+    """Whether the interface cuts TCP super-packets itself (TSO on, as `ethtool -k` shows). A
+    kernel cuts them in software for a NIC without, but only with its own TCP (CONFIG_INET),
+    which the image's kernel may lack."""
+    value = array.array("I", (ETHTOOL_GTSO, 0))  # struct ethtool_value {cmd, data}
+    request = struct.pack("16sQ16x", name.encode(), value.buffer_info()[0])
+    try:
+        fcntl.ioctl(fd, SIOCETHTOOL, request)
+    except OSError:
+        return False
+    return bool(value[1])

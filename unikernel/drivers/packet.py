@@ -77,7 +77,8 @@ class PacketNetif(Netif):
                     sock.setsockopt(_SOL_PACKET, _PACKET_VNET_HDR, 1)
                 except OSError:
                     offloads = False
-            self.offloads = self.segmentation = offloads
+            self.offloads = offloads
+            self.segmentation = offloads and ifreq.segments_tcp(fd, name)
             _grow_receive_queue(sock)
             # Up before bind(): binding a down interface leaves ENETDOWN pending on the socket.
             _bring_up(fd, name)

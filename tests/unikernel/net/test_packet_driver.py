@@ -177,6 +177,19 @@ def test_packet_netif_takes_the_interface_settings_and_explains_errors(netns: Ne
         PacketNetif("a-name-far-too-long")
 
 
+def test_we_send_super_frames_only_to_a_nic_that_cuts_them(netns: Netns) -> None:
+    """Where TSO is off, the kernel would cut them in software, which needs its own TCP: the
+    image's kernel may have none. So TSO off, or no virtio-net header: no super-frames."""
+    require("ethtool")
+    with netns.call_inside(lambda: PacketNetif(OURS_DEV)) as netif:
+        assert netif.segmentation  # a veth cuts TCP super-packets by default
+    netns.call_inside(lambda: subprocess.run(["ethtool", "-K", OURS_DEV, "tso", "off"], check=True))
+    with netns.call_inside(lambda: PacketNetif(OURS_DEV)) as netif:
+        assert netif.offloads and not netif.segmentation
+    with netns.call_inside(lambda: PacketNetif(OURS_DEV, offloads=False)) as netif:
+        assert not netif.segmentation
+
+
 def test_packet_netif_needs_privileges() -> None:
     require("setpriv")
     # An unprivileged process: `nobody`, with no capabilities left.

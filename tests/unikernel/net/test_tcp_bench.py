@@ -10,7 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from tests.support.tcp_wire import A_IP, B_IP, PEER_ISN, RawPeer, seeded
-from unikernel.net.tcp import ACK, PSH, SYN, Connection, TcpLayer, build_segment, parse_segment
+from unikernel.net.tcp import (
+    ACK,
+    PSH,
+    SYN,
+    Connection,
+    TcpConfig,
+    TcpLayer,
+    build_segment,
+    parse_segment,
+)
 from unikernel.net.tcp.segment import syn_options, timestamp_option
 
 BATCH = 128
@@ -18,9 +27,11 @@ MSS = 1448  # with timestamps, as on Ethernet
 PAYLOAD = bytes(i % 251 for i in range(MSS))
 
 
-def _established(wscale: int = -1) -> tuple[TcpLayer, RawPeer, Connection, int]:
+def _established(
+    wscale: int = -1, segmentation: bool = False
+) -> tuple[TcpLayer, RawPeer, Connection, int]:
     """Layer A connected to a raw peer, with timestamps; returns the peer's TSval clock."""
-    layer = TcpLayer(seeded(1), local_ip=A_IP)
+    layer = TcpLayer(seeded(1), TcpConfig(segmentation=segmentation), local_ip=A_IP)
     peer = RawPeer(layer)
     conn = layer.connect(B_IP, peer.port, 0.0)
     (syn,) = peer.take()
@@ -78,8 +89,8 @@ def test_receive_path_of_in_order_data_segments(benchmark: Any) -> None:
     assert received == BATCH * MSS
 
 
-def _send_setup() -> tuple[tuple[Connection, TcpLayer], dict[str, Any]]:
-    layer, peer, conn, _ = _established(wscale=7)
+def _send_setup(segmentation: bool = False) -> tuple[tuple[Connection, TcpLayer], dict[str, Any]]:
+    layer, peer, conn, _ = _established(wscale=7, segmentation=segmentation)
     peer.send(conn.local_port, PEER_ISN + 1, conn.iss + 1)  # the first scaled window: 8 MiB
     conn._snd.cc.cwnd = 1 << 30  # measure the sending, not slow start
     return (conn, layer), {}
@@ -93,3 +104,13 @@ def _send(conn: Connection, layer: TcpLayer) -> int:
 def test_send_path_of_a_bulk_write(benchmark: Any) -> None:
     sent = benchmark.pedantic(_send, setup=_send_setup, rounds=50)
     assert sent == BATCH
+
+
+def _send_large_setup() -> tuple[tuple[Connection, TcpLayer], dict[str, Any]]:
+    return _send_setup(segmentation=True)
+
+
+def test_send_path_of_a_bulk_write_where_the_link_segments(benchmark: Any) -> None:
+    """TSO: the same bytes leave in a few large segments, built once with a partial checksum."""
+    sent = benchmark.pedantic(_send, setup=_send_large_setup, rounds=50)
+    assert sent == -(-BATCH // (65455 // MSS))  # whole MSS-sized pieces of up to 64 KiB

@@ -34,6 +34,11 @@ class Netif:
         buffer that the next read_batch() reuses: the stack copies what it keeps."""
         raise NotImplementedError
 
+    def vouched(self) -> int:
+        """Of the frames the last read_batch() returned: bit i set when the link vouched for
+        the TCP checksum of frame i (the stack then does not check it)."""
+        return 0
+
     def write_batch(self, frames: Sequence[Buffer]) -> int:
         """Queue frames for transmission in order, without blocking; how many were taken.
         Fewer than all means the device is full: wait for fileno() to be writable and offer

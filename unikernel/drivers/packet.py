@@ -120,6 +120,7 @@ class PacketNetif(Netif):
             arena = self._arena = memoryview(bytearray(largest + limit * self._typical))
         last_start = len(arena) - largest
         frames: list[Buffer] = []
+        self.received.vouched = 0
         sock, header = self._sock, self._header
         # MSG_TRUNC makes a packet socket return a frame's real length, so that one larger
         # than our buffer is dropped whole instead of handed on truncated.
@@ -154,6 +155,9 @@ class PacketNetif(Netif):
             self.received.add(frames, view, header, n)
             start += n
         return frames
+
+    def vouched(self) -> int:
+        return self.received.vouched
 
     def write_batch(self, frames: Sequence[Buffer]) -> int:
         send = self._sock.send

@@ -106,6 +106,7 @@ class TapNetif(Netif):
             arena = self._arena = memoryview(bytearray(largest + limit * self._typical))
         last_start = len(arena) - largest
         frames: list[Buffer] = []
+        self.received.vouched = 0
         readv, fd = os.readv, self._fd
         start = 0
         while len(frames) < limit and start <= last_start:
@@ -122,6 +123,9 @@ class TapNetif(Netif):
             self.received.add(frames, view, header, n)
             start += n
         return frames
+
+    def vouched(self) -> int:
+        return self.received.vouched
 
     def write_batch(self, frames: Sequence[Buffer]) -> int:
         fd = self._fd

@@ -118,8 +118,9 @@ class Interface:
             frames = netif.read_batch(batch)
             if frames:
                 received_at = now()
-                for frame in frames:
-                    stack.receive(frame, received_at)
+                vouched = netif.vouched()
+                for index, frame in enumerate(frames):
+                    stack.receive(frame, received_at, vouched >> index & 1 == 1)
                 self.flush()
             if len(frames) < batch:
                 await wait_readable(fd)

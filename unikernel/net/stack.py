@@ -15,11 +15,12 @@ Transport protocols plug in by IP protocol number; TCP (6) is one:
 
     send = stack.register_protocol(6, receive, tick=tick, next_deadline=next_deadline)
 
-- `receive(source, destination, segment, now)` gets each datagram of that protocol addressed
-  to us: `source` and `destination` are 4-byte addresses, `segment` a memoryview of the IP
-  payload, valid only during the call (copy what you keep), fragments already reassembled and
-  the IP header checked. The transport checks its own checksum: it is right when
-  `ipv4.checksum(segment, ipv4.pseudo_header_sum(source, destination, 6, len(segment)))` is 0.
+- `receive(source, destination, segment, now, vouched)` gets each datagram of that protocol
+  addressed to us: `source` and `destination` are 4-byte addresses, `segment` a memoryview of
+  the IP payload, valid only during the call (copy what you keep), fragments already
+  reassembled and the IP header checked. The transport checks its own checksum (it is right
+  when `ipv4.checksum(segment, ipv4.pseudo_header_sum(source, destination, 6, len(segment)))`
+  is 0), unless `vouched`: the link vouched for it (see receive()).
 - `send(destination, payload, now) -> bool` sends `payload` (any bytes-like, copied once into
   the frame) as one datagram from our address; the stack routes, resolves the next hop with
   ARP (holding the packet meanwhile) and fragments if needed. False: dropped at once (no
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from unikernel.net.dhcp import Outgoing
 
     Buffer = bytes | bytearray | memoryview
-    Receive = Callable[[bytes, bytes, memoryview, float], None]
+    Receive = Callable[[bytes, bytes, memoryview, float, bool], None]
     Send = Callable[[bytes, Buffer, float], bool]
     Tick = Callable[[float], object]
     Deadline = Callable[[], float | None]
@@ -119,7 +120,9 @@ class Stack:
 
     # What the driver calls.
 
-    def receive(self, frame: Buffer, now: float) -> None:
+    def receive(self, frame: Buffer, now: float, vouched: bool = False) -> None:
+        """`vouched`: the link vouched for the TCP checksum of the segment the frame holds (a
+        partial checksum from the local kernel, which Linux itself takes as checked)."""
         self.frames_received += 1
         try:
             eth = ethernet.parse(frame)
@@ -130,7 +133,7 @@ class Stack:
         if destination != self.mac and destination != ethernet.BROADCAST:
             self._drop("ethernet", "not-for-us")  # another host's, or multicast we never join
         elif eth.ethertype == ethernet.IPV4:
-            self._receive_ipv4(eth.payload, now)
+            self._receive_ipv4(eth.payload, now, vouched)
         elif eth.ethertype == ethernet.ARP:
             try:
                 self._frames += self.arp.receive(eth.payload, now)
@@ -295,7 +298,7 @@ class Stack:
 
     # Receiving.
 
-    def _receive_ipv4(self, data: memoryview, now: float) -> None:
+    def _receive_ipv4(self, data: memoryview, now: float, vouched: bool = False) -> None:
         try:
             packet = ipv4.parse(data)
         except Malformed as error:
@@ -313,10 +316,11 @@ class Stack:
             if whole is None:
                 return
             packet = whole
+            vouched = False  # for a piece, not the whole
         protocol = packet.protocol
         transport = self._protocols.get(protocol)
         if transport is not None:
-            transport(packet.source, packet.destination, packet.payload, now)
+            transport(packet.source, packet.destination, packet.payload, now, vouched)
         elif protocol == ipv4.UDP:
             self._receive_udp(packet, now)
         elif protocol == ipv4.ICMP:

@@ -88,10 +88,16 @@ class TcpSockets:
         self._flushing = False
 
     def input(
-        self, source_ip: bytes, destination_ip: bytes, segment: Buffer, now: float | None = None
+        self,
+        source_ip: bytes,
+        destination_ip: bytes,
+        segment: Buffer,
+        now: float | None = None,
+        vouched: bool = False,
     ) -> None:
-        """A TCP segment from the IP layer."""
-        self.layer.input(source_ip, destination_ip, segment, self._now() if now is None else now)
+        """A TCP segment from the IP layer (`vouched`: its checksum need not be checked)."""
+        at = self._now() if now is None else now
+        self.layer.input(source_ip, destination_ip, segment, at, vouched)
         self._flush()
 
     def tick(self, now: float | None = None) -> None:

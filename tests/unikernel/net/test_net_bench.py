@@ -61,7 +61,7 @@ def test_frame_receive_path_to_a_transport_hook(benchmark: Any) -> None:
     """What a TCP segment costs the stack before TCP sees it."""
     stack = make_stack(2, "10.0.0.2/24")
     seen = []
-    stack.register_protocol(ipv4.TCP, lambda s, d, segment, at: seen.append(len(segment)))
+    stack.register_protocol(ipv4.TCP, lambda s, d, segment, at, vouched: seen.append(len(segment)))
     frame = ethernet.build(
         stack.mac, mac(1), ethernet.IPV4, ipv4.build(A, B, ipv4.TCP, PACKET[:1480], 1)
     )

@@ -87,8 +87,8 @@ def test_its_partial_checksum_finished_by_the_link_is_the_whole_segments() -> No
 def tcp_between(a: Stack, b: Stack) -> tuple[Send, list[bytes]]:
     """a's TCP send function, and the segments b's TCP hears."""
     heard: list[bytes] = []
-    b.register_protocol(ipv4.TCP, lambda s, d, seg, now: heard.append(bytes(seg)))
-    return a.register_protocol(ipv4.TCP, lambda s, d, seg, now: None), heard
+    b.register_protocol(ipv4.TCP, lambda s, d, seg, now, vouched: heard.append(bytes(seg)))
+    return a.register_protocol(ipv4.TCP, lambda s, d, seg, now, vouched: None), heard
 
 
 def resolved_pair(segmentation: bool) -> tuple[Stack, Stack]:

@@ -174,12 +174,14 @@ def test_a_transport_plugs_in_by_protocol_number() -> None:
     heard: list[tuple[bytes, bytes, bytes, float]] = []
     ticks: list[float] = []
 
-    def receive(source: bytes, destination: bytes, segment: memoryview, now: float) -> None:
+    def receive(
+        source: bytes, destination: bytes, segment: memoryview, now: float, vouched: bool
+    ) -> None:
         heard.append((source, destination, bytes(segment), now))
         send_b(source, b"echo:" + bytes(segment), now)
 
     send_a = a.register_protocol(
-        ipv4.TCP, lambda s, d, seg, now: heard.append((s, d, bytes(seg), now))
+        ipv4.TCP, lambda s, d, seg, now, vouched: heard.append((s, d, bytes(seg), now))
     )
     send_b = b.register_protocol(ipv4.TCP, receive, tick=ticks.append, next_deadline=lambda: 42.0)
     assert send_a(ip("10.0.0.2"), memoryview(b"segment"), 1.0)

@@ -197,11 +197,13 @@ class TcpLayer:
 
     # The IP layer's side.
 
-    def input(self, src_ip: Buffer, dst_ip: Buffer, segment: Buffer, now: float) -> None:
+    def input(
+        self, src_ip: Buffer, dst_ip: Buffer, segment: Buffer, now: float, vouched: bool = False
+    ) -> None:
         """A TCP segment (header and payload) arrived in an IPv4 datagram from `src_ip` to
         `dst_ip`, one of our unicast addresses."""
         self.stats["segments_in"] += 1
-        seg = parse_segment(src_ip, dst_ip, segment)
+        seg = parse_segment(src_ip, dst_ip, segment, vouched)
         if seg is None:
             self.stats["dropped_malformed"] += 1
             return

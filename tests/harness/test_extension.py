@@ -166,7 +166,9 @@ def test_existing_suites_run_on_a_target_of_the_tests_own(tmp_path: Path) -> Non
     found = values(store.samples(run.id))
     ready, served = found[target.name, "time_to_ready"], found[target.name, "time_to_service"]
     assert len(ready) == len(served) == 2
-    assert all(0 < r <= s < 60 for r, s in zip(ready, served, strict=True))
+    # Each stands on its own: which the harness sees first (the ready line, read by the console
+    # thread, or the probe's answer) depends on how threads are scheduled on a busy machine.
+    assert all(0 < value < 60 for value in ready + served), (ready, served)
     store, run = run_suite(tmp_path, SizeSuite(appliances={}), [target], RunSettings(1, 0, 60))
     found = values(store.samples(run.id))
     script_size = float(os.path.getsize(BootSuite().workload(target).script))

@@ -9,10 +9,12 @@ for the NIC (us) to finish; sent, what we leave for Linux to finish:
 - a super-packet (gso_type, gso_size): one IPv4 datagram over the MTU holding one TCP segment
   that the link cuts into segments of gso_size bytes (TSO), or UDP datagrams sent at once.
 
-On receipt, a partial checksum is finished here, so that the stack checks every checksum as
-ever, and a TCP super-packet goes up whole (the stack and TCP take it like any other segment:
-splitting it would only multiply the per-segment work). A UDP one is cut back into its
-datagrams. On sending, a `SuperFrame` the stack made goes out as one TSO super-packet.
+On receipt, a partial TCP checksum from the local kernel is vouched for (the driver's
+vouched() bit; TCP then skips it, as Linux takes CHECKSUM_PARTIAL as checked), and any other
+partial checksum is finished here. A TCP super-packet goes up whole (the stack and TCP take it
+like any other segment: splitting it would only multiply the per-segment work). A UDP one is
+cut back into its datagrams. On sending, a `SuperFrame` the stack made goes out as one TSO
+super-packet.
 """
 
 from __future__ import annotations

@@ -49,8 +49,12 @@ class Wire:
         config_a: TcpConfig | None = None,
         config_b: TcpConfig | None = None,
         verify: bool = True,
+        batch: int = 1,
     ) -> None:
         self.rng = random.Random(seed)
+        # Segments due at once for the same layer are delivered together, up to this many,
+        # between its begin_batch() and end_batch(), as a driver reading frames in batches.
+        self.batch = batch
         self.verify = verify  # parse every segment sent (off: only when a test looks)
         self.now = 0.0
         self.a = TcpLayer(seeded(seed + 1), config_a, A_IP)
@@ -99,9 +103,18 @@ class Wire:
         if not times:
             return False
         self.now = max(self.now, min(times))
-        if self._flight and self._flight[0][0] <= self.now:
-            _, _, layer, src, dst, data = heapq.heappop(self._flight)
-            layer.input(src, dst, data, self.now)
+        flight = self._flight
+        if flight and flight[0][0] <= self.now:
+            layer = flight[0][2]
+            if self.batch > 1:
+                layer.begin_batch()
+            for _ in range(self.batch):
+                _, _, _, src, dst, data = heapq.heappop(flight)
+                layer.input(src, dst, data, self.now)
+                if not flight or flight[0][0] > self.now or flight[0][2] is not layer:
+                    break
+            if self.batch > 1:
+                layer.end_batch(self.now)
         else:
             self.a.tick(self.now)
             self.b.tick(self.now)

@@ -117,10 +117,7 @@ class Interface:
         while True:
             frames = netif.read_batch(batch)
             if frames:
-                received_at = now()
-                vouched = netif.vouched()
-                for index, frame in enumerate(frames):
-                    stack.receive(frame, received_at, vouched >> index & 1 == 1)
+                stack.receive_batch(frames, now(), netif.vouched())
                 self.flush()
             if len(frames) < batch:
                 await wait_readable(fd)

@@ -62,19 +62,23 @@ def ipv4_config(environ: Mapping[str, str]) -> Ipv4Config | None:
 
 
 def attach_tcp(interface: Interface, config: TcpConfig | None = None) -> TcpSockets:
-    """TCP plugged into the interface's stack; its segments leave at once (flush), and its
-    timers fire in the interface's timer thread."""
+    """TCP plugged into the interface's stack; its segments leave at once, written together
+    (flush), its timers fire in the interface's timer thread, and what a read of frames
+    brings is answered together (Stack.receive_batch)."""
     stack = interface.stack
     config = config or TcpConfig(mtu=stack.mtu, segmentation=stack.segmentation)
     layer = TcpLayer(random_u32, config, local_ip=stack.address or _UNSET)
 
     def send(destination: bytes, source: bytes, segment: bytes) -> None:
         ip_send(destination, segment, now())
-        interface.flush()
 
-    sockets = TcpSockets(layer, send=send, wake_timer=interface.wake_timer)
+    sockets = TcpSockets(layer, send=send, wake_timer=interface.wake_timer, sent=interface.flush)
     ip_send = stack.register_protocol(
-        TCP_PROTOCOL, sockets.input, tick=sockets.tick, next_deadline=layer.next_deadline
+        TCP_PROTOCOL,
+        sockets.input,
+        tick=sockets.tick,
+        next_deadline=layer.next_deadline,
+        batch=(sockets.begin_batch, sockets.end_batch),
     )
     return sockets
 

@@ -3,7 +3,8 @@
 A Stack owns an interface's MAC address and IPv4 configuration. A driver feeds it received
 frames and the time, and transmits what it produces:
 
-    stack.receive(frame, now)       # for every received frame
+    stack.receive(frame, now)       # for every received frame, or
+    stack.receive_batch(frames, now, vouched)   # for frames read together
     stack.tick(now)                 # at stack.next_deadline(), or more often
     frames = stack.take_frames()    # after either (and after anything an application does)
 
@@ -27,6 +28,8 @@ Transport protocols plug in by IP protocol number; TCP (6) is one:
   address yet, no route). It is `stack.send_ipv4(protocol, destination, payload, now)`.
 - `tick(now)` (optional) is called by every stack.tick(), and `next_deadline()` (optional,
   float or None) tells the driver when the transport next needs one.
+- `batch=(begin, end)` (optional): receive_batch() calls begin() before its frames and
+  end(now) after them, so that a transport may answer what arrived together at once.
 - `stack.address` is our address (None while unconfigured); `stack.mtu` bounds datagrams
   (an MSS of mtu - 40). Frames a handler makes go out with the driver's next take_frames().
 """
@@ -43,7 +46,7 @@ from unikernel.net.segmentation import LargeSegment, SuperFrame
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from unikernel.net.config import Ipv4Config
     from unikernel.net.dhcp import Outgoing
@@ -53,6 +56,8 @@ if TYPE_CHECKING:
     Send = Callable[[bytes, Buffer, float], bool]
     Tick = Callable[[float], object]
     Deadline = Callable[[], float | None]
+    BatchBegin = Callable[[], object]
+    BatchEnd = Callable[[float], object]
     # (source address, sequence, data view, now)
     EchoHandler = Callable[[bytes, int, memoryview, float], None]
 
@@ -83,6 +88,7 @@ class Stack:
         self._frames: list[bytes] = []
         self._protocols: dict[int, Receive] = {}
         self._timers: list[tuple[Tick | None, Deadline | None]] = []
+        self._batch_hooks: list[tuple[BatchBegin, BatchEnd]] = []
         self._echo_handlers: dict[int, EchoHandler] = {}
         self._ident = random_below(0x10000)
         if config is not None:
@@ -141,6 +147,18 @@ class Stack:
                 self._drop("arp", error.reason)
         else:
             self._drop("ethernet", "ethertype")
+
+    def receive_batch(self, frames: Sequence[Buffer], now: float, vouched: int = 0) -> None:
+        """Frames read together; bit i of `vouched` as receive()'s `vouched` for frames[i]."""
+        hooks = self._batch_hooks
+        for begin, _ in hooks:
+            begin()
+        try:
+            for index, frame in enumerate(frames):
+                self.receive(frame, now, vouched >> index & 1 == 1)
+        finally:
+            for _, end in hooks:
+                end(now)
 
     def tick(self, now: float) -> None:
         self._frames += self.arp.tick(now)
@@ -251,6 +269,7 @@ class Stack:
         *,
         tick: Tick | None = None,
         next_deadline: Deadline | None = None,
+        batch: tuple[BatchBegin, BatchEnd] | None = None,
     ) -> Send:
         """Plug a transport in (see the module's docstring); returns its send function."""
         if protocol in (ipv4.ICMP, ipv4.UDP) or protocol in self._protocols:
@@ -258,6 +277,8 @@ class Stack:
         self._protocols[protocol] = receive
         if tick is not None or next_deadline is not None:
             self._timers.append((tick, next_deadline))
+        if batch is not None:
+            self._batch_hooks.append(batch)
 
         def send(destination: bytes, payload: Buffer, now: float) -> bool:
             return self.send_ipv4(protocol, destination, payload, now)

@@ -8,9 +8,14 @@ interface that drives the stack (see service.attach_tcp()):
         layer,
         send=lambda dst, src, segment: ip_send(dst, segment, now()),
         wake_timer=interface.wake_timer,
+        sent=interface.flush,
     )
     ip_send = stack.register_protocol(
-        6, sockets.input, tick=sockets.tick, next_deadline=layer.next_deadline
+        6,
+        sockets.input,
+        tick=sockets.tick,
+        next_deadline=layer.next_deadline,
+        batch=(sockets.begin_batch, sockets.end_batch),
     )
 
 (Set layer.local_ip again when DHCP changes our address: connect() uses it.) Then:
@@ -77,15 +82,18 @@ class TcpSockets:
         now: Callable[[], float] = scheduler.now,
         *,
         wake_timer: Callable[[float], object] | None = None,
+        sent: Callable[[], object] | None = None,
     ) -> None:
         self.layer = layer
         self._send = send
+        self._sent = sent  # after a flush's segments were all handed to send: write them
         self._now = now
         self._wake_timer = wake_timer  # None: we fire our timers ourselves
         self._timer_thread: Thread[None] | None = None
         self._kick: Event | None = None  # set to wake the timer thread early
         self._timer_deadline = _INF  # when the timer thread wakes up anyway
         self._flushing = False
+        self._batched = False  # between begin_batch() and end_batch()
 
     def input(
         self,
@@ -98,6 +106,18 @@ class TcpSockets:
         """A TCP segment from the IP layer (`vouched`: its checksum need not be checked)."""
         at = self._now() if now is None else now
         self.layer.input(source_ip, destination_ip, segment, at, vouched)
+        if not self._batched:
+            self._flush()
+
+    def begin_batch(self) -> None:
+        """Segments up to end_batch() arrived together: they are answered together (see
+        TcpLayer.begin_batch), and what they produce is handed on once."""
+        self._batched = True
+        self.layer.begin_batch()
+
+    def end_batch(self, now: float | None = None) -> None:
+        self._batched = False
+        self.layer.end_batch(self._now() if now is None else now)
         self._flush()
 
     def tick(self, now: float | None = None) -> None:
@@ -158,11 +178,13 @@ class TcpSockets:
             return  # the IP layer looped a segment straight back in: the loop below has it
         self._flushing = True
         layer = self.layer
+        sent = False
         try:
             while True:
                 out = layer.take_output()
                 for destination, source, segment in out:
                     self._send(destination, source, segment)
+                    sent = True
                 events = layer.take_events()
                 for subject, bits in events:
                     sock = subject.user
@@ -173,6 +195,8 @@ class TcpSockets:
                     break
         finally:
             self._flushing = False
+        if sent and self._sent is not None:
+            self._sent()
         deadline = layer.next_deadline()
         if deadline is None:
             return

@@ -169,6 +169,25 @@ def test_malformed_and_stray_frames_are_dropped_and_counted() -> None:
     assert b.frames_received == len(frames)
 
 
+def test_a_batch_of_frames_is_bracketed_for_the_transports_that_ask() -> None:
+    a, b = make_stack(1, "10.0.0.1/24"), make_stack(2, "10.0.0.2/24")
+    calls: list[object] = []
+    b.register_protocol(
+        ipv4.TCP,
+        lambda s, d, seg, now, vouched: calls.append((bytes(seg), vouched)),
+        batch=(lambda: calls.append("begin"), lambda now: calls.append(("end", now))),
+    )
+    send = a.register_protocol(ipv4.TCP, lambda s, d, seg, now, vouched: None)
+    assert send(ip("10.0.0.2"), b"", 1.0)
+    pump([a, b], 1.0)  # ARP resolved
+    calls.clear()
+    assert send(ip("10.0.0.2"), b"one", 1.0) and send(ip("10.0.0.2"), b"two", 1.0)
+    frames = a.take_frames()
+    b.receive_batch([frames[0], b"\x00" * 5, frames[1]], 2.0, vouched=0b100)
+    assert calls == ["begin", (b"one", False), (b"two", True), ("end", 2.0)]
+    assert b.drop_counts() == {"ethernet.truncated": 1}
+
+
 def test_a_transport_plugs_in_by_protocol_number() -> None:
     a, b = make_stack(1, "10.0.0.1/24"), make_stack(2, "10.0.0.2/24")
     heard: list[tuple[bytes, bytes, bytes, float]] = []

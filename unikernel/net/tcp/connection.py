@@ -25,7 +25,7 @@ one.
 from __future__ import annotations
 
 from unikernel.net.tcp.receiver import Receiver
-from unikernel.net.tcp.segment import ACK, FIN, RST, SYN
+from unikernel.net.tcp.segment import ACK, FIN, RST, SYN, URG
 from unikernel.net.tcp.sender import Sender
 from unikernel.net.tcp.states import (
     CLOSE,
@@ -68,6 +68,10 @@ if TYPE_CHECKING:
 _MASK = 0xFFFFFFFF
 _HALF = 0x80000000
 _INF = float("inf")
+# Segments received together are ACKed together, as one super-packet from a link that
+# coalesces (GRO) is: at most this much data under one ACK, as Linux's GRO limit.
+_STRETCH_ACK_BYTES = 65536
+_UNPREDICTED = SYN | FIN | RST | URG | ACK  # of these, only ACK is set on a predicted segment
 
 
 class TcpConfig:
@@ -495,10 +499,19 @@ class Connection(Subject):
         state = self.state
         if state == SYN_SENT:
             self._input_syn_sent(seg, now)
-        elif state != CLOSED:
+        elif state != CLOSED and not (state == ESTABLISHED and self._input_predicted(seg, now)):
             self._input(seg, now)
         if self.state != CLOSED:
-            self._after_input(now)
+            rcv = self._rcv
+            # Within a batch (TcpLayer.begin_batch), the answer waits for the batch's end,
+            # unless something odd calls for it now or the data unacknowledged would exceed
+            # what one super-packet from the link could hold.
+            if (
+                rcv.ack_now
+                or rcv.rcv_nxt - rcv.last_ack_sent >= _STRETCH_ACK_BYTES
+                or not self._layer.defer_answer(self)
+            ):
+                self.answer(now)
 
     def _input_syn_sent(self, seg: Segment, now: float) -> None:
         """RFC 9293 3.10.7.3."""
@@ -529,6 +542,33 @@ class Connection(Subject):
             # Simultaneous open (RFC 9293 figure 8): answer with a SYN-ACK from our same ISN.
             self._to(SYN_IN)
             snd.send_syn(now)
+
+    def _input_predicted(self, seg: Segment, now: float) -> bool:
+        """Header prediction (Jacobson's, RFC 1323 appendix A): the two segments a bulk
+        transfer is made of - the next data in order, acknowledging nothing new, and a pure
+        ACK of new data - taken in fewer steps than _input(), with the same outcome. False:
+        the segment is not one of them (or anything about the connection is unusual), and
+        nothing was done."""
+        if seg.flags & _UNPREDICTED != ACK or self._app_closed:
+            return False
+        rcv = self._rcv
+        seq = rcv.rcv_nxt
+        if (rcv.irs + seq) & _MASK != seg.seq or self._timers.ka_idle or rcv.ooo_fin >= 0:
+            return False
+        size = len(seg.payload)
+        if size > rcv.rcv_adv - seq:
+            return False  # past the window: trimmed on the general way
+        if rcv.ts_ok:
+            # Not older than TS.Recent (PAWS would look at it), so taken if seq <= last ACK.
+            if not seg.has_ts or (seg.tsval - rcv.ts_recent) & _MASK >= _HALF:
+                return False
+            if seq <= rcv.last_ack_sent:
+                rcv.take_ts(seg.tsval, now)
+        if not self._snd.take_predicted_ack(seg, seq, size, now):
+            return False  # the timestamp taken is what _input() takes for it too
+        if size and rcv.receive(seq, seg.payload):
+            self.emit(EV_READABLE)
+        return True
 
     def _input(self, seg: Segment, now: float) -> None:
         """RFC 9293 3.10.7.4, for every state from SYN-RECEIVED on."""
@@ -705,8 +745,8 @@ class Connection(Subject):
                 self._enter_time_wait(now)
         self.emit(EV_PEER_CLOSED | EV_READABLE)
 
-    def _after_input(self, now: float) -> None:
-        """Send what the segment allows or calls for, then the ACK if still owed."""
+    def answer(self, now: float) -> None:
+        """After input: send what the segments allow or call for, then the ACK if owed."""
         snd = self._snd
         # Mostly there is nothing new to send (the receiving side's common case): tested
         # here, as output() would, to spare the per-segment call.

@@ -164,6 +164,7 @@ class TcpLayer:
         self._listeners: dict[int, Listener] = {}
         self.outbox: list[Datagram] = []  # segments to send: connections append here
         self._events: list[Subject] = []  # Connections and Listeners, each once
+        self._batch: dict[Connection, None] | None = None  # answers waiting (begin_batch)
         self._heap: list[tuple[float, int, Connection]] = []
         self._heap_seq = 0
         self._time_waits: deque[Connection] = deque()
@@ -220,6 +221,33 @@ class TcpLayer:
             self._listen_input(listener, src, dst, seg, now)
         else:
             self.send_rst(dst, src, seg, now)
+
+    def begin_batch(self) -> None:
+        """Segments that arrive together (the frames of one read from the link) are answered
+        together at end_batch(): one ACK for the in-order data of a connection rather than
+        one every second segment, and what their ACKs let it send in as few segments as it
+        can. That is what Linux gets from a link that coalesces them (GRO), and it spares
+        building and writing most ACKs. Anything odd (data out of order, a FIN) is still
+        answered at once."""
+        if self._batch is None:
+            self._batch = {}
+
+    def defer_answer(self, conn: Connection) -> bool:
+        """Whether `conn`'s answer waits for end_batch() (False: no batch, answer now)."""
+        batch = self._batch
+        if batch is None:
+            return False
+        batch[conn] = None
+        return True
+
+    def end_batch(self, now: float) -> None:
+        """Answer, in order of arrival, every connection that received in the batch."""
+        batch = self._batch
+        self._batch = None
+        if batch:
+            for conn in batch:
+                if conn.state != CLOSED:
+                    conn.answer(now)
 
     def tick(self, now: float) -> None:
         """Fire every timer due by `now`."""

@@ -297,6 +297,29 @@ class Sender:
         if cc.in_recovery and self.sack_ok:
             cc.limit_unsacked(self.sacked.total)
 
+    def take_predicted_ack(self, seg: Segment, seq: int, size: int, now: float) -> bool:
+        """Header prediction's ACK (Connection._input_predicted): with `size` bytes of data,
+        an ACK that changes nothing (neither SND.UNA nor the window); without, an ACK of new
+        data. Taken as take_ack() would; False if it is not such an ACK or we are in any
+        episode (recovery, tail loss probe, window probes), and then nothing changed."""
+        if seg.sack is not None or self.tlp_high >= 0 or self.cc.in_recovery:
+            return False
+        if self._timers.persist:
+            return False
+        una = self.snd_una
+        ack = una + ((seg.ack - self.iss - una + _HALF) & _MASK) - _HALF
+        if size:
+            if ack != una or seg.window << self.snd_scale != self.snd_wnd:
+                return False
+            # The window update rule holds: nothing before it reached past `seq`.
+            self.wl1 = seq
+            self.wl2 = ack
+            return True
+        if not una < ack <= self.snd_max:
+            return False
+        self.take_ack(seg, seq, ack, ACK, 0, now)
+        return True
+
     def rtt_ack(self, seg: Segment, ack: int, now: float) -> None:
         """An RTT sample from an ACK of new data.
 

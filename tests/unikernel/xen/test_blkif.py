@@ -1,0 +1,302 @@
+"""blkfront's data path against a fake blkback over a bytearray disk: request layout, I/Os split
+into requests of 11 pages, pages never shared in flight, answers in any order, errors, lost
+events and indices that wrap at 2**32."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unikernel.drivers.xen import blkif
+from unikernel.drivers.xen.blkif import BlkfrontQueue, BlockIo
+from unikernel.drivers.xen.ring import RingError
+
+from .fake_backend import FakeBlkback, Grants
+
+U32 = 2**32
+KIB = 1024
+
+
+def make(
+    pages: int = 64, *, disk: int = 1024 * KIB, start: int = 0, flush: bool = True
+) -> tuple[BlkfrontQueue, FakeBlkback]:
+    grants = Grants()
+    ring, _ = grants.page()
+    queue = BlkfrontQueue(ring, grants.pages_(pages), handle=5, start=start)
+    back = FakeBlkback(ring, grants, bytearray(disk), flush_supported=flush)
+    return queue, back
+
+
+def pattern(length: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(length)
+
+
+def run(queue: BlkfrontQueue, back: FakeBlkback, **answer: object) -> list[BlockIo]:
+    back.take()
+    back.answer(**answer)  # type: ignore[arg-type]
+    return queue.complete()
+
+
+def submitted(result: tuple[BlockIo, bool] | None) -> BlockIo:
+    assert result is not None
+    return result[0]
+
+
+def read(queue: BlkfrontQueue, back: FakeBlkback, offset: int, length: int) -> bytes:
+    io = submitted(queue.submit(blkif.OP_READ, offset, length))
+    assert run(queue, back) == [io]
+    into = bytearray(length)
+    assert queue.read_out(io, into) == blkif.STATUS_OKAY
+    return bytes(into)
+
+
+def test_slot_layouts_and_ring_size_match_blkif_h() -> None:
+    assert (blkif.REQUEST.size, blkif.SEGMENT.size, blkif.SLOT) == (24, 8, 112)
+    assert blkif.RING_SIZE == 32
+    response = blkif.RESPONSE.pack(7, blkif.OP_WRITE, blkif.STATUS_EOPNOTSUPP)
+    assert response[8] == 1 and response[10:12] == b"\xfe\xff"  # op @8, status @10
+
+
+def test_a_one_sector_write_is_one_request_and_reads_back() -> None:
+    queue, back = make()
+    io, notify = queue.submit(blkif.OP_WRITE, 3 * 512, 512, b"w" * 512) or pytest.fail()
+    assert notify is True
+    slot = back.ring.slot(0)
+    op, count, handle, _, request_id, sector = blkif.REQUEST.unpack_from(slot)
+    assert (op, count, handle, request_id, sector) == (blkif.OP_WRITE, 1, 5, io.ids[0], 3)
+    gref, first, last = blkif.SEGMENT.unpack_from(slot, 24)
+    assert (first, last) == (0, 0)
+    assert back.grants.pages[gref][:512] == b"w" * 512, "the data is in the page when published"
+    assert run(queue, back) == [io]
+    assert io.status == blkif.STATUS_OKAY
+    assert back.disk[1536:2048] == b"w" * 512
+    assert read(queue, back, 3 * 512, 512) == b"w" * 512
+
+
+def test_a_large_io_goes_as_requests_of_at_most_11_pages() -> None:
+    queue, back = make()
+    length = 100 * KIB + 512  # 26 pages, the last with one sector
+    data = pattern(length)
+    io = submitted(queue.submit(blkif.OP_WRITE, 8 * KIB + 512, length, data))
+    assert len(io.ids) == 3
+    assert run(queue, back) == [io]
+    assert back.segments_seen == [11, 11, 4]
+    last = blkif.SEGMENT.unpack_from(back.ring.slot(2), 24 + 3 * 8)
+    assert last[1:] == (0, 0)
+    assert back.disk[8 * KIB + 512 :][:length] == data
+    assert read(queue, back, 8 * KIB + 512, length) == data
+    assert queue.free_pages() == 64
+
+
+def test_misaligned_or_malformed_requests_are_refused() -> None:
+    queue, _ = make()
+    for offset, length in ((100, 512), (512, 1000), (0, 0), (-512, 512)):
+        with pytest.raises(ValueError, match="512-byte sectors"):
+            queue.submit(blkif.OP_READ, offset, length)
+    with pytest.raises(ValueError, match="needs 1024 bytes"):
+        queue.submit(blkif.OP_WRITE, 0, 1024, b"x" * 512)
+    with pytest.raises(ValueError, match="takes no data"):
+        queue.submit(blkif.OP_READ, 0, 512, b"x" * 512)
+    with pytest.raises(ValueError, match="no offset"):
+        queue.submit(blkif.OP_FLUSH_DISKCACHE, 0, 512)
+    with pytest.raises(ValueError, match="unsupported"):
+        queue.submit(5, 0, 512)
+    with pytest.raises(ValueError, match="at most"):
+        queue.submit(blkif.OP_READ, 0, queue.max_io + 512)
+    assert queue.ring.unpublished() == 0 and queue.free_pages() == 64
+
+
+def test_an_io_waits_for_free_pages_then_goes() -> None:
+    queue, back = make(pages=12)
+    first = submitted(queue.submit(blkif.OP_READ, 0, 40 * KIB))  # 10 pages
+    assert queue.submit(blkif.OP_READ, 0, 12 * KIB) is None
+    assert run(queue, back) == [first]
+    assert queue.submit(blkif.OP_READ, 0, 12 * KIB) is None, "a read keeps its pages"
+    queue.release(first)
+    assert queue.submit(blkif.OP_READ, 0, 12 * KIB) is not None
+
+
+def test_a_full_ring_refuses_more_requests() -> None:
+    queue, back = make(pages=40)
+    for i in range(32):
+        assert queue.submit(blkif.OP_READ, i * 512, 512) is not None
+    assert queue.submit(blkif.OP_READ, 0, 512) is None
+    assert queue.free_pages() == 8
+    back.take()
+    back.answer(count=1)
+    queue.complete()
+    assert queue.submit(blkif.OP_FLUSH_DISKCACHE) is not None
+
+
+def test_answers_out_of_order_complete_each_io_when_all_its_requests_are_done() -> None:
+    queue, back = make(pages=64, start=U32 - 2)
+    big = submitted(queue.submit(blkif.OP_WRITE, 0, 88 * KIB, pattern(88 * KIB, 1)))
+    small = submitted(queue.submit(blkif.OP_WRITE, 128 * KIB, 4 * KIB, pattern(4 * KIB, 2)))
+    back.take()
+    back.unanswered.reverse()  # small first, then big's second request, then its first
+    back.answer(count=2)
+    assert queue.complete() == [small]
+    assert not big.done and big.pending == 1
+    back.answer()
+    assert queue.complete() == [big]
+    assert read(queue, back, 0, 88 * KIB) == pattern(88 * KIB, 1)
+
+
+def test_a_failed_read_reports_its_status_and_copies_nothing() -> None:
+    queue, back = make(disk=64 * KIB)
+    io = submitted(queue.submit(blkif.OP_READ, 60 * KIB, 8 * KIB))  # past the end
+    assert run(queue, back) == [io]
+    into = bytearray(b"\xaa" * 8 * KIB)
+    assert queue.read_out(io, into) == blkif.STATUS_ERROR
+    assert into == b"\xaa" * 8 * KIB
+    assert queue.free_pages() == 64
+
+
+def test_one_failed_request_fails_the_whole_io() -> None:
+    queue, back = make()
+    io = submitted(queue.submit(blkif.OP_WRITE, 0, 48 * KIB, pattern(48 * KIB)))
+    back.take()
+    back.answer(count=1, status=blkif.STATUS_ERROR)
+    back.answer(count=1)  # a later success does not hide the failure
+    assert queue.complete() == [io]
+    assert io.status == blkif.STATUS_ERROR
+    assert queue.free_pages() == 64
+
+
+@pytest.mark.parametrize(
+    ("supported", "status"), [(True, blkif.STATUS_OKAY), (False, blkif.STATUS_EOPNOTSUPP)]
+)
+def test_a_flush_is_one_request_without_segments(supported: bool, status: int) -> None:
+    queue, back = make(flush=supported)
+    io = submitted(queue.submit(blkif.OP_FLUSH_DISKCACHE))
+    assert run(queue, back) == [io]
+    assert (back.segments_seen, io.status) == ([0], status)
+
+
+def test_a_response_to_no_request_or_another_operation_breaks_the_ring() -> None:
+    queue, back = make()
+    queue.submit(blkif.OP_READ, 0, 512)
+    back.take()
+    back.unanswered[0].id = 99
+    back.answer()
+    with pytest.raises(RingError, match="request 99"):
+        queue.complete()
+    queue, back = make()
+    queue.submit(blkif.OP_READ, 0, 512)
+    back.take()
+    back.unanswered[0].op = blkif.OP_WRITE
+    back.answer()
+    with pytest.raises(RingError, match="answered as 1"):
+        queue.complete()
+
+
+def test_a_second_response_to_one_request_breaks_the_ring() -> None:
+    queue, back = make()
+    queue.submit(blkif.OP_READ, 0, 48 * KIB)  # two requests
+    back.take()
+    back.unanswered[1].id = back.unanswered[0].id
+    back.answer()
+    with pytest.raises(RingError, match="not in flight"):
+        queue.complete()
+
+
+def test_pages_are_released_once_and_only_when_done() -> None:
+    queue, back = make()
+    io = submitted(queue.submit(blkif.OP_READ, 0, 8 * KIB))
+    with pytest.raises(ValueError, match="in flight"):
+        queue.release(io)
+    with pytest.raises(ValueError, match="not a finished read"):
+        queue.read_out(io, bytearray(8 * KIB))
+    run(queue, back)
+    queue.read_out(io, bytearray(8 * KIB))
+    with pytest.raises(ValueError, match="already"):
+        queue.read_out(io, bytearray(8 * KIB))
+    queue.release(io)
+    assert queue.free_pages() == 64
+
+
+def test_without_events_the_final_check_still_finds_the_answers() -> None:
+    queue, back = make()
+    back.drop = True
+    io = submitted(queue.submit(blkif.OP_WRITE, 0, 512, b"z" * 512))
+    assert queue.complete() == []
+    queue.ring.arm_response_event()
+    back.take()
+    back.answer()
+    assert back.events == 0
+    assert queue.ring.has_responses()
+    assert queue.complete() == [io]
+
+
+DISK = 128 * KIB
+OPS = st.tuples(st.booleans(), st.integers(0, DISK // 512 - 1), st.integers(1, 120))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    start=st.sampled_from([0, U32 - 5, U32 - 40]),
+    pages=st.integers(1, 40),
+    ops=st.lists(OPS, max_size=25),
+    seed=st.integers(0, 2**16),
+    drop=st.booleans(),
+)
+def test_a_back_end_answering_in_any_order_still_yields_the_data_written(
+    start: int, pages: int, ops: list[tuple[bool, int, int]], seed: int, drop: bool
+) -> None:
+    """Writes and reads in flight together (never overlapping, whose order is undefined) with
+    answers shuffled and events lost: each read sees the writes before it, and the disk ends
+    as the model."""
+    queue, back = make(pages, disk=DISK, start=start)
+    back.drop = drop
+    rng = random.Random(seed)
+    model = bytearray(DISK)
+    in_flight: dict[int, tuple[BlockIo, bytes | None]] = {}  # first id -> (io, a read's data)
+
+    def progress() -> None:
+        assert in_flight, "refused with nothing in flight: it would never go"
+        back.take()
+        events = back.events
+        count = rng.randint(1, len(back.unanswered)) if back.unanswered else 0
+        if back.answer(count, rng) and not drop:
+            assert back.events == events + 1, "the front armed rsp_event: an event is due"
+        queue.ring.arm_response_event()
+        if not queue.ring.has_responses():
+            return
+        for io in queue.complete():
+            _, expected = in_flight.pop(io.ids[0])
+            assert io.status == blkif.STATUS_OKAY
+            if expected is not None:
+                into = bytearray(io.length)
+                queue.read_out(io, into)
+                assert into == expected
+        queue.ring.arm_response_event()
+
+    def overlaps(lo: int, hi: int) -> bool:
+        return any(lo < io.offset + io.length and io.offset < hi for io, _ in in_flight.values())
+
+    for writing, sector, count in ops:
+        lo = sector * 512
+        length = min(count * 512, DISK - lo, queue.max_io)
+        data = rng.randbytes(length) if writing else None
+        while True:
+            if not overlaps(lo, lo + length):
+                op = blkif.OP_WRITE if writing else blkif.OP_READ
+                result = queue.submit(op, lo, length, data)
+                if result is not None:
+                    break
+                needed = -(-length // 4096)
+                assert queue.free_pages() < needed or queue.ring.free_requests() < -(-needed // 11)
+            progress()
+        io, _ = result
+        assert len(io.ids) == -(-length // (44 * KIB))
+        if data is not None:
+            model[lo : lo + length] = data
+        in_flight[io.ids[0]] = (io, None if writing else bytes(model[lo : lo + length]))
+    while in_flight:
+        progress()
+    assert back.disk == model
+    assert queue.free_pages() == pages
+    assert all(count <= 11 for count in back.segments_seen)

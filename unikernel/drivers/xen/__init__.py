@@ -1,0 +1,8 @@
+"""Xen front-end drivers run from userspace through Linux's Xen device files.
+
+- `ring`: io/ring.h's shared rings, sans-IO, over a granted page;
+- `netif`, `blkif`: the netfront and blkfront data paths over those rings;
+- `xenstore`: the xenstore protocol, sans-IO, and a client over /dev/xen/xenbus;
+- `evtchn`: event channels through /dev/xen/evtchn;
+- `gntalloc`: pages granted to another domain through /dev/xen/gntalloc.
+"""

@@ -69,7 +69,7 @@ def attach_tcp(interface: Interface, config: TcpConfig | None = None) -> TcpSock
     config = config or TcpConfig(mtu=stack.mtu, segmentation=stack.segmentation)
     layer = TcpLayer(random_u32, config, local_ip=stack.address or _UNSET)
 
-    def send(destination: bytes, source: bytes, segment: bytes) -> None:
+    def send(destination: bytes, source: bytes, segment: bytes | bytearray) -> None:
         ip_send(destination, segment, now())
 
     sockets = TcpSockets(layer, send=send, wake_timer=interface.wake_timer, sent=interface.flush)

@@ -78,7 +78,7 @@ class TcpSockets:
     def __init__(
         self,
         layer: TcpLayer,
-        send: Callable[[bytes, bytes, bytes], object],
+        send: Callable[[bytes, bytes, bytes | bytearray], object],
         now: Callable[[], float] = scheduler.now,
         *,
         wake_timer: Callable[[float], object] | None = None,

@@ -57,8 +57,10 @@ def test_build_a_data_segment(benchmark: Any) -> None:
     assert len(data) == 20 + 12 + MSS
 
 
-def _receive_setup() -> tuple[tuple[TcpLayer, Connection, list[bytes]], dict[str, Any]]:
-    layer, peer, conn, tsecr = _established()
+def _receive_setup(
+    wscale: int = -1,
+) -> tuple[tuple[TcpLayer, Connection, list[bytes]], dict[str, Any]]:
+    layer, peer, conn, tsecr = _established(wscale)
     segments = [
         build_segment(
             B_IP,
@@ -86,6 +88,27 @@ def _receive(layer: TcpLayer, conn: Connection, segments: list[bytes]) -> int:
 
 def test_receive_path_of_in_order_data_segments(benchmark: Any) -> None:
     received = benchmark.pedantic(_receive, setup=_receive_setup, rounds=50)
+    assert received == BATCH * MSS
+
+
+def _receive_batched(layer: TcpLayer, conn: Connection, segments: list[bytes]) -> int:
+    layer.begin_batch()
+    for data in segments:
+        layer.input(B_IP, A_IP, data, 0.001)
+    layer.end_batch(0.001)
+    acks = len(layer.take_output())
+    assert acks == 3  # one per 64 KiB, and one at the end
+    return conn.readable
+
+
+def _receive_scaled_setup() -> tuple[tuple[TcpLayer, Connection, list[bytes]], dict[str, Any]]:
+    return _receive_setup(wscale=7)
+
+
+def test_receive_path_of_in_order_data_segments_read_together(benchmark: Any) -> None:
+    """As the driver feeds them: a read of frames is one batch, answered with one ACK per
+    64 KiB (the window scaled, as Linux offers it, so that the window does not bound it)."""
+    received = benchmark.pedantic(_receive_batched, setup=_receive_scaled_setup, rounds=50)
     assert received == BATCH * MSS
 
 

@@ -160,6 +160,18 @@ def test_a_batch_never_leaves_more_than_64_kib_unacknowledged() -> None:
     assert [a.ack - PEER_ISN - 1 for a in acks] == [46 * 1448, 60 * 1448]
 
 
+def test_a_batch_acks_once_half_the_window_offered_is_used() -> None:
+    layer, peer, conn = raw_client(mss=MSS)  # no window scaling: 65,535 bytes offered
+    layer.begin_batch()
+    acks = []
+    for i in range(40):
+        _data(peer, conn, i)
+        acks += peer.take()
+    layer.end_batch(peer.now)
+    acks += peer.take()
+    assert [a.ack - PEER_ISN - 1 for a in acks] == [33 * MSS, 40 * MSS]  # 33,000 > 32,767
+
+
 def test_a_connection_closed_during_its_batch_is_not_answered() -> None:
     layer, peer, conn = raw_client(mss=MSS)
     layer.begin_batch()

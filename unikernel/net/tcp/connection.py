@@ -504,11 +504,13 @@ class Connection(Subject):
         if self.state != CLOSED:
             rcv = self._rcv
             # Within a batch (TcpLayer.begin_batch), the answer waits for the batch's end,
-            # unless something odd calls for it now or the data unacknowledged would exceed
-            # what one super-packet from the link could hold.
+            # unless something odd calls for it now, or the data unacknowledged reaches what
+            # one super-packet from the link could hold or half the window we last offered
+            # (beyond which the peer would stall, waiting for the window to open).
+            last_ack = rcv.last_ack_sent
             if (
                 rcv.ack_now
-                or rcv.rcv_nxt - rcv.last_ack_sent >= _STRETCH_ACK_BYTES
+                or rcv.rcv_nxt - last_ack >= min(_STRETCH_ACK_BYTES, (rcv.rcv_adv - last_ack) >> 1)
                 or not self._layer.defer_answer(self)
             ):
                 self.answer(now)

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from unikernel.net.tcp.segment import Buffer
 
     Key = tuple[bytes, int, bytes, int]  # remote ip, remote port, local ip, local port
-    Datagram = tuple[bytes, bytes, bytes]  # destination ip, source ip, TCP segment
+    Datagram = tuple[bytes, bytes, bytes | bytearray]  # destination ip, source ip, segment
 
 _MASK = 0xFFFFFFFF
 _HALF = 0x80000000

@@ -504,6 +504,7 @@ class Sender:
         wnd_edge = una + self.snd_wnd
         edge = min(wnd_edge, una + cwnd)
         sacked = self.sacked
+        sent = new = False
         while True:
             nxt = self.snd_nxt
             if nxt < self.snd_max and sacked:
@@ -512,7 +513,8 @@ class Sender:
             if avail <= 0:
                 if fin_pending and nxt == buf_end and nxt < wnd_edge:
                     self.transmit(nxt, FIN | ACK, b"", now)  # the FIN alone
-                    self._sent(nxt, 1, now)
+                    new |= self._account(nxt, 1, now)
+                    sent = True
                     self.fin_sent = True
                     fin_pending = False
                 break
@@ -549,7 +551,11 @@ class Sender:
                 self.fin_sent = True
             offset = nxt - buf_seq
             self.transmit(nxt, flags, buf[offset : offset + size], now)
-            self._sent(nxt, size + fin, now)
+            new |= self._account(nxt, size + fin, now)
+            sent = True
+        if sent:
+            # Once for the lot: at one `now`, arming after each segment ends the same.
+            self._arm_after_sending(new, now)
         if self.snd_max == una and self._timers.rtx_at == _INF and (buf_end > una or fin_pending):
             # Data waits and nothing is in flight to bring an ACK: the persist timer
             # (RFC 9293 3.8.6.1) probes the window until it opens.
@@ -557,6 +563,10 @@ class Sender:
 
     def _sent(self, seq: int, length: int, now: float) -> None:
         """Bookkeeping after sending [seq, seq + length) from snd_nxt."""
+        self._arm_after_sending(self._account(seq, length, now), now)
+
+    def _account(self, seq: int, length: int, now: float) -> bool:
+        """_sent() without the timer: whether the segment carried new data."""
         end = seq + length
         self.snd_nxt = end
         new = end > self.snd_max
@@ -569,6 +579,9 @@ class Sender:
             self.retransmits += 1
             self.rtt_seq = -1  # Karn: no sample from a retransmission
         self.last_send = now
+        return new
+
+    def _arm_after_sending(self, new: bool, now: float) -> None:
         timers = self._timers
         if timers.persist or timers.rtx_at == _INF:
             self._start_timer(now)  # RFC 6298 5.1
@@ -708,6 +721,7 @@ class Sender:
         """Build a segment from wire values and queue it on the layer's outbox."""
         conn = self._conn
         fields = (conn.local_ip, conn.remote_ip, conn.local_port, conn.remote_port, seq, ack)
+        segment: bytes | bytearray
         if len(payload) <= self.smss:
             segment = build_segment(*fields, flags, window, options, payload)
         else:  # for the link to cut (TSO): built once, its data never summed here

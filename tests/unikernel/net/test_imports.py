@@ -28,7 +28,8 @@ def test_the_stack_imports_nothing_heavy() -> None:
         "import unikernel.net.stack, unikernel.net.sockets, unikernel.net.interface, "
         "unikernel.drivers.xen.xenstore, unikernel.drivers.xen.evtchn, "
         "unikernel.drivers.xen.gntalloc, unikernel.drivers.xen.netif, "
-        "unikernel.drivers.xen.blkif; "
+        "unikernel.drivers.xen.blkif, unikernel.drivers.xen.frontend, "
+        "unikernel.drivers.xen.netfront, unikernel.drivers.xen.blkfront; "
         f"print(sorted((set(sys.modules) - before) & set({sorted(HEAVY)!r})))"
     )
     # -S: without site, whose own imports (re, enum...) would hide ours.

@@ -30,6 +30,13 @@ class Grants:
         self.pages[gref] = view
         return view, gref
 
+    def add(self, view: memoryview) -> int:
+        """Grant a page someone else allocated (a fake grant pool's): its gref."""
+        gref = self._next
+        self._next += 7
+        self.pages[gref] = view
+        return gref
+
     def pages_(self, count: int) -> list[tuple[memoryview, int]]:
         return [self.page() for _ in range(count)]
 

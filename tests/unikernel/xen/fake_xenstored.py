@@ -3,7 +3,9 @@
 It speaks the wire format on its own (it does not use the code under test to parse), and
 behaves as xenstored does where our client must cope: it fires every new watch once at
 registration, may answer requests out of order, may refuse commits with EAGAIN, and can be
-told to leave some requests unanswered, or to answer them late.
+told to leave some requests unanswered, or to answer them late. `connect()` adds another
+domain's connection to the same store (a fake back end's): every connection's watches fire
+for changes made through any of them.
 """
 
 from __future__ import annotations
@@ -52,6 +54,24 @@ class FakeXenstored:
         self.aborts = 0
         self.held: list[bytes] = []
         self.delayed: list[bytes] = []
+        self.peers: list[FakeXenstored] = [self]  # connections to the same store
+
+    def connect(self, sock: socket.socket, *, domid: int = 0) -> FakeXenstored:
+        """Another connection to this store, from domain `domid`; serve() it too."""
+        peer = FakeXenstored(sock, domid=domid)
+        peer.tree = self.tree
+        peer.peers = self.peers
+        self.peers.append(peer)
+        return peer
+
+    def broadcast(self, path: str) -> None:
+        """Fire the other connections' watches for a change at `path` (ours: see fire)."""
+        changed = self.absolute(path)
+        for peer in self.peers:
+            if peer is not self:
+                events = peer.fire(changed)
+                if events:
+                    peer.sock.sendall(events)
 
     def absolute(self, path: str) -> str:
         return path if path.startswith("/") else f"/local/domain/{self.domid}/{path}"
@@ -111,15 +131,15 @@ class FakeXenstored:
             return message(DIRECTORY, req_id, b"".join(n.encode() + b"\0" for n in names), tx)
         if kind == WRITE:
             tree[node] = payload[len(fields[0]) + 1 :].decode()
-            return ok() + (b"" if tx else self.fire(path))
+            return ok() + (b"" if tx else self.fire_all(path))
         if kind == MKDIR:
             tree.setdefault(node, "")
-            return ok() + (b"" if tx else self.fire(path))
+            return ok() + (b"" if tx else self.fire_all(path))
         if kind == RM:
             gone = [k for k in tree if k == node or k.startswith(node + "/")]
             for k in gone:
                 del tree[k]
-            return ok() + (b"" if tx else self.fire(path))
+            return ok() + (b"" if tx else self.fire_all(path))
         if kind == WATCH:
             token = fields[1].decode()
             self.watches.append((path, token))
@@ -144,8 +164,9 @@ class FakeXenstored:
             changed = [
                 k for k in changes.keys() | self.tree.keys() if changes.get(k) != self.tree.get(k)
             ]
-            self.tree = changes
-            return ok() + b"".join(self.fire(k) for k in changed)
+            self.tree.clear()  # in place: other connections share it
+            self.tree.update(changes)
+            return ok() + b"".join(self.fire_all(k) for k in changed)
         return error("EINVAL")
 
     @staticmethod
@@ -163,7 +184,13 @@ class FakeXenstored:
                 out += message(WATCH_EVENT, 0, f"{path}\0{token}\0".encode())
         return out
 
+    def fire_all(self, path: str) -> bytes:
+        """Our events for a change at `path` (returned, to follow the reply), the other
+        connections' sent."""
+        self.broadcast(path)
+        return self.fire(path)
+
     def change(self, path: str, value: str) -> None:
         """Another domain writes `path`."""
         self.tree[self.absolute(path)] = value
-        self.sock.sendall(self.fire(path))
+        self.sock.sendall(self.fire_all(path))

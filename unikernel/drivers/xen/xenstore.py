@@ -415,6 +415,15 @@ class XenstoreClient:
     ) -> None:
         await self._call(self._protocol.write(path, value, tx), f"WRITE {path!r}", timeout)
 
+    def write_nowait(self, path: str, value: str | bytes) -> None:
+        """Send a WRITE without awaiting its reply, ignoring failure: for clean-up that cannot
+        wait (a driver's synchronous close(), or one in a cancelled thread)."""
+        try:
+            built = self._protocol.write(path, value)
+        except (ValueError, XenstoreError):
+            return
+        self._post(built)
+
     async def directory(self, path: str, tx: int = 0, *, timeout: float | None = None) -> list[str]:
         built = self._protocol.directory(path, tx)
         return decode_directory((await self._call(built, f"DIRECTORY {path!r}", timeout)).payload)

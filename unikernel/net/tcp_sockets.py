@@ -93,7 +93,6 @@ class TcpSockets:
         self._kick: Event | None = None  # set to wake the timer thread early
         self._timer_deadline = _INF  # when the timer thread wakes up anyway
         self._flushing = False
-        self._batched = False  # between begin_batch() and end_batch()
 
     def input(
         self,
@@ -106,17 +105,15 @@ class TcpSockets:
         """A TCP segment from the IP layer (`vouched`: its checksum need not be checked)."""
         at = self._now() if now is None else now
         self.layer.input(source_ip, destination_ip, segment, at, vouched)
-        if not self._batched:
+        if not self.layer.batching:
             self._flush()
 
     def begin_batch(self) -> None:
         """Segments up to end_batch() arrived together: they are answered together (see
         TcpLayer.begin_batch), and what they produce is handed on once."""
-        self._batched = True
         self.layer.begin_batch()
 
     def end_batch(self, now: float | None = None) -> None:
-        self._batched = False
         self.layer.end_batch(self._now() if now is None else now)
         self._flush()
 

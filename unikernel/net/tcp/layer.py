@@ -232,6 +232,11 @@ class TcpLayer:
         if self._batch is None:
             self._batch = {}
 
+    @property
+    def batching(self) -> bool:
+        """Between begin_batch() and end_batch()."""
+        return self._batch is not None
+
     def defer_answer(self, conn: Connection) -> bool:
         """Whether `conn`'s answer waits for end_batch() (False: no batch, answer now)."""
         batch = self._batch

@@ -223,18 +223,18 @@ def run(
         target_names = tuple(
             h for name in target_names for h in (hosts if name == "ssh" else [name])
         )
+    targets = choose_targets(target_names, known)
     try:
-        suite.check_params(settings.params)
+        suite.check_params(settings.params, targets)
     except ParamError as error:
         raise click.BadParameter(str(error), param_hint="--param") from None
-    targets = choose_targets(target_names, known)
     if not targets:
         raise click.ClickException("no target is available here; `bench doctor` says what to fix")
     # Parameters are checked for every target before anything is stored or launched: a value
     # that fails only when a repeat launches would leave an interrupted run behind.
     for target in targets:
         try:
-            for params in suite.param_sets(settings.params, target):
+            for params in suite.measured_param_sets(settings.params, target)[0]:
                 suite.launch_settings(params, settings.cpus)
         except ValueError as error:
             raise click.BadParameter(f"{target.name}: {error}", param_hint="--param") from None

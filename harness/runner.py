@@ -175,7 +175,7 @@ class Runner:
 
     def _run_target(self, run: Run, suite: Suite, target: Target) -> None:
         try:
-            param_sets = suite.param_sets(self.settings.params, target)
+            param_sets, own = suite.measured_param_sets(self.settings.params, target)
             recorded_params = [self._sample_params(params, target) for params in param_sets]
         except Exception as exc:  # a broken target must not stop the others
             reason = f"{target.name}: its parameters could not be set: {describe_failure(exc)}"
@@ -197,7 +197,7 @@ class Runner:
         workload = suite.workload(target)
         try:
             if suite.launches:
-                target.prepare(workload, self.progress.message)
+                target.prepare(workload, self.progress.message, own)
             suite.prepare(target, workload, param_sets, self.progress.message)
             targets_metadata = run.metadata["targets"]
             assert isinstance(targets_metadata, dict)

@@ -137,18 +137,27 @@ class Suite(ABC):
     def workload(self, target: Target) -> Workload:
         """What this suite runs on the given target."""
 
-    def check_params(self, requested: Mapping[str, Sequence[str]]) -> None:
-        """Raises ParamError for a name no target of the suite takes (it would only label the
-        samples) or a value not of its parameter's kind (it would fail mid-run, or every
-        repeat): what the user asked is checked before any run begins."""
+    def check_params(
+        self, requested: Mapping[str, Sequence[str]], targets: Sequence[Target] = ()
+    ) -> None:
+        """Raises ParamError for a name neither the suite nor one of `targets` takes (it would
+        only label the samples) or a value not of its parameter's kind (it would fail mid-run,
+        or every repeat): what the user asked is checked before any run begins. The targets'
+        own parameters (Target.params) are checked by own_params."""
         declared = self.params
         if declared is None:
             return
+        own = {name: target.name for target in targets for name in target.params}
         for name, values in requested.items():
+            if name in own:
+                continue
             param = declared.get(name)
             if param is None:
                 takes = ", ".join(sorted(declared)) or "no parameters"
-                raise ParamError(f"unknown parameter {name}: the {self.name} suite takes {takes}")
+                also = "".join(f"; {target} takes {own_name}" for own_name, target in own.items())
+                raise ParamError(
+                    f"unknown parameter {name}: the {self.name} suite takes {takes}{also}"
+                )
             for value in values:
                 if not param.valid(value):
                     raise ParamError(f"{name}={value}: {name} takes {param.accepts}")
@@ -161,6 +170,18 @@ class Suite(ABC):
             dict(zip(names, values, strict=True))
             for values in itertools.product(*(requested[n] for n in names))
         ]
+
+    def measured_param_sets(
+        self, requested: Mapping[str, Sequence[str]], target: Target
+    ) -> tuple[list[Params], list[dict[str, str]]]:
+        """What a run measures on `target`: the suite's parameter sets (param_sets) for each
+        combination of the target's own parameters; and those combinations, which the
+        target's prepare() gets ready."""
+        own, rest = target.own_params(requested)
+        if self.params is not None:  # what is left undeclared is another target's own
+            rest = {name: values for name, values in rest.items() if name in self.params}
+        sets = self.param_sets(rest, target)
+        return [{**params, **combination} for combination in own for params in sets], own
 
     def prepare(  # noqa: B027
         self, target: Target, workload: Workload, param_sets: Sequence[Params], log: Log

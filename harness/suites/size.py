@@ -73,7 +73,7 @@ class SizeSuite(Suite):
         others = default_appliances() if appliances is None else appliances
         self._appliances = {BOOT_PROBE_APP: lambda: workload, **others}
         # (target, app, build) -> size
-        self._sizes: dict[tuple[str, str, str | None], ImageSize] = {}
+        self._sizes: dict[tuple[str | None, ...], ImageSize] = {}
 
     def workload(self, target: Target) -> Workload:
         return self._workload
@@ -103,10 +103,16 @@ class SizeSuite(Suite):
         for params in param_sets:
             app, build = key(params)
             image = self._appliances[app]()
-            self._sizes[(target.name, app, build)] = target.image_size(image, build, log)
+            own = {name: str(params[name]) for name in target.params if name in params}
+            self._sizes[self._key(target, params)] = target.image_size(image, build, log, own)
 
     def run_once(self, target: Target, params: Params, ctx: RepeatContext) -> list[Measurement]:
-        return size_measurements(self._sizes[(target.name, *key(params))])
+        return size_measurements(self._sizes[self._key(target, params)])
+
+    @staticmethod
+    def _key(target: Target, params: Params) -> tuple[str | None, ...]:
+        own = tuple(str(params.get(name, "")) for name in sorted(target.params))
+        return (target.name, *key(params), *own)
 
 
 BOOT_PROBE_APP = "boot-probe"

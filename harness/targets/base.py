@@ -8,12 +8,13 @@ that the harness starts, watches until ready, reaches at its address, and stops 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import shutil
 import socket
 import subprocess
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -229,12 +230,41 @@ class Target(ABC):
     family = "linux"  # or "unikernel": which workload a suite runs on it
     # How a disk it attaches reaches the host file (QEMU's cache mode); None: no layer between.
     disk_cache: str | None = None
+    # The target's own parameters, whatever the suite: name -> the values it takes, its default
+    # first (unikernel-xen's drivers). `--param` sets them for the targets that take them; every
+    # sample of such a target records its value, the default when none was asked.
+    params: Mapping[str, tuple[str, ...]] = {}
+
+    def own_params(
+        self, requested: Mapping[str, Sequence[str]]
+    ) -> tuple[list[dict[str, str]], dict[str, Sequence[str]]]:
+        """`requested` split: the combinations of this target's own parameters to measure
+        (each of which prepare() gets ready), and the rest, the suite's. ValueError for a
+        value the target does not take."""
+        chosen: dict[str, Sequence[str]] = {}
+        for name, values in self.params.items():
+            asked = requested.get(name, values[:1])
+            wrong = [value for value in asked if value not in values]
+            if wrong:
+                raise ValueError(
+                    f"{name}={','.join(wrong)}: {self.name} takes {' or '.join(values)}"
+                )
+            chosen[name] = list(dict.fromkeys(asked))
+        names = sorted(chosen)
+        combinations = [
+            dict(zip(names, values, strict=True))
+            for values in itertools.product(*(chosen[n] for n in names))
+        ]
+        return combinations, {n: v for n, v in requested.items() if n not in self.params}
 
     @abstractmethod
     def availability(self) -> Availability: ...
 
-    def prepare(self, workload: Workload, log: Log) -> None:  # noqa: B027
-        """Builds what launching needs (images), once per run; by default nothing."""
+    def prepare(  # noqa: B027
+        self, workload: Workload, log: Log, own: Sequence[Mapping[str, str]] = ({},)
+    ) -> None:
+        """Builds what launching needs (images), once per run, for each combination of its own
+        parameters to be measured (`own`, see own_params); by default nothing."""
 
     @abstractmethod
     def create(self, workload: Workload, settings: LaunchSettings) -> Instance: ...
@@ -248,9 +278,12 @@ class Target(ABC):
         """The builds of the workload's image this target can weigh; () for one build only."""
         return ()
 
-    def image_size(self, workload: Workload, build: str | None, log: Log) -> ImageSize:
+    def image_size(
+        self, workload: Workload, build: str | None, log: Log, own: Mapping[str, str] | None = None
+    ) -> ImageSize:
         """What the image this target runs the workload from weighs, building (or finding in
-        the cache) what it needs, without launching anything."""
+        the cache) what it needs, without launching anything; `own`: the values of the
+        target's own parameters (Target.params) the image is for."""
         raise NotImplementedError(f"{self.name} cannot tell what its image weighs")
 
     def release(self) -> None:  # noqa: B027

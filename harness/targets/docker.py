@@ -15,7 +15,7 @@ import os
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -287,7 +287,9 @@ class DockerTarget(Target):
             )
         return Availability(True)
 
-    def prepare(self, workload: Workload, log: Log) -> None:
+    def prepare(
+        self, workload: Workload, log: Log, own: Sequence[Mapping[str, str]] = ({},)
+    ) -> None:
         client = self.client()
         base_tag = docker_images.ensure_image(client, self.base_image, log)
         self._images[workload.name] = workload_image(client, base_tag, workload, log)
@@ -304,7 +306,9 @@ class DockerTarget(Target):
     def link_offloads(self, workload: Workload) -> tuple[Offload, ...]:
         return ("on",)  # the published port is loopback's, and the bridge's veth offloads
 
-    def image_size(self, workload: Workload, build: str | None, log: Log) -> ImageSize:
+    def image_size(
+        self, workload: Workload, build: str | None, log: Log, own: Mapping[str, str] | None = None
+    ) -> ImageSize:
         """Each image's size as the engine reports it (its layers, unpacked), and the bytes of
         `docker save`'s tar stream once compressed: the workload's image, and its base."""
         client = self.client()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import paramiko
@@ -167,7 +168,9 @@ class LinuxVmTarget(Target):
     def availability(self) -> Availability:
         return vm_host_availability(self.name)
 
-    def prepare(self, workload: Workload, log: Log) -> None:
+    def prepare(
+        self, workload: Workload, log: Log, own: Sequence[Mapping[str, str]] = ({},)
+    ) -> None:
         self._image = linux_vm.ensure_vm_image(self.kind, log)
 
     def image(self) -> VmImage:
@@ -232,7 +235,9 @@ class LinuxVmTarget(Target):
     def link_offloads(self, workload: Workload) -> tuple[Offload, ...]:
         return ("off", "on")  # the virtio-net NIC's, set per launch
 
-    def image_size(self, workload: Workload, build: str | None, log: Log) -> ImageSize:
+    def image_size(
+        self, workload: Workload, build: str | None, log: Log, own: Mapping[str, str] | None = None
+    ) -> ImageSize:
         return vm_image_size(linux_vm.ensure_vm_image(self.kind, log))
 
     def metadata(self) -> dict[str, object]:

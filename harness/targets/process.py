@@ -245,7 +245,9 @@ class ProcessTarget(Target):
         ports = {port.name: ("127.0.0.1", free_port(port.protocol)) for port in workload.ports}
         return process_instance(workload, settings, ports)
 
-    def image_size(self, workload: Workload, build: str | None, log: Log) -> ImageSize:
+    def image_size(
+        self, workload: Workload, build: str | None, log: Log, own: Mapping[str, str] | None = None
+    ) -> ImageSize:
         # No image: what Debian's python3 needs on the host's disk.
         return ImageSize(total=files_size(native_python_files(Path(host_python()).resolve())))
 

@@ -27,6 +27,7 @@ import shlex
 import threading
 import time
 import tomllib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -179,7 +180,9 @@ class SshTarget(Target):
             )
         return Availability(True)
 
-    def prepare(self, workload: Workload, log: Log) -> None:
+    def prepare(
+        self, workload: Workload, log: Log, own: Sequence[Mapping[str, str]] = ({},)
+    ) -> None:
         status, _, err = self.host.run(f"{shlex.quote(self.host.python)} --version")
         if status != 0:
             raise RuntimeError(f"{self.name}: no {self.host.python} there ({err.strip()})")
@@ -190,7 +193,9 @@ class SshTarget(Target):
     def link_offloads(self, workload: Workload) -> tuple[Offload, ...]:
         return ("on",)  # the host's NIC as its owner set it up
 
-    def image_size(self, workload: Workload, build: str | None, log: Log) -> ImageSize:
+    def image_size(
+        self, workload: Workload, build: str | None, log: Log, own: Mapping[str, str] | None = None
+    ) -> ImageSize:
         """What the host's python3 and its standard library take on its disk, as `du` counts
         them there (no compressed size: nothing is copied back to compress)."""
         command = (

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,7 +125,9 @@ class UnikernelTarget(Target):
             )
         return Availability(True)
 
-    def prepare(self, workload: Workload, log: Log) -> None:
+    def prepare(
+        self, workload: Workload, log: Log, own: Sequence[Mapping[str, str]] = ({},)
+    ) -> None:
         loaded = app_for(workload)
         self._builds[workload.name] = build(loaded, self.platform, self.kernel, log=log)
         self._memory[workload.name] = loaded.app.memory_mib
@@ -183,7 +186,13 @@ class UnikernelTarget(Target):
     def image_builds(self, workload: Workload) -> tuple[str, ...]:
         return BUILDS
 
-    def image_size(self, workload: Workload, build_name: str | None, log: Log) -> ImageSize:
+    def image_size(
+        self,
+        workload: Workload,
+        build_name: str | None,
+        log: Log,
+        own: Mapping[str, str] | None = None,
+    ) -> ImageSize:
         loaded = app_for(workload)
         if build_name == "standard":
             log(f"{self.name}: the standard build, with the whole standard library")

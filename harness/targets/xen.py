@@ -21,6 +21,7 @@ import re
 import shlex
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
@@ -45,7 +46,7 @@ from hostkit.owners import pid_alive, token
 from hostkit.ssh import SshHost
 from hostkit.xl import Disk, Vif, xl_config
 from unikernel.net.service import ADDRESS_VARIABLE
-from unikernel.toolchain.app import AppError
+from unikernel.toolchain.app import DRIVERS, AppError
 from unikernel.toolchain.image import build
 from unikernel.toolchain.launch import parameter_environment
 
@@ -224,8 +225,10 @@ class XenTarget(Target):
         self.family = "unikernel" if guest == "unikernel" else "linux"
         self.description = description
         self.lease = lease
+        # Who drives the guest's vifs and vbds: Linux's front-ends, or our own in Python.
+        self.params = {"drivers": DRIVERS} if guest == "unikernel" else {}
         self._dom0: Dom0 | None = None
-        self._kernel: dict[str, str] = {}  # workload -> the kernel's path in dom0
+        self._kernel: dict[tuple[str, str], str] = {}  # (workload, drivers) -> path in dom0
         self._ramdisk: str | None = None
         self._tsc_mode: str | None = None
         self._memory: dict[str, int] = {}
@@ -234,7 +237,9 @@ class XenTarget(Target):
     def availability(self) -> Availability:
         return self.lease.availability()
 
-    def prepare(self, workload: Workload, log: Log) -> None:
+    def prepare(
+        self, workload: Workload, log: Log, own: Sequence[Mapping[str, str]] = ({},)
+    ) -> None:
         if self.guest == "linux" and workload.name not in BAKED_IN_WORKLOADS:
             raise AppError(f"{self.name} runs the boot workload only, not {workload.name}")
         loaded = app_for(workload) if self.guest == "unikernel" else None
@@ -242,9 +247,10 @@ class XenTarget(Target):
         self._dom0 = dom0
         self._dom0_disks(workload, dom0)
         if loaded is not None:
-            built = build(loaded, "xen", "specialized", log=log)
-            log(f"placing the {workload.name} image in dom0 ({dom0.name})")
-            self._kernel[workload.name] = dom0.place(built.outputs["image"])
+            for drivers in dict.fromkeys(c.get("drivers", DRIVERS[0]) for c in own):
+                built = build(loaded, "xen", "specialized", log=log, drivers=drivers)
+                log(f"placing the {workload.name} image ({drivers} drivers) in dom0 ({dom0.name})")
+                self._kernel[workload.name, drivers] = dom0.place(built.outputs["image"])
             self._memory[workload.name] = loaded.app.memory_mib
         else:
             image = linux_vm.ensure_vm_image("linux-vm-minimal", log)
@@ -260,7 +266,7 @@ class XenTarget(Target):
                     "`bench lab xen down`, then run again"
                 )
             log(f"placing the Linux kernel and initramfs in dom0 ({dom0.name})")
-            self._kernel[workload.name] = dom0.place(image.kernel)
+            self._kernel[workload.name, ""] = dom0.place(image.kernel)
             self._ramdisk = dom0.place(image.initrd)
             self._memory[workload.name] = linux_vm.DEFAULT_MEMORY_MIB
         self._tsc_mode = dom0.guest_tsc_mode()
@@ -297,8 +303,12 @@ class XenTarget(Target):
 
     def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
         dom0 = self._dom0
-        if dom0 is None or workload.name not in self._kernel:
-            raise RuntimeError(f"{self.name}: prepare() was not called for {workload.name}")
+        drivers = str(settings.workload_params.get("drivers", DRIVERS[0]))
+        kernel = self._kernel.get((workload.name, drivers if self.guest == "unikernel" else ""))
+        if dom0 is None or kernel is None:
+            raise RuntimeError(
+                f"{self.name}: prepare() was not called for {workload.name} ({drivers} drivers)"
+            )
         name = guest_name()
         network = dom0.guest_network if workload.ports else None
         ports: dict[str, tuple[str, int]] = {}
@@ -321,7 +331,7 @@ class XenTarget(Target):
             parameters = [f"{k}={v}" for k, v in environment.items()]
             config = xl_config(
                 name,
-                PurePosixPath(self._kernel[workload.name]),
+                PurePosixPath(kernel),
                 memory,
                 extra_args=(*parameters, *address_args),
                 disks=self._dom0_disks(workload, dom0),
@@ -332,7 +342,7 @@ class XenTarget(Target):
             assert self._ramdisk is not None and dom0.linux_disk is not None
             config = xl_config(
                 name,
-                PurePosixPath(self._kernel[workload.name]),
+                PurePosixPath(kernel),
                 memory,
                 extra_args=tuple(address_args),
                 kernel_args=LINUX_KERNEL_ARGS,
@@ -350,12 +360,21 @@ class XenTarget(Target):
     def image_builds(self, workload: Workload) -> tuple[str, ...]:
         return BUILDS if self.guest == "unikernel" else ()
 
-    def image_size(self, workload: Workload, build_name: str | None, log: Log) -> ImageSize:
+    def image_size(
+        self,
+        workload: Workload,
+        build_name: str | None,
+        log: Log,
+        own: Mapping[str, str] | None = None,
+    ) -> ImageSize:
         if self.guest == "linux":
             # What dom0 boots: Debian's kernel and the linux-vm-minimal guest's initrd and disk.
             return vm_image_size(linux_vm.ensure_vm_image("linux-vm-minimal", log))
         prune = build_name != "standard"
-        return image_size(build(app_for(workload), "xen", "specialized", log=log, prune=prune))
+        drivers = (own or {}).get("drivers")
+        return image_size(
+            build(app_for(workload), "xen", "specialized", log=log, prune=prune, drivers=drivers)
+        )
 
     def release(self) -> None:
         self._dom0 = None

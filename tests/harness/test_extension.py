@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -155,7 +156,9 @@ class NiceProcessTarget(Target):
         argv = ["nice", "-n", "19", host_python(), *workload.argv(places, script, {})]
         return ProcessInstance(workload, argv, ports, settings)
 
-    def image_size(self, workload: Workload, build: str | None, log: Log) -> ImageSize:
+    def image_size(
+        self, workload: Workload, build: str | None, log: Log, own: Mapping[str, str] | None = None
+    ) -> ImageSize:
         size = os.path.getsize(workload.script)
         return ImageSize(total=(size, size), parts={"script": (size, size)})
 

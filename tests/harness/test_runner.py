@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,9 @@ class UnavailableTarget(Target):
 class BrokenPrepareTarget(ProcessTarget):
     name = "broken"
 
-    def prepare(self, workload: Workload, log: Log) -> None:
+    def prepare(
+        self, workload: Workload, log: Log, own: Sequence[Mapping[str, str]] = ({},)
+    ) -> None:
         raise RuntimeError("image recipe is broken")
 
 
@@ -205,3 +208,53 @@ def test_ctrl_c_as_an_instance_is_created_leaves_it_held_and_then_stopped() -> N
         ctx.stop_all()
         signal.signal(signal.SIGINT, previous)
     assert namespaces.held() == []
+
+
+class VariantTarget(ProcessTarget):
+    """A target with a parameter of its own, as unikernel-xen has its drivers."""
+
+    name = "variant"
+    def __init__(self) -> None:
+        super().__init__()
+        self.params = {"drivers": ("kernel", "python")}
+        self.prepared: list[Sequence[Mapping[str, str]]] = []
+        self.launched: list[object] = []
+
+    def prepare(
+        self, workload: Workload, log: Log, own: Sequence[Mapping[str, str]] = ({},)
+    ) -> None:
+        self.prepared.append(list(own))
+        super().prepare(workload, log, own)
+
+    def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
+        self.launched.append(settings.workload_params.get("drivers"))
+        return super().create(workload, settings)
+
+
+def test_a_targets_own_parameter_is_measured_on_it_alone_and_recorded(tmp_path: Path) -> None:
+    variant, plain = VariantTarget(), ProcessTarget()
+    settings = RunSettings(repeat=1, warmup=0, params={"drivers": ["python", "kernel"]})
+    store, run = run_suite(tmp_path, BootSuite(), [variant, plain], settings)
+    ready = [s for s in store.samples(run.id) if s.metric == "time_to_ready"]
+    assert all(s.failure is None for s in ready), [s.failure for s in ready]
+    assert sorted(str(s.params.get("drivers")) for s in ready if s.target == "variant") == [
+        "kernel",
+        "python",
+    ]
+    assert [s.params for s in ready if s.target == "process"] == [{}]  # not its parameter
+    # prepare() got each combination ready once, before the launches that needed them.
+    assert variant.prepared == [[{"drivers": "python"}, {"drivers": "kernel"}]]
+    assert variant.launched == ["python", "kernel"]
+    # Not asked: its default, recorded all the same.
+    quiet = VariantTarget()
+    store, run = run_suite(tmp_path / "default", BootSuite(), [quiet], RunSettings(1, 0))
+    assert {str(s.params.get("drivers")) for s in store.samples(run.id)} == {"kernel"}
+
+
+def test_a_value_a_target_does_not_take_is_refused_naming_what_it_takes() -> None:
+    suite, variant = BootSuite(), VariantTarget()
+    suite.check_params({"drivers": ["pyhton"]}, [variant])  # left to the target that takes it
+    with pytest.raises(ValueError, match="drivers=pyhton: variant takes kernel or python"):
+        suite.measured_param_sets({"drivers": ["pyhton"]}, variant)
+    with pytest.raises(ValueError, match="unknown parameter drivers"):
+        suite.check_params({"drivers": ["python"]}, [ProcessTarget()])

@@ -1,5 +1,10 @@
 """A declared disk, wired to its device: a file when hosted (its path in the environment, made
-by whoever launched us), /dev/vdX under QEMU (virtio-blk), /dev/xvdX under Xen (blkfront)."""
+by whoever launched us), /dev/vdX under QEMU (virtio-blk), /dev/xvdX under Xen (Linux's
+blkfront), or, in a Xen image built with drivers="python", our own blkfront, which connects
+when the app first asks for the block device:
+
+    disk = await devices.disk("data").block()
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from unikernel.block.interface import BlockDevice
     from unikernel.devices import Disk
@@ -25,13 +30,22 @@ def hosted_disk_environment(paths: Mapping[str, str]) -> dict[str, str]:
 
 
 class DiskDevice:
-    """A raw block device: where it is and how the app may open it."""
+    """A raw block device: where it is and how the app may open it. A disk our own blkfront
+    drives has no path (no kernel block device): it is reached through block() only."""
 
-    def __init__(self, declared: Disk, path: str) -> None:
+    def __init__(
+        self,
+        declared: Disk,
+        path: str | None = None,
+        connect: Callable[[], Awaitable[BlockDevice]] | None = None,
+    ) -> None:
+        if (path is None) == (connect is None):
+            raise ValueError(f"disk {declared.name}: give a device path or a driver, one")
         self.declared = declared
         self.name = declared.name
         self.path = path
         self.read_only = declared.read_only
+        self._connect = connect
 
     @classmethod
     def hosted(cls, declared: Disk, environ: Mapping[str, str] | None = None) -> DiskDevice:
@@ -47,7 +61,7 @@ class DiskDevice:
 
     def size_bytes(self) -> int:
         """The device's capacity."""
-        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(self._kernel_path(), os.O_RDONLY | os.O_CLOEXEC)
         try:
             return os.lseek(fd, 0, os.SEEK_END)
         finally:
@@ -59,11 +73,25 @@ class DiskDevice:
         flags = os.O_RDONLY if self.read_only else os.O_RDWR
         if direct:
             flags |= os.O_DIRECT
-        return os.open(self.path, flags | os.O_CLOEXEC)
+        return os.open(self._kernel_path(), flags | os.O_CLOEXEC)
 
-    def block(self, direct: bool = True) -> BlockDevice:
-        """The device behind the block interface (block/interface.py): O_DIRECT unless asked
-        otherwise, requests in flight on Linux AIO (or OS threads when buffered)."""
+    async def block(self, direct: bool = True) -> BlockDevice:
+        """The device behind the block interface (block/interface.py): through our own driver
+        where the image has one (connected now), else the kernel's device, O_DIRECT unless
+        asked otherwise, requests in flight on Linux AIO (or OS threads when buffered)."""
+        if self._connect is not None:
+            device = await self._connect()
+            if self.read_only:
+                device.read_only = True
+            return device
         from unikernel.drivers.rawdisk import RawDisk
 
-        return RawDisk(self.path, read_only=self.read_only, direct=direct)
+        return RawDisk(self._kernel_path(), read_only=self.read_only, direct=direct)
+
+    def _kernel_path(self) -> str:
+        if self.path is None:
+            raise OSError(
+                f"disk {self.name}: this image drives it with its own front-end, so the kernel "
+                "has no device for it; use `await disk.block()`"
+            )
+        return self.path

@@ -1,7 +1,7 @@
 """A writable key-value store on a block device: an append-only log of records, compacted into
 the other half of the device when the active half fills.
 
-    store = await LogStore.open(devices.disk("store").block())
+    store = await LogStore.open(await devices.disk("store").block())
     await store.put("counter", b"41")
     value = await store.get("counter")          # b"41", or None
 

@@ -1,7 +1,7 @@
 """A read-only key-value store over a tar archive: on a disk, or compiled into the image (as
 Mirage's tar and crunch stores serve a site's files).
 
-    store = await TarStore.open(devices.disk("site").block())
+    store = await TarStore.open(await devices.disk("site").block())
     page = await store.get("index.html")        # a memoryview of the file's bytes
 
 Opening reads the headers once and keeps an index, path -> where the data lies; get() then reads

@@ -1,5 +1,7 @@
 """A declared network, wired to its frame device: the build picks the driver for the target (a
-TAP device hosted, AF_PACKET on the VM's NIC under QEMU and Xen) and hands the application this.
+TAP device hosted, AF_PACKET on the VM's NIC under QEMU and Xen, or under Xen with
+drivers="python" our own netfront, which connects when the app opens the network) and hands the
+application this.
 
     network = await devices.network().open()            # our stack: UDP and TCP
     network = await devices.network().open_streams()    # TCP only: ours, or hosted the host's
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+from unikernel.drivers import Netif
 from unikernel.net.service import (
     ADDRESS_VARIABLE,
     NetworkConfigError,
@@ -23,10 +26,9 @@ NETWORK_VARIABLE = "UNIKERNEL_NETWORK"  # "stack" (ours, the default) or "socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from unikernel.devices import Network
-    from unikernel.drivers import Netif
     from unikernel.net.streams import StreamNetwork
     from unikernel.net.tcp import TcpConfig
 
@@ -37,7 +39,7 @@ class NetworkDevice:
     def __init__(
         self,
         declared: Network,
-        open_netif: Callable[[], Netif],
+        open_netif: Callable[[], Netif | Awaitable[Netif]],
         open_host: OpenHost | None = None,
     ) -> None:
         self.declared = declared
@@ -58,9 +60,10 @@ class NetworkDevice:
         tcp_config: TcpConfig | None = None,
     ) -> NetworkService:
         """The device, up and configured, with our stack's threads running on it."""
-        return await open_network(
-            self._open_netif(), environ=environ, timeout=timeout, tcp_config=tcp_config
-        )
+        netif = self._open_netif()
+        if not isinstance(netif, Netif):  # a driver that connects first (netfront)
+            netif = await netif
+        return await open_network(netif, environ=environ, timeout=timeout, tcp_config=tcp_config)
 
     async def open_streams(
         self,

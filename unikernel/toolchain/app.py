@@ -11,7 +11,9 @@ the folder is application code, imported inside the image as a top-level module.
     app = App(name="boot-probe", main="boot_probe:main", devices=(Console(), Data("data")))
 
 The devices are unikernel.devices' declarations; the build wires each to its target's driver and
-the image calls `main(devices)` with them (unikernel.core.devices.Devices).
+the image calls `main(devices)` with them (unikernel.core.devices.Devices). `drivers` says who
+drives a Xen guest's network and disks: Linux's front-ends ("kernel", the default) or ours in
+Python ("python", unikernel/drivers/xen, on a kernel without Linux's); a build can override it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import TypeVar
 from unikernel.devices import Console, Data, Device, Disk, Network, check_names, devices_of
 
 D = TypeVar("D", Console, Network, Disk, Data)
+DRIVERS = ("kernel", "python")
 
 CONFIG_FILE = "config.py"
 BUILD_DIR = "_build"
@@ -39,6 +42,7 @@ class App:
     main: str  # "module:function", a module of the application folder or of the library OS
     devices: tuple[Device, ...] = (Console(),)
     memory_mib: int = 128
+    drivers: str = "kernel"  # or "python": under Xen, our own netfront and blkfront
     # Modules the import walk cannot see (imported by name at run time), kept all the same.
     extra_modules: tuple[str, ...] = field(default=())
 
@@ -46,6 +50,8 @@ class App:
         module, sep, function = self.main.partition(":")
         if not sep or not module or not function.isidentifier():
             raise AppError(f"main = {self.main!r}: write it as 'module:function'")
+        if self.drivers not in DRIVERS:
+            raise AppError(f"drivers = {self.drivers!r}: say {' or '.join(map(repr, DRIVERS))}")
         unknown = [d for d in self.devices if not isinstance(d, (Console, Network, Disk, Data))]
         if unknown:
             raise AppError(f"devices must be unikernel.devices declarations, not {unknown}")

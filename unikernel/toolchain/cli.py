@@ -14,9 +14,10 @@ from pathlib import Path
 
 import click
 
-from unikernel.toolchain.app import AppError, LoadedApp, load_app
+from unikernel.toolchain.app import DRIVERS, AppError, LoadedApp, load_app
 from unikernel.toolchain.image import KERNEL_PROFILES, TARGETS, BuildResult, build, output_dir
 from unikernel.toolchain.run import parse_params, run_image
+from unikernel.toolchain.wiring import check_drivers
 
 CONFIGURED = "configured.json"
 
@@ -54,14 +55,26 @@ def cli() -> None:
 @click.option(
     "--kernel", type=click.Choice(KERNEL_PROFILES), default="specialized", show_default=True
 )
+@click.option(
+    "--drivers",
+    type=click.Choice(DRIVERS),
+    default=None,
+    help="Xen only: python, our own netfront and blkfront (on a kernel without Linux's); "
+    "kernel, Linux's. Default: the app's config.py (drivers=), else kernel.",
+)
 @app_argument
-def configure(target: str, kernel: str, folder: Path) -> None:
-    """Choose the target (and kernel) the application is built for."""
+def configure(target: str, kernel: str, drivers: str | None, folder: Path) -> None:
+    """Choose the target (and kernel, and Xen's drivers) the application is built for."""
     loaded = _load(folder)
+    drivers = drivers or loaded.app.drivers
+    try:
+        check_drivers(target, drivers)
+    except AppError as exc:
+        raise click.ClickException(str(exc)) from exc
     loaded.build_dir.mkdir(parents=True, exist_ok=True)
-    settings = {"target": target, "kernel": kernel}
+    settings = {"target": target, "kernel": kernel, "drivers": drivers}
     (loaded.build_dir / CONFIGURED).write_text(json.dumps(settings) + "\n")
-    click.echo(f"{loaded.app.name}: configured for {target} ({kernel} kernel)")
+    click.echo(f"{loaded.app.name}: configured for {target} ({kernel} kernel, {drivers} drivers)")
 
 
 def print_report(result: BuildResult) -> None:
@@ -92,7 +105,13 @@ def build_command(folder: Path) -> None:
     loaded = _load(folder)
     settings = configured(loaded)
     try:
-        result = build(loaded, settings["target"], settings["kernel"], log=click.echo)
+        result = build(
+            loaded,
+            settings["target"],
+            settings["kernel"],
+            log=click.echo,
+            drivers=settings.get("drivers"),
+        )
     except AppError as exc:
         raise click.ClickException(str(exc)) from exc
     print_report(result)
@@ -137,7 +156,10 @@ def run(
     loaded = _load(folder)
     settings = configured(loaded)
     target = settings["target"]
-    report_path = output_dir(loaded, target, settings["kernel"]) / "report.json"
+    report_path = (
+        output_dir(loaded, target, settings["kernel"], drivers=settings.get("drivers"))
+        / "report.json"
+    )
     if not report_path.is_file():
         raise click.ClickException(f"nothing built for {target}: run `unikernel build {folder}`")
     report = json.loads(report_path.read_text())

@@ -32,7 +32,7 @@ from unikernel.toolchain import kernel, runtime
 from unikernel.toolchain.app import App, AppError, LoadedApp
 from unikernel.toolchain.bytecode import SourceModule, build_archive, compile_pyc
 from unikernel.toolchain.pruning import ImportGraph, stdlib_modules, walk_imports
-from unikernel.toolchain.wiring import config_source
+from unikernel.toolchain.wiring import check_drivers, config_source
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TARGETS = ("hosted", "qemu", "xen")
@@ -59,6 +59,7 @@ Log = Callable[[str], None]
 class BuildResult:
     target: str
     kernel_profile: str | None
+    drivers: str = "kernel"
     outputs: dict[str, Path] = field(default_factory=dict)
     report: dict[str, object] = field(default_factory=dict)
 
@@ -124,12 +125,19 @@ def data_compiler(device: Data) -> Callable[[str, bytes], object]:
 
 
 def walk_app(
-    loaded: LoadedApp, target: str, rt: runtime.Runtime, modules: Sequence[str] = ()
+    loaded: LoadedApp,
+    target: str,
+    rt: runtime.Runtime,
+    modules: Sequence[str] = (),
+    drivers: str | None = None,
 ) -> tuple[ImportGraph, Path]:
-    generated = loaded.build_dir / target / "generated"
+    drivers = drivers or loaded.app.drivers
+    folder = target if drivers == "kernel" else f"{target}-{drivers}-drivers"
+    generated = loaded.build_dir / folder / "generated"
     shutil.rmtree(generated, ignore_errors=True)
     generated.mkdir(parents=True)
-    (generated / f"{CONFIG_MODULE}.py").write_text(config_source(loaded.app, target, modules))
+    source = config_source(loaded.app, target, modules, drivers)
+    (generated / f"{CONFIG_MODULE}.py").write_text(source)
     roots = ["unikernel.boot", CONFIG_MODULE, loaded.app.main_module, *loaded.app.extra_modules]
     if target == "hosted":
         # The host's interpreter runs the archive through runpy, which is frozen (the walk cannot
@@ -192,10 +200,18 @@ def standard_build(
     return sources, extensions, uncompilable
 
 
-def output_dir(loaded: LoadedApp, target: str, kernel_profile: str, prune: bool = True) -> Path:
-    """Where a build's outputs go: one folder per target, kernel and variant, so that no build
-    overwrites another's."""
+def output_dir(
+    loaded: LoadedApp,
+    target: str,
+    kernel_profile: str,
+    prune: bool = True,
+    drivers: str | None = None,
+) -> Path:
+    """Where a build's outputs go: one folder per target, kernel, drivers and variant, so that
+    no build overwrites another's."""
     name = target if target == "hosted" else f"{target}-{kernel_profile}"
+    if (drivers or loaded.app.drivers) != "kernel":
+        name += f"-{drivers or loaded.app.drivers}-drivers"
     return loaded.build_dir / (name if prune else f"{name}-unpruned")
 
 
@@ -205,10 +221,19 @@ def build(
     kernel_profile: str = "specialized",
     log: Log = print,
     prune: bool = True,
+    drivers: str | None = None,
 ) -> BuildResult:
-    """Builds the application for `target`; with prune=False, the standard build instead."""
+    """Builds the application for `target`; with prune=False, the standard build instead;
+    `drivers` overrides the app's (App.drivers): "python" is Xen's only, on the specialized
+    kernel without Linux's front-ends."""
     if target not in TARGETS:
         raise AppError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    drivers = drivers or loaded.app.drivers
+    check_drivers(target, drivers)
+    if drivers == "python" and kernel_profile != "specialized":
+        raise AppError(
+            "drivers=python boots the specialized kernel's variant: --kernel specialized"
+        )
     generic: kernel.GenericKernel | None = None
     if target != "hosted":
         if kernel_profile not in KERNEL_PROFILES:
@@ -219,7 +244,7 @@ def build(
             generic = kernel.generic_kernel()
     modules = kernel_modules(loaded.app, target, generic)
     rt = runtime.ensure_runtime(log)
-    graph, _ = walk_app(loaded, target, rt, [module_image_path(m) for m in modules])
+    graph, _ = walk_app(loaded, target, rt, [module_image_path(m) for m in modules], drivers)
     stdlib = stdlib_modules(rt.stdlib)
     if prune:
         sources = sources_of(graph)
@@ -230,10 +255,12 @@ def build(
         if uncompilable:
             log(f"standard build: {len(uncompilable)} modules do not compile and are left out")
 
-    out = output_dir(loaded, target, kernel_profile, prune)
+    out = output_dir(loaded, target, kernel_profile, prune, drivers)
     out.mkdir(parents=True, exist_ok=True)
     result = BuildResult(
-        target=target, kernel_profile=None if target == "hosted" else kernel_profile
+        target=target,
+        kernel_profile=None if target == "hosted" else kernel_profile,
+        drivers=drivers,
     )
     kept = {m.name for m in graph.modules.values()} | {s.name for s in sources}
     kept |= {Path(e).name.split(".", 1)[0] for e in extensions}
@@ -257,6 +284,7 @@ def build(
         "app": loaded.app.name,
         "target": target,
         "kernel_profile": result.kernel_profile,
+        "drivers": drivers,
         "pruned": prune,
         "parts": parts,
         "kept_modules": {name: archive.sizes.get(name, 0) for name in sorted(kept)},
@@ -382,9 +410,10 @@ def attach_kernel(
         return [part_report("kernel", generic.vmlinuz.read_bytes())]
     if profile != "specialized":
         raise AppError(f"unknown kernel profile {profile!r}; choose {' or '.join(KERNEL_PROFILES)}")
-    if kernel.find_specialized_kernel() is None:
-        log("building the specialized kernel (3 to 15 minutes on 2 cores, once)")
-    specialized = kernel.specialized_kernel()
+    if kernel.find_specialized_kernel(result.drivers) is None:
+        variant = " without Linux's Xen front-ends" if result.drivers == "python" else ""
+        log(f"building the specialized kernel{variant} (3 to 15 minutes on 2 cores, once)")
+    specialized = kernel.specialized_kernel(result.drivers)
     log(f"embedding the initramfs into the specialized kernel ({specialized.config_hash[:12]})")
     image = kernel.embed_initramfs(
         specialized, initramfs, out / "unikernel.vmlinux", bzimage=out / "unikernel.bzImage"

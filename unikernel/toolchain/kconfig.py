@@ -2,7 +2,10 @@
 
 Following Lupine Linux, a specialized kernel is `make tinyconfig` plus only what the image needs.
 One kernel serves QEMU and Xen: a PVH vmlinux with the virtio and the Xen front-ends both built in
-costs a few hundred KiB, against a second 10-minute build on every fresh machine.
+costs a few hundred KiB, against a second 10-minute build on every fresh machine. The one other
+kernel is the Xen variant for images whose own Python drivers (unikernel/drivers/xen) are the
+net and block front-ends: Linux's xen-netfront would bind every vif, with no opt-out per device,
+so that kernel has neither of its Xen front-ends (DRIVERS and fragment()).
 Kconfig drops silently any option whose dependencies are not met, so after `olddefconfig` we check
 that every option we asked for really has the value we asked for, and name the ones that do not.
 """
@@ -13,6 +16,8 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from unikernel.toolchain.app import DRIVERS
 
 # True: =y; False: "is not set"; int and str: the value of an int or string option.
 Value = bool | int | str
@@ -114,9 +119,17 @@ XEN: Fragment = {
     "XEN_BLKDEV_FRONTEND": True,
     "HVC_XEN": True,
     "HVC_XEN_FRONTEND": True,
-    # For our own netfront and blkfront in Python later: /dev/xen/{evtchn,gntalloc}.
+    # For our own netfront and blkfront in Python: /dev/xen/{evtchn,gntalloc}; /dev/xen/xenbus
+    # comes with XEN itself.
     "XEN_DEV_EVTCHN": True,
     "XEN_GRANT_DEV_ALLOC": True,
+}
+
+# With drivers="python" (App.drivers), our Python front-ends drive the vifs and vbds through the
+# device files above, and Linux's must not bind them.
+_WITHOUT_KERNEL_FRONTENDS: Fragment = {
+    "XEN_NETDEV_FRONTEND": False,
+    "XEN_BLKDEV_FRONTEND": False,
 }
 
 
@@ -136,9 +149,15 @@ class Mismatch:
         return f"CONFIG_{self.name}: wanted {_show(self.wanted)}, got {self.got or 'not set'}"
 
 
-def fragment() -> dict[str, Value]:
-    """The options the specialized kernel needs on top of tinyconfig."""
-    return {**BASE, **QEMU, **XEN}
+def fragment(drivers: str = "kernel") -> dict[str, Value]:
+    """The options the specialized kernel needs on top of tinyconfig; with drivers="python",
+    those of the variant without Linux's Xen net and block front-ends."""
+    if drivers not in DRIVERS:
+        raise ValueError(f"drivers={drivers!r}: say {' or '.join(DRIVERS)}")
+    options = {**BASE, **QEMU, **XEN}
+    if drivers == "python":
+        options.update(_WITHOUT_KERNEL_FRONTENDS)
+    return options
 
 
 def render(options: Fragment) -> str:

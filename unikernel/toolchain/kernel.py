@@ -31,6 +31,7 @@ from pathlib import Path
 
 from hostkit import cache, debian_packages, elfnotes
 from unikernel.toolchain import kconfig
+from unikernel.toolchain.app import DRIVERS
 
 log = logging.getLogger(__name__)
 
@@ -256,13 +257,14 @@ class SpecializedKernel:
         return self.config.parent
 
 
-def specialized_kernel() -> SpecializedKernel:
+def specialized_kernel(drivers: str = "kernel") -> SpecializedKernel:
     """The specialized kernel (QEMU and Xen PVH alike), built on first use (minutes) and cached by
-    the hash of its final configuration and the source package version."""
+    the hash of its final configuration and the source package version; drivers="python" is the
+    Xen variant without Linux's net and block front-ends (kconfig.fragment)."""
     debian_packages.ensure_installed([SOURCE_PACKAGE, *BUILD_PACKAGES])
     source_version = _installed_source_version()
     source_dir = _unpacked_source(source_version)
-    options = kconfig.fragment()
+    options = kconfig.fragment(drivers)
     config_text = _configuration(options, source_dir, source_version)
     key = kconfig.config_hash(config_text, source_version)
     directory = _kernel_dir(key)
@@ -272,13 +274,13 @@ def specialized_kernel() -> SpecializedKernel:
     return _load_specialized(directory)
 
 
-def find_specialized_kernel() -> SpecializedKernel | None:
-    """The cached specialized kernel if one was built from the installed source; never builds,
-    nor even configures."""
+def find_specialized_kernel(drivers: str = "kernel") -> SpecializedKernel | None:
+    """The cached specialized kernel (of that variant) if one was built from the installed
+    source; never builds, nor even configures."""
     source_version = debian_packages.installed_version(SOURCE_PACKAGE)
     if source_version is None:
         return None
-    config = _config_cache_path(kconfig.fragment(), source_version)
+    config = _config_cache_path(kconfig.fragment(drivers), source_version)
     if not config.exists():
         return None
     key = kconfig.config_hash(config.read_text(), source_version)
@@ -508,12 +510,19 @@ def main(argv: Iterable[str] | None = None) -> int:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--specialized", action="store_true", help="the specialized kernel")
     which.add_argument("--generic", action="store_true", help="Debian's cloud kernel")
+    parser.add_argument(
+        "--drivers",
+        choices=DRIVERS,
+        default="kernel",
+        help="with --specialized: python, the Xen variant without Linux's net and block"
+        " front-ends (for images with our own); kernel (the default), the one with them",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(None if argv is None else list(argv))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         kernel: GenericKernel | SpecializedKernel = (
-            generic_kernel() if args.generic else specialized_kernel()
+            generic_kernel() if args.generic else specialized_kernel(args.drivers)
         )
     except (KernelBuildError, debian_packages.PackageError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -8,6 +8,11 @@ import walk leaves every other driver out of the image.
              or the host's TCP sockets
     qemu     AF_PACKET on ethN (virtio)    /dev/vda, vdb, ...   stdout (ttyS0)
     xen      AF_PACKET on ethN (netfront)  /dev/xvda, ...       stdout (hvc0)
+    xen, drivers="python":
+             our netfront on vif N         our blkfront on vbd xvda, ...
+
+With drivers="python" nothing is brought up at boot: each front-end connects (the xenstore
+handshake with its back end) when the app opens its device.
 """
 
 from __future__ import annotations
@@ -15,31 +20,58 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from unikernel.devices import Data, Disk, Network, devices_of
-from unikernel.toolchain.app import App, AppError
+from unikernel.toolchain.app import DRIVERS, App, AppError
 
 DISK_PREFIX = {"qemu": "/dev/vd", "xen": "/dev/xvd"}
+XEN_DISK_MAJOR = 202  # xvd: Xen's virtual-device number of xvdX is 202 << 8 | 16 * X
 
 
-def nic_names(app: App, target: str) -> tuple[str, ...]:
+def check_drivers(target: str, drivers: str) -> None:
+    if drivers not in DRIVERS:
+        raise AppError(f"drivers={drivers!r}: say {' or '.join(DRIVERS)}")
+    if drivers == "python" and target != "xen":
+        raise AppError(
+            f"drivers=python: our own front-ends are Xen's (netfront, blkfront); a {target} "
+            "image uses the kernel's drivers"
+        )
+
+
+def nic_names(app: App, target: str, drivers: str = "kernel") -> tuple[str, ...]:
     """The guest's interfaces for the app's networks, in the order declared: what the boot
-    layer brings up before the app runs (none hosted: the launcher's TAP device is up)."""
-    if target == "hosted":
+    layer brings up before the app runs (none hosted: the launcher's TAP device is up; none
+    with our own front-ends: the kernel has no interface for them)."""
+    if target == "hosted" or drivers == "python":
         return ()
     return tuple(f"eth{index}" for index, _ in enumerate(app.devices_of(Network)))
 
 
 def disk_path(target: str, index: int) -> str:
-    if index >= 26:
-        raise AppError("an image has at most 26 disks")
+    _check_disk_index(index)
     return DISK_PREFIX[target] + chr(ord("a") + index)
 
 
-def config_source(app: App, target: str, kernel_modules: Sequence[str] = ()) -> str:
+def xen_vdev(index: int) -> str:
+    """The xenstore name (device/vbd/<vdev>) of the guest's disk `index`: xvda is 51712."""
+    _check_disk_index(index)
+    return str(XEN_DISK_MAJOR << 8 | 16 * index)
+
+
+def _check_disk_index(index: int) -> None:
+    if index >= 26:
+        raise AppError("an image has at most 26 disks")
+
+
+def config_source(
+    app: App, target: str, kernel_modules: Sequence[str] = (), drivers: str | None = None
+) -> str:
     """The image's configuration module: what the app is, where its main is, its devices as
     declared, the kernel modules the boot layer loads (image paths, in loading order), and
-    `devices()`, which wires each declared device to the target's driver."""
+    `devices()`, which wires each declared device to the target's driver (`drivers`: the app's
+    unless given)."""
     if target not in ("hosted", *DISK_PREFIX):
         raise AppError(f"unknown target {target!r}")
+    drivers = drivers or app.drivers
+    check_drivers(target, drivers)
     declared = tuple(app.devices)
     # The declarations' repr names Console, Data, Disk, Network and Port: all imported there.
     lines = [
@@ -51,7 +83,8 @@ def config_source(app: App, target: str, kernel_modules: Sequence[str] = ()) -> 
         f"APP = {app.name!r}",
         f"MAIN = {app.main!r}",
         f"DECLARED = {declared!r}",
-        f"NICS = {nic_names(app, target)!r}",
+        f"DRIVERS = {drivers!r}",
+        f"NICS = {nic_names(app, target, drivers)!r}",
         f"MODULES = {tuple(kernel_modules)!r}",
         "",
         "",
@@ -59,27 +92,29 @@ def config_source(app: App, target: str, kernel_modules: Sequence[str] = ()) -> 
         '    """The declared devices, on this target\'s drivers."""',
         "    from unikernel.core.devices import Devices",
         "",
-        *_wiring_body(app, target),
+        *_wiring_body(app, target, drivers),
     ]
     return "\n".join(lines) + "\n"
 
 
-def _wiring_body(app: App, target: str) -> list[str]:
+def _wiring_body(app: App, target: str, drivers: str) -> list[str]:
     body: list[str] = []
     networks: list[str] = []
     disks: list[str] = []
     for index, device in enumerate(app.devices):
         if isinstance(device, Network):
             nic = len(networks)
-            netif = _netif(target, nic)
+            netif = _netif(target, nic, drivers)
             networks.append(f"{device.name!r}: NetworkDevice(DECLARED[{index}], {netif})")
         elif isinstance(device, Disk):
-            disks.append(f"{device.name!r}: {_disk(target, index, len(disks))}")
+            disks.append(f"{device.name!r}: {_disk(target, index, len(disks), drivers)}")
     if networks:
         body.append("    from unikernel.net.device import NetworkDevice")
-        body += _driver_imports(target)
+        body += _driver_imports(target, drivers)
     if disks:
         body.append("    from unikernel.block.device import DiskDevice")
+        if drivers == "python":
+            body.append("    from unikernel.drivers.xen.blkfront import open_blkfront")
     data = "{}"
     if devices_of(app.devices, Data):
         body.append("    from _unikernel_data import FILES")
@@ -96,7 +131,9 @@ def _wiring_body(app: App, target: str) -> list[str]:
     return body
 
 
-def _driver_imports(target: str) -> list[str]:
+def _driver_imports(target: str, drivers: str) -> list[str]:
+    if drivers == "python":
+        return ["    from unikernel.drivers.xen.netfront import open_netfront"]
     if target == "hosted":
         return [
             "    from unikernel.drivers.tap import launch_tap",
@@ -109,13 +146,18 @@ def _driver_imports(target: str) -> list[str]:
     ]
 
 
-def _netif(target: str, nic: int) -> str:
+def _netif(target: str, nic: int, drivers: str) -> str:
+    if drivers == "python":
+        return f"lambda: open_netfront({nic})"
     if target == "hosted":
         return "launch_tap, open_host_network"
     return f"lambda: PacketNetif('eth{nic}')"
 
 
-def _disk(target: str, declared_index: int, disk_index: int) -> str:
+def _disk(target: str, declared_index: int, disk_index: int, drivers: str) -> str:
+    if drivers == "python":
+        vdev = xen_vdev(disk_index)
+        return f"DiskDevice(DECLARED[{declared_index}], connect=lambda: open_blkfront({vdev!r}))"
     if target == "hosted":
         return f"DiskDevice.hosted(DECLARED[{declared_index}])"
     return f"DiskDevice(DECLARED[{declared_index}], {disk_path(target, disk_index)!r})"

@@ -159,7 +159,7 @@ from unikernel.block.log_store import LogStore
 
 
 async def main(devices) -> int:
-    store = await LogStore.open(devices.disk("store").block())
+    store = await LogStore.open(await devices.disk("store").block())
     devices.console.line("OPEN")
     await write_forever(store, int(os.environ.get("UNIBENCH_START", "0")), devices.console.line)
     return 0

@@ -29,6 +29,18 @@ def test_one_kernel_has_virtio_and_the_xen_pvh_front_ends() -> None:
     assert options["XEN_PVHVM_GUEST"] is False
 
 
+def test_the_python_drivers_variant_differs_only_by_lacking_linuxs_xen_front_ends() -> None:
+    ours, theirs = kconfig.fragment("python"), kconfig.fragment("kernel")
+    assert theirs == kconfig.fragment()
+    differing = {name for name in {*ours, *theirs} if ours.get(name) != theirs.get(name)}
+    assert differing == {"XEN_NETDEV_FRONTEND", "XEN_BLKDEV_FRONTEND"}
+    assert ours["XEN_NETDEV_FRONTEND"] is False and ours["XEN_BLKDEV_FRONTEND"] is False
+    # What our front-ends open: /dev/xen/evtchn and gntalloc (xenbus comes with XEN).
+    assert ours["XEN_DEV_EVTCHN"] is True and ours["XEN_GRANT_DEV_ALLOC"] is True
+    with pytest.raises(ValueError, match="say kernel or python"):
+        kconfig.fragment("both")
+
+
 def test_render_writes_kconfig_lines() -> None:
     text = kconfig.render(
         {"PVH": True, "INET": False, "INITRAMFS_SOURCE": 'a "b"', "INITRAMFS_ROOT_UID": 0}

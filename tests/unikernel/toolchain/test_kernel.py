@@ -159,6 +159,7 @@ def test_the_configuration_cache_entry_follows_the_source_version() -> None:
     assert kernel._config_cache_path(kconfig.fragment(), "6.1.193-1") != entry
     fewer = {k: v for k, v in kconfig.fragment().items() if k != "XEN_BLKDEV_FRONTEND"}
     assert kernel._config_cache_path(fewer, "6.1.192-3") != entry
+    assert kernel._config_cache_path(kconfig.fragment("python"), "6.1.192-3") != entry
 
 
 def test_the_command_line_needs_a_choice(capsys: pytest.CaptureFixture[str]) -> None:

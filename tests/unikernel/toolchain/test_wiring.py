@@ -14,6 +14,7 @@ from tests.support.apps import make_app
 from unikernel.block.device import DiskDevice, disk_variable
 from unikernel.core.console import Console as ConsoleDevice
 from unikernel.core.devices import DeviceError, Devices
+from unikernel.core.scheduler import run
 from unikernel.devices import Console, Data, Disk, Network, Port
 from unikernel.net.device import NetworkDevice
 from unikernel.toolchain.app import App, AppError, load_app
@@ -33,9 +34,9 @@ APP = App(
 )
 
 
-def generated(app: App, target: str) -> types.ModuleType:
+def generated(app: App, target: str, drivers: str | None = None) -> types.ModuleType:
     module = types.ModuleType("_unikernel_config")
-    exec(config_source(app, target), module.__dict__)
+    exec(config_source(app, target, drivers=drivers), module.__dict__)
     return module
 
 
@@ -86,6 +87,41 @@ def test_a_hosted_disk_without_its_file_says_what_to_set(monkeypatch: pytest.Mon
     monkeypatch.delenv(disk_variable("store"), raising=False)
     with pytest.raises(FileNotFoundError, match="UNIKERNEL_DISK_STORE"):
         DiskDevice.hosted(Disk("store"))
+
+
+def test_a_xen_image_with_our_drivers_connects_its_front_ends_only_when_the_app_opens_them(
+    tmp_path: Path,
+) -> None:
+    config = generated(APP, "xen", drivers="python")
+    assert config.DRIVERS == "python" and config.NICS == ()  # no kernel interface to bring up
+    source = config_source(APP, "xen", drivers="python")
+    assert "bring_up_all" not in source and "unikernel.drivers.packet" not in source
+    assert "open_netfront(0)" in source
+    # xvda and xvdb, as xenstore names them (202 << 8 | 16 * index)
+    assert "DiskDevice(DECLARED[2], connect=lambda: open_blkfront('51712'))" in source
+    assert "DiskDevice(DECLARED[3], connect=lambda: open_blkfront('51728'))" in source
+    devices = config.devices(ConsoleDevice(1))  # wiring alone touches no device
+    store = devices.disk("store")
+    assert store.path is None
+    with pytest.raises(OSError, match=r"own front-end.*await disk\.block\(\)"):
+        store.size_bytes()
+    # Off Xen the front-end fails at once, saying which device file is missing.
+    with pytest.raises(OSError, match="/dev/xen"):
+        run(store.block)
+    # The app's config chooses too, and the build's choice overrides it.
+    ours = App(name="ours", main="m:main", devices=APP.devices, drivers="python")
+    assert "open_netfront(0)" in config_source(ours, "xen")
+    assert "PacketNetif('eth0')" in config_source(ours, "xen", drivers="kernel")
+
+
+def test_our_front_ends_are_xen_only_and_drivers_are_named_exactly() -> None:
+    for target in ("hosted", "qemu"):
+        with pytest.raises(AppError, match="our own front-ends are Xen's"):
+            config_source(APP, target, drivers="python")
+    with pytest.raises(AppError, match="say kernel or python"):
+        config_source(APP, "xen", drivers="pyhton")
+    with pytest.raises(AppError, match="drivers = 'xen'"):
+        App(name="x", main="m:main", drivers="xen")
 
 
 def test_bad_declarations_are_refused_with_the_reason() -> None:

@@ -101,7 +101,7 @@ async def main(devices: Devices) -> int:
     except ValueError as error:
         console.line(f"block-read: {error}")
         return 2
-    disk = devices.disk("data").block(direct=settings.direct)
+    disk = await devices.disk("data").block(direct=settings.direct)
     disk.expect_random_reads()  # buffered: from a cold page cache, as fio reads
     try:
         outcome, elapsed = await random_reads(disk, settings)

@@ -1,7 +1,7 @@
 """A static site from a read-only tar store (block/tar_store.py): the web suite's static
 appliance, as Mirage serves a site from its crunch or tar store.
 
-    site = StaticSite(await TarStore.open(devices.disk("site").block()))
+    site = StaticSite(await TarStore.open(await devices.disk("site").block()))
     server = HttpServer(network, site.handle)
 
 GET and HEAD only. A path names a file in the archive (percent-decoded; "/" and a folder's

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 async def main(devices: Devices) -> int:
-    store = await LogStore.open(devices.disk("store").block())
+    store = await LogStore.open(await devices.disk("store").block())
     try:
         microblog = await Microblog.open(store)
         app = MicroblogApp(microblog)

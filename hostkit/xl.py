@@ -25,6 +25,7 @@ TSC_MODES = ("default", "always_emulate", "native", "native_paravirt")
 # quoted string.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+_SCRIPT = re.compile(r"^/[A-Za-z0-9_./-]+$")
 
 
 class XlConfigError(ValueError):
@@ -34,19 +35,28 @@ class XlConfigError(ValueError):
 @dataclass(frozen=True)
 class Vif:
     """A NIC on a dom0 bridge; a fixed MAC keeps the neighbours' ARP caches right when a later
-    guest reuses the address."""
+    guest reuses the address. `script`: the hotplug script that puts the back end's port on the
+    bridge (a path in dom0; None: xl's own, vif-bridge)."""
 
     bridge: str
     mac: str | None = None
+    script: str | None = None
 
     def spec(self) -> str:
         if not _NAME.match(self.bridge):
             raise XlConfigError(f"bridge name {self.bridge!r}: letters, digits, '_.-' only")
-        if self.mac is None:
-            return f"bridge={self.bridge}"
-        if not _MAC.match(self.mac):
-            raise XlConfigError(f"MAC {self.mac!r}: six lower-case hex pairs joined by ':'")
-        return f"bridge={self.bridge},mac={self.mac}"
+        spec = f"bridge={self.bridge}"
+        if self.mac is not None:
+            if not _MAC.match(self.mac):
+                raise XlConfigError(f"MAC {self.mac!r}: six lower-case hex pairs joined by ':'")
+            spec += f",mac={self.mac}"
+        if self.script is not None:
+            if not _SCRIPT.match(self.script):
+                raise XlConfigError(
+                    f"script {self.script!r}: an absolute path of letters, digits, '_.-/'"
+                )
+            spec += f",script={self.script}"
+        return spec
 
 
 @dataclass(frozen=True)

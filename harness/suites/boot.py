@@ -87,7 +87,10 @@ class BootSuite(Suite):
             if not instance.probe_during_launch:
                 probe.start()
             ready, line = instance.ready(ctx.deadline)
-            served = probe.wait()
+            try:
+                served = probe.wait()
+            except TimeoutError as error:  # ready, yet deaf: the guest's last words say why
+                raise TimeoutError(f"{error}; {instance.console.describe_tail()}") from None
         return [
             Measurement(TIME_TO_READY, ready - t0),
             Measurement(TIME_TO_SERVICE, served - t0),

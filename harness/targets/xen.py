@@ -41,6 +41,13 @@ from harness.targets.linux_vm import BAKED_IN_WORKLOADS, vm_host_availability, v
 from harness.targets.unikernel import BUILDS, app_for, image_size
 from harness.xen import lab
 from harness.xen.dom0 import Dom0, LocalDom0, Session, SshDom0
+from harness.xen.launches import (
+    LAUNCHES,
+    check_launch,
+    install_vif_port_script,
+    precreate,
+    start_command,
+)
 from hostkit.accel import choose_accel
 from hostkit.owners import pid_alive, token
 from hostkit.ssh import SshHost
@@ -163,7 +170,8 @@ def remove_stale_guests(dom0: Dom0, log: Log) -> None:
 
 
 class XenGuest(Instance):
-    """One guest: its config written in dom0 at creation, `xl create -c` at start."""
+    """One guest: its config written in dom0 at creation (and the guest built paused there if
+    the launch is pre-created), `xl create -c` or `xl unpause` at start (launches.py)."""
 
     probe_during_launch = True
 
@@ -175,7 +183,9 @@ class XenGuest(Instance):
         ports: dict[str, tuple[str, int]],
         namespace: str | None,
         ready_marker: str,
+        launch: str = LAUNCHES[0],
     ) -> None:
+        check_launch(launch)
         self.phases: dict[str, float] = {}
         self.ready_marker = ready_marker
         self.namespace = namespace
@@ -185,14 +195,21 @@ class XenGuest(Instance):
         self._config_path = f"{dom0.work_dir()}/guests/{name}.cfg"
         self._lock = threading.Lock()
         self._stopped = False
+        self._launch = launch
         dom0.write(self._config_path, config)
+        if launch == "pre-created":
+            try:
+                self.phases["precreate"] = precreate(dom0, name, self._config_path)
+            except BaseException:
+                dom0.run(f"rm -f {shlex.quote(self._config_path)}")
+                raise
         self._session: Session = dom0.session()
         self.console = ConsoleWatcher(self._session.chunks(), name=name)
         self.console.start()
 
     def start(self) -> float:
         t0 = time.perf_counter()
-        self._session.start(f"exec xl create -c {shlex.quote(self._config_path)}")
+        self._session.start(start_command(self._launch, self._name, self._config_path))
         return t0
 
     def address(self, port: str) -> tuple[str, int] | None:
@@ -225,8 +242,12 @@ class XenTarget(Target):
         self.family = "unikernel" if guest == "unikernel" else "linux"
         self.description = description
         self.lease = lease
-        # Who drives the guest's vifs and vbds: Linux's front-ends, or our own in Python.
-        self.params = {"drivers": DRIVERS} if guest == "unikernel" else {}
+        # Who drives the guest's vifs and vbds (Linux's front-ends, or our own in Python), and
+        # what its boot time counts (launches.py).
+        self.params = {"launch": LAUNCHES}
+        if guest == "unikernel":
+            self.params["drivers"] = DRIVERS
+        self._vif_script: str | None = None  # VIF_PORT_SCRIPT's path in dom0, once placed
         self._dom0: Dom0 | None = None
         self._kernel: dict[tuple[str, str], str] = {}  # (workload, drivers) -> path in dom0
         self._ramdisk: str | None = None
@@ -246,6 +267,8 @@ class XenTarget(Target):
         dom0 = self.lease.acquire(self.name, log)
         self._dom0 = dom0
         self._dom0_disks(workload, dom0)
+        if any(c.get("launch") == "pre-created" for c in own):
+            self._vif_script = install_vif_port_script(dom0)
         if loaded is not None:
             for drivers in dict.fromkeys(c.get("drivers", DRIVERS[0]) for c in own):
                 built = build(loaded, "xen", "specialized", log=log, drivers=drivers)
@@ -310,13 +333,18 @@ class XenTarget(Target):
                 f"{self.name}: prepare() was not called for {workload.name} ({drivers} drivers)"
             )
         name = guest_name()
+        launch = str(settings.workload_params.get("launch", LAUNCHES[0]))
+        check_launch(launch)
+        script = self._vif_script if launch == "pre-created" else None
+        if launch == "pre-created" and script is None:
+            raise RuntimeError(f"{self.name}: prepare() did not place the vif script in dom0")
         network = dom0.guest_network if workload.ports else None
         ports: dict[str, tuple[str, int]] = {}
         vifs: list[Vif] = []
         address_args: list[str] = []
         if network is not None:
             address, mac = network.next_guest()
-            vifs.append(Vif(network.bridge, mac))
+            vifs.append(Vif(network.bridge, mac, script))
             ports = {port.name: (address, port.number) for port in workload.ports}
             cidr = f"{address}/{network.prefix_len}"
             address_args.append(
@@ -352,7 +380,7 @@ class XenTarget(Target):
                 tsc_mode=self._tsc_mode,
             )
         namespace = network.namespace if network is not None else None
-        return XenGuest(dom0, name, config, ports, namespace, workload.ready_marker)
+        return XenGuest(dom0, name, config, ports, namespace, workload.ready_marker, launch)
 
     def link_offloads(self, workload: Workload) -> tuple[Offload, ...]:
         return ("off",)  # the vif as xl sets it up; our packet driver asks for no offloads

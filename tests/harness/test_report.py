@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from harness.history import histories
+from harness.model import Run
 from harness.report.figures import tick_label
 from harness.report.history_pages import history_charts
 from harness.report.legibility import problems
@@ -35,7 +36,7 @@ from harness.report.site import KNOWN_SUITES, build_site
 from harness.store import Store
 from tests.support import every_suite
 from tests.support.programs import skip_or_fail
-from tests.support.stored_runs import BOOT, invoke, noisy, store_run
+from tests.support.stored_runs import BOOT, HOST, invoke, noisy, sample, store_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 WIDTH = 1300  # px: the desktop width pages are checked and photographed at
@@ -78,6 +79,37 @@ def test_a_memory_sweep_is_drawn_against_memory_beside_figure_5(tmp_path: Path) 
     loaded = check_site(tmp_path / "site")["boot.html"]
     assert loaded.errors == [] and len(loaded.images) == 2
     assert all(int(str(image["width"])) > 0 for image in loaded.images)
+
+
+def test_xen_guests_launched_both_ways_are_drawn_side_by_side_as_figure_6(
+    tmp_path: Path,
+) -> None:
+    with Store(tmp_path / "b.sqlite") as store:
+        store.begin_run(Run(id="fig6", started=0.0, command="test", metadata=dict(HOST)))
+        for target, drivers in (("unikernel-xen", "kernel"), ("unikernel-xen", "python"),
+                                ("linux-xen", None)):  # fmt: skip
+            for launch, toolstack in (("xl-create", 8.0), ("pre-created", 0.9)):
+                params = {"launch": launch, **({"drivers": drivers} if drivers else {})}
+                metrics = {"time_to_service": toolstack + 6, "guest_launch_to_kernel": toolstack}
+                if launch == "pre-created":
+                    metrics["phase_precreate"] = 3.0
+                for metric, value in metrics.items():
+                    for repeat, noise in enumerate((0.0, 0.1, 0.2)):
+                        key = (target, metric, "s", "lower")
+                        store.add_sample(
+                            sample("fig6", "boot", key, params, repeat, 0, value + noise)
+                        )
+        store.end_run("fig6", 100.0, "complete")
+        build_site(store, ["fig6"], tmp_path / "site")
+        store_run(store, "plain", 200.0, {("process", "time_to_service", "s", "lower"): [0.1]})
+        build_site(store, ["plain"], tmp_path / "plain")
+    boot = (tmp_path / "site" / "boot.html").read_text()
+    assert boot.count("(Fig. 6)") >= 2  # the heading and the figure
+    figure = re.search(r'<img src="(img/[^"]+)" alt="[^"]*\(Fig\. 6\)"', boot)
+    assert figure is not None and (tmp_path / "site" / figure[1]).stat().st_size > 0
+    # The table beside it: each guest, each launch, the time building it paused took.
+    assert "phase_precreate" in boot and "pre-created" in boot and "xl-create" in boot
+    assert "Fig. 6" not in (tmp_path / "plain" / "boot.html").read_text()
 
 
 def test_a_block_size_sweep_is_drawn_beside_the_published_plateau(tmp_path: Path) -> None:

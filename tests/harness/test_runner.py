@@ -214,6 +214,7 @@ class VariantTarget(ProcessTarget):
     """A target with a parameter of its own, as unikernel-xen has its drivers."""
 
     name = "variant"
+
     def __init__(self) -> None:
         super().__init__()
         self.params = {"drivers": ("kernel", "python")}

@@ -28,13 +28,14 @@ from harness.runner import Runner, RunSettings
 from harness.store import Store
 from harness.suites.block import BlockSuite
 from harness.suites.boot import BOOT_PROBE, BootSuite
+from harness.targets import xen as xen_target
 from harness.targets.base import LaunchSettings, Target
 from harness.targets.xen import Dom0Lease, xen_targets
 from harness.xen import lab
 from hostkit import namespaces
 from tests.support.netns import require
 from tests.support.processes import dead_pid
-from tests.support.runs import run_suite, values
+from tests.support.runs import run_suite
 from unikernel.devices import Console as ConsoleDevice
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
@@ -67,9 +68,15 @@ def guests(state: lab.LabState) -> list[str]:
     return [line.split()[0] for line in lines if not line.startswith("Domain-0")]
 
 
-def run_boot(tmp_path: Path, targets: list[Target], suite: BootSuite, timeout: float) -> Store:
+def run_boot(
+    tmp_path: Path,
+    targets: list[Target],
+    suite: BootSuite,
+    timeout: float,
+    params: dict[str, list[str]] | None = None,
+) -> Store:
     store = Store(tmp_path / "bench.sqlite")
-    settings = RunSettings(repeat=1, warmup=0, timeout=timeout)
+    settings = RunSettings(repeat=1, warmup=0, timeout=timeout, params=params or {})
     Runner(store, settings, QuietProgress(Console(quiet=True))).run(suite, targets, "t")
     return store
 
@@ -85,34 +92,64 @@ def test_status_shows_the_running_lab_and_how_to_log_in(running_lab: lab.LabStat
 def test_the_boot_suite_runs_both_guests_in_the_lab_as_xen_samples(
     tmp_path: Path, running_lab: lab.LabState
 ) -> None:
-    store = run_boot(tmp_path, xen_targets(Dom0Lease("lab")), BootSuite(), timeout=600)
-    found: dict[tuple[str, str], float] = {}
+    """Both guests, each launched by xl as it is and pre-created; the unikernel with Linux's
+    front-ends and with ours: the probe's answer came through our netfront."""
+    params = {"launch": ["xl-create", "pre-created"], "drivers": ["kernel", "python"]}
+    store = run_boot(tmp_path, xen_targets(Dom0Lease("lab")), BootSuite(), 600, params)
+    found: dict[tuple[str, str, str, str], float] = {}
     for sample in store.samples(store.last_run().id):
         assert sample.failure is None and sample.value is not None, sample.failure
         assert sample.params["hypervisor"] == "xen"
         assert sample.params["accel"] == running_lab.accel
-        found[sample.target, sample.metric] = sample.value
-    for target in ("unikernel-xen", "linux-xen"):
+        variant = (str(sample.params["launch"]), str(sample.params.get("drivers", "")))
+        found[sample.target, *variant, sample.metric] = sample.value
+    variants = [
+        ("unikernel-xen", launch, drivers)
+        for launch in params["launch"]
+        for drivers in params["drivers"]
+    ] + [("linux-xen", launch, "") for launch in params["launch"]]
+    for variant in variants:
         # No order between the two: the marker comes back through xenconsoled and SSH, the
         # probe's reply through dom0's bridge, and either way may be the quicker.
-        assert 0 < found[target, "time_to_ready"] < 600
-        assert 0 < found[target, "time_to_service"] < 600
-    # The unikernel's marker says how much of its boot was its own; the rest was Xen's.
-    kernel = found["unikernel-xen", "guest_launch_to_kernel"]
-    assert 0 < kernel < found["unikernel-xen", "time_to_ready"]
+        assert 0 < found[*variant, "time_to_ready"] < 600
+        assert 0 < found[*variant, "time_to_service"] < 600
+        # Building the guest paused is a phase of its own, off the clock.
+        assert ((*variant, "phase_precreate") in found) == (variant[1] == "pre-created")
+    for launch in params["launch"]:
+        for drivers in params["drivers"]:
+            # The unikernel's marker says how much of its boot was its own; the rest was Xen's.
+            kernel = found["unikernel-xen", launch, drivers, "guest_launch_to_kernel"]
+            assert 0 < kernel < found["unikernel-xen", launch, drivers, "time_to_ready"]
     assert guests(running_lab) == []
     assert lab.status() is not None  # a lab the run did not start is left running
+
+
+def test_a_netback_that_never_connects_is_a_clear_error_and_the_guest_is_destroyed(
+    tmp_path: Path, running_lab: lab.LabState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A hotplug script that succeeds without making the port: netback waits for
+    # hotplug-status=connected for ever, and our netfront at its timeout.
+    monkeypatch.setattr(xen_target, "install_vif_port_script", lambda dom0: "/bin/true")
+    unikernel = [t for t in xen_targets(Dom0Lease("lab")) if t.name == "unikernel-xen"]
+    params = {"launch": ["pre-created"], "drivers": ["python"]}
+    store = run_boot(tmp_path, unikernel, BootSuite(), 90, params)
+    failures = [s.failure or "" for s in store.samples(store.last_run().id)]
+    assert failures and all("timed out" in f or "no reply" in f for f in failures), failures
+    assert any("hotplug-status" in f and "FrontendError" in f for f in failures), failures
+    assert guests(running_lab) == []
 
 
 def test_a_unikernel_guest_reads_the_block_data_dom0_holds(
     tmp_path: Path, running_lab: lab.LabState
 ) -> None:
+    """Through Linux's blkfront and through ours; the appliance checks every block's stamps."""
     unikernel = [t for t in xen_targets(Dom0Lease("lab")) if t.name == "unikernel-xen"]
     params = {"block_size": ["65536"], "depth": ["2"], "mode": ["direct"], "seconds": ["1"]}
+    params["drivers"] = ["kernel", "python"]
     store, run = run_suite(tmp_path, BlockSuite(), unikernel, RunSettings(1, 0, 600, params=params))
-    found = values(store.samples(run.id))
-    assert len(found[("unikernel-xen", "read_throughput")]) == 1
-    assert found[("unikernel-xen", "read_throughput")][0] > 0
+    samples = [s for s in store.samples(run.id) if s.metric == "read_throughput"]
+    assert sorted(str(s.params["drivers"]) for s in samples) == ["kernel", "python"]
+    assert all(s.value is not None and s.value > 0 for s in samples), [s.failure for s in samples]
     assert running_lab.block_data == str(block_data.data_path())
     assert guests(running_lab) == []
 

@@ -53,6 +53,10 @@ def test_a_writable_disk_and_a_nic_without_a_fixed_mac() -> None:
         .endswith("vdev=xvdb,access=rw,target=/dev/vdc")
     )
     assert Vif("xenbr0").spec() == "bridge=xenbr0"
+    assert (
+        Vif("xenbr0", "00:16:3e:cb:00:10", script="/run/unibench/vif-port").spec()
+        == "bridge=xenbr0,mac=00:16:3e:cb:00:10,script=/run/unibench/vif-port"
+    )
 
 
 @pytest.mark.parametrize(
@@ -67,6 +71,8 @@ def test_a_writable_disk_and_a_nic_without_a_fixed_mac() -> None:
         ({"tsc_mode": "fast"}, "tsc_mode"),
         ({"vifs": [Vif("xenbr0", "00:16:3E:CB:00:10")]}, "MAC"),
         ({"vifs": [Vif("br 0")]}, "bridge"),
+        ({"vifs": [Vif("xenbr0", script="vif-port")]}, "script"),
+        ({"vifs": [Vif("xenbr0", script="/x,mac=00:16:3e:00:00:01")]}, "script"),
         ({"disks": [Disk("/dev/vd,b")]}, "disk"),
     ],
 )

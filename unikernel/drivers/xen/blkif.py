@@ -86,7 +86,7 @@ class BlkfrontQueue:
         *,
         handle: int = 0,
         start: int = 0,
-        notify_always: bool = True,
+        notify_always: bool = False,
     ) -> None:
         """`data_pages`: writable 4 KiB pages (more than 32 * 11 are never all in use);
         `handle`: the vbd's handle from xenstore; `start`: the ring's first index (tests

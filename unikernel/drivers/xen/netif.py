@@ -97,13 +97,13 @@ class NetfrontQueues:
         tx_pages: Sequence[Page],
         *,
         start: int = 0,
-        notify_always: bool = True,
+        notify_always: bool = False,
     ) -> None:
         """`rx_buffers`: 1 to 256 pages, posted with ids 0, 1, ...; `tx_pages`: pages cut in
         two blocks each, one tx id a block (at most 256 ids). `start`: the rings' first index
         (tests start near 2**32). `notify_always`: say "notify" whenever requests were
-        published, rather than by ring.h's rule, which Python cannot order safely (see
-        ring.FrontRing.push_requests)."""
+        published, rather than by ring.h's rule (ring.FrontRing.push_requests): for a back
+        end that does not keep req_event."""
         if not 1 <= len(rx_buffers) <= RX_RING_SIZE:
             raise ValueError(f"netfront takes 1 to {RX_RING_SIZE} receive buffers")
         if not tx_pages:

@@ -12,14 +12,17 @@ Memory ordering. The other end runs on another CPU, so every index is read and w
 aligned 32-bit load or store, through a `cast("I")` view: a torn req_prod is an "impossible
 number of requests" to netback, which then disables the vif. Slot bodies are written before
 the producer index, and the producer index is read before the slots. What x86 may still
-reorder is a store followed by a load; ring.h puts a full barrier there and Python has none,
-so these classes leave that point to the caller, who makes a system call in between (see
-`FrontRing.arm_response_event` and `FrontRing.push_requests`).
+reorder is a store followed by a load; ring.h puts a full barrier there. Python has none, but
+`full_barrier()` makes one: `push_requests` uses it between storing req_prod and loading
+req_event, so the front end notifies only when the back end asked (ring.h's rule), and
+`FrontRing.arm_response_event` leaves it to the caller, whose next step is a system call.
 
 Nothing here makes a system call: the driver notifies the other end when a method says so.
 """
 
 from __future__ import annotations
+
+import _thread
 
 PAGE_SIZE = 4096
 HEADER_SIZE = 64  # the four indices and 48 bytes of padding
@@ -29,6 +32,19 @@ _REQ_PROD, _REQ_EVENT, _RSP_PROD, _RSP_EVENT = range(4)  # 32-bit words of the h
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     Buffer = bytearray | memoryview
+
+
+_FENCE = _thread.allocate_lock()
+
+
+def full_barrier() -> None:
+    """A full memory barrier, which Python has no word for: acquiring and releasing an
+    uncontended lock are each a locked read-modify-write in glibc (sem_trywait's compare-and-
+    exchange, sem_post's atomic add behind CPython's lock), and on x86 a locked instruction
+    orders every load and store around it. Well under a microsecond, against a system call's
+    several, or a hypercall's many more under nested emulation."""
+    _FENCE.acquire(False)
+    _FENCE.release()
 
 
 class RingError(Exception):
@@ -126,15 +142,16 @@ class FrontRing(_Ring):
 
     def push_requests(self) -> bool:
         """Publish the requests filled since the last push; whether the back end asked to be
-        notified (ring.h's rule against req_event). The rule loads req_event right after
-        storing req_prod, which x86 may reorder without a barrier: a caller that cannot risk
-        a missed wakeup notifies whenever `unpublished()` was nonzero before the push."""
+        notified (ring.h's rule against req_event, loaded after a full barrier: else x86 may
+        load it before req_prod is stored, and a back end going to sleep in between would
+        never hear of these requests)."""
         old = self._published
         new = self.req_prod_pvt
         if old == new:
             return False
         self._index[_REQ_PROD] = new  # after the slots: Python keeps the stores in order
         self._published = new
+        full_barrier()
         return notify_due(old, new, self._index[_REQ_EVENT])
 
     def unpublished(self) -> int:

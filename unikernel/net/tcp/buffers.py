@@ -157,6 +157,23 @@ class Scoreboard:
         if ranges and ranges[0][0] < una:
             ranges[0][0] = una
 
+    def uncovered(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The parts of [start, end) not SACKed, in order."""
+        parts: list[tuple[int, int]] = []
+        pos = start
+        for left, right in self.ranges:
+            if right <= pos:
+                continue
+            if left >= end:
+                break
+            if left > pos:
+                parts.append((pos, left))
+            pos = right
+            if pos >= end:
+                return parts
+        parts.append((pos, end))
+        return parts
+
     def skip(self, seq: int) -> int:
         """`seq`, or the end of the SACKed range it falls in: where the next byte worth
         sending is."""

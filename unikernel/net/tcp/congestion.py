@@ -96,6 +96,14 @@ class NewReno:
         self.cwnd = self.ssthresh
         self._acked = 0
 
+    def undo(self, cwnd: int, ssthresh: int) -> None:
+        """The reduction proved needless (RFC 3708 5, RFC 3522): back to the windows from
+        before it, or what has grown since if more, and out of recovery."""
+        self.ssthresh = max(self.ssthresh, ssthresh)
+        self.cwnd = max(self.cwnd, cwnd)
+        self.in_recovery = False
+        self._acked = 0
+
     def on_timeout(self, flight: int, snd_max: int, repeated: bool) -> None:
         """RFC 5681 3.1 eq. 4 and a loss window of one segment; ssthresh is held when the
         same segment times out again. RFC 6582 4: no fast retransmit for the data that was

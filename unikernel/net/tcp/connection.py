@@ -783,6 +783,9 @@ class Connection(Subject):
             elif timers.tlp:
                 snd.tail_loss_probe(now)
                 alive = True
+            elif timers.reo:
+                snd.reordering_timeout(now)
+                alive = True
             else:
                 alive = snd.retransmit_timeout(now)
             if not alive:

@@ -186,6 +186,7 @@ class TcpLayer:
             "retransmits": 0,
             "loss_probes": 0,
             "timeouts": 0,
+            "undos": 0,  # recoveries found needless and undone (RFC 3708, RFC 3522)
         }
 
     def __len__(self) -> int:

@@ -6,6 +6,11 @@ sender SWS avoidance, limited transmit), the RTT estimate and retransmission tim
 NewReno congestion control (congestion.py) with SACK (the scoreboard of buffers.py), fast
 retransmit and recovery, tail loss probes (RFC 8985 7), window probes and our FIN.
 
+Where SACK is negotiated, losses are found by RACK (rack.py, RFC 8985 6): by time, from which
+segments sent later were delivered, rather than by counting duplicate ACKs; and a recovery that
+D-SACK or timestamps prove needless is undone (RFC 3708, RFC 3522). Without SACK, the duplicate
+ACK threshold (RFC 5681 3.2) and NewReno's partial ACKs (RFC 6582) find them.
+
 It builds every segment the connection sends (transmit()), reading the acknowledgment, the
 window and SACK blocks from the receiver (receiver.py), and arms the retransmission timer
 through timers.py. The connection (connection.py) calls it for each acceptable ACK
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 from unikernel.net.tcp.buffers import Scoreboard
 from unikernel.net.tcp.congestion import NewReno, initial_window
+from unikernel.net.tcp.rack import Rack, Undo
 from unikernel.net.tcp.rto import RttEstimator
 from unikernel.net.tcp.segment import (
     ACK,
@@ -74,12 +80,13 @@ class Sender:
         "max_snd_wnd",
         "partial_acks",
         "probes",
+        "rack",
         "retransmits",
         "rto",
+        "rto_recovery",
         "rtt_seq",
         "rtt_time",
         "rtx_hint",
-        "rtx_marks",
         "rtx_tsval",
         "sack_ok",
         "sacked",
@@ -93,6 +100,7 @@ class Sender:
         "tlp_high",
         "tlp_retrans",
         "ts_offset",
+        "undo",
         "want_write",
         "wl1",
         "wl2",
@@ -134,10 +142,10 @@ class Sender:
         self.wscale_ok = False
         self.sack_ok = False
         self.sacked = Scoreboard(16)
-        self.rtx_hint = 0  # in recovery, holes below this were retransmitted already
-        # In recovery, each hole retransmitted -> SND.MAX when it was: SACKs for data beyond
-        # that (sent later, arrived first) mean the retransmission was lost too.
-        self.rtx_marks: dict[int, int] = {}
+        self.rtx_hint = 0  # NewReno's recovery: holes below this were retransmitted already
+        self.rack: Rack | None = None  # RACK's loss detection, once SACK is negotiated
+        self.undo = Undo()  # the current recovery's retransmissions, to undo it if needless
+        self.rto_recovery = False  # after a timeout, until `recover` is acknowledged
         self.dupacks = 0
         self.partial_acks = 0
         self.last_send = -1.0  # when data last left (-1: never)
@@ -204,6 +212,7 @@ class Sender:
         self.wscale_ok = wscale_ok
         self.snd_scale = seg.wscale if wscale_ok else 0
         self.sack_ok = sack_ok
+        self.rack = Rack(1) if sack_ok else None  # data starts at 1, after the SYN
         peer_mss = seg.mss if seg.mss > 0 else DEFAULT_MSS
         # RFC 9293 3.7.1: options in every segment come out of the MSS.
         mss = min(peer_mss, config.mtu - 40) - (_TS_LEN if ts_ok else 0)
@@ -271,7 +280,11 @@ class Sender:
         # (RFC 6675 2). That matters with Linux, whose window grows with almost every ACK as
         # it tunes its receive buffer: by RFC 5681 alone its duplicate ACKs would hardly ever
         # count, and nearly every loss would wait for the retransmission timer.
-        sacked = self.sack_ok and seg.sack is not None and self._take_sack(seg.sack, ack)
+        rack = self.rack
+        fresh: list[tuple[int, int]] = []  # what this ACK delivers first, for RACK
+        if rack is not None and ack > una:
+            fresh = self.sacked.uncovered(una, ack)
+        sacked = self.sack_ok and seg.sack is not None and self._take_sack(seg.sack, ack, fresh)
         duplicate = (
             ack == una
             and self.snd_max > una
@@ -289,11 +302,13 @@ class Sender:
         cc = self.cc
         if ack > una:
             self.rtt_ack(seg, ack, now)
-            self._new_ack(ack, now)
+            self._new_ack(seg, ack, now)
             if sacked and not cc.in_recovery:
                 self._dup_ack(now)  # with new SACK information it counts too (RFC 6675 5)
         elif duplicate:
             self._dup_ack(now)
+        if rack is not None:
+            self._rack_ack(seg, ack, fresh, duplicate, now)
         if cc.in_recovery and self.sack_ok:
             cc.limit_unsacked(self.sacked.total)
 
@@ -331,8 +346,13 @@ class Sender:
         echo it, and not an earlier segment whose ACK was lost, which would feed the backoff
         itself into the estimate."""
         if 0 <= self.rtt_seq < ack:
-            self.rto.sample(now - self.rtt_time)
+            rtt = now - self.rtt_time
             self.rtt_seq = -1
+            self.rto.sample(rtt)
+            if self.rack is not None:
+                # RFC 8985 6.2 step 1; not from timestamps, whose millisecond ticks make
+                # a fast path's RTT look like zero.
+                self.rack.sample_rtt(rtt)
         elif (
             self._rcv.ts_ok
             and self.rto.backoffs
@@ -341,22 +361,32 @@ class Sender:
         ):
             self.rto.sample(((self.ts_now(now) - seg.tsecr) & _MASK) / 1000)
 
-    def _take_sack(self, blocks: list[tuple[int, int]], ack: int) -> bool:
+    def _take_sack(
+        self, blocks: list[tuple[int, int]], ack: int, fresh: list[tuple[int, int]]
+    ) -> bool:
         """Record the peer's SACK blocks (RFC 2018 3), ignoring any outside what we sent and
         not acknowledged by `ack` (a D-SACK, RFC 2883, reports a duplicate there); whether
-        they SACKed anything new."""
+        they SACKed anything new. With RACK, what they SACK first is added to `fresh`."""
         una = self.snd_una
         base = self.iss + una
         low = max(una, ack)
         new = False
+        sacked = self.sacked
+        rack = self.rack
         for left, right in blocks:
             start = una + ((left - base + _HALF) & _MASK) - _HALF
             end = una + ((right - base + _HALF) & _MASK) - _HALF
-            if low < start < end <= self.snd_max and self.sacked.add(start, end) > 0:
-                new = True
+            if low < start < end <= self.snd_max:
+                if rack is not None:
+                    parts = sacked.uncovered(start, end)
+                    if sacked.add(start, end) > 0:
+                        fresh += parts
+                        new = True
+                elif sacked.add(start, end) > 0:
+                    new = True
         return new
 
-    def _new_ack(self, ack: int, now: float) -> None:
+    def _new_ack(self, seg: Segment, ack: int, now: float) -> None:
         """SND.UNA advances (RFC 9293 3.10.7.4; RFC 5681; RFC 6582; RFC 6298 5.2, 5.3)."""
         una = self.snd_una
         acked = ack - una
@@ -376,10 +406,9 @@ class Sender:
         if self.snd_nxt < ack:
             self.snd_nxt = ack
         self.sacked.prune(ack)
-        marks = self.rtx_marks
-        if marks:
-            for seq in [seq for seq in marks if seq < ack]:
-                del marks[seq]
+        rack = self.rack
+        if rack is not None:
+            rack.acked(ack)
         self.rto.backoffs = 0
         cc = self.cc
         restart_timer = True
@@ -387,19 +416,23 @@ class Sender:
             if cc.is_full_ack(ack):
                 cc.on_full_ack(self.snd_max - ack)
                 self.dupacks = 0
-                marks.clear()
+                if rack is not None:
+                    rack.recovery_ended()
+                    self._undo_at_end(seg, ack)
             else:
-                # A partial ACK: the next hole is at `ack`. Retransmit it unless the SACK
-                # logic did already (and that retransmission is not lost); RFC 6582 resets
-                # the timer on the first one only.
+                # A partial ACK: with NewReno the next hole is at `ack`: retransmit it unless
+                # done already (RFC 6582 3.2 step 3). With SACK, RACK judges what is lost. RFC
+                # 6582 resets the timer on the first partial ACK only.
                 cc.on_partial_ack(acked)
-                if ack >= self.rtx_hint:
-                    self.rtx_hint = ack + self._recovery_retransmit(ack, now)
-                elif self._retransmission_lost():
-                    self._recovery_retransmit(ack, now)
+                if rack is None and ack >= self.rtx_hint:
+                    self.rtx_hint = ack + self._retransmit(ack, now)
                 self.partial_acks += 1
                 restart_timer = self.partial_acks == 1
         else:
+            if self.rto_recovery and ack >= cc.recover:
+                self.rto_recovery = False  # what was outstanding at the timeout arrived
+                if rack is not None:
+                    rack.recovery_ended()
             self.dupacks = 0
             cc.on_ack(max(freed, 0), self.snd_max - una)
         if self.snd_max == ack:
@@ -408,77 +441,135 @@ class Sender:
             self._start_timer(now)  # RFC 6298 5.3; RFC 8985 7.2
 
     def _dup_ack(self, now: float) -> None:
-        """A duplicate ACK (RFC 5681 2 defines which): limited transmit, fast retransmit,
-        or another segment gone from the network during recovery."""
+        """A duplicate ACK (RFC 5681 2 defines which, and RFC 6675 2 with SACK): limited
+        transmit, and without SACK fast retransmit, or another segment gone from the network
+        during recovery. With SACK, RACK decides what is lost (_rack_ack())."""
         self.dupacks += 1
+        if self.rack is not None:
+            return
         cc = self.cc
         una = self.snd_una
         if cc.in_recovery:
-            if self._retransmission_lost():
-                self._recovery_retransmit(una, now)  # in place of new data, as below
-                return
-            hole = self._next_hole()
-            if hole >= 0:
-                # SACK says it is lost: resend it in place of new data (RFC 6675 spirit).
-                self.rtx_hint = hole + self._recovery_retransmit(hole, now)
-            else:
-                cc.on_dup_ack_in_recovery()
-        elif self._loss_detected(una) and (
-            cc.may_enter_recovery(una) or self.sacked.highest > cc.recover
-        ):
+            cc.on_dup_ack_in_recovery()
+        elif self.dupacks >= _DUP_THRESH and cc.may_enter_recovery(una):
             # Fast retransmit (RFC 5681 3.2; RFC 6582 3.2 step 2). After a timeout, RFC 6582
             # 4 waits for `recover` to be acknowledged, lest the duplicates that go-back-N's
-            # needless retransmissions cause count as losses; the peer SACKing data first
-            # sent after the timeout is no such echo but a new loss.
+            # needless retransmissions cause count as losses.
             cc.enter_recovery(self.snd_max - una, self.snd_max)
             self.partial_acks = 0
-            self.tlp_high = -1  # a probe's episode ends in the reduction made here
-            self.rtx_hint = una + self._recovery_retransmit(una, now)
-            if self._timers.tlp:
-                self._start_timer(now)  # no probe during recovery: the RTO again
+            self.rtx_hint = una + self._retransmit(una, now)
         # Below the threshold, output() sends new data for limited transmit (RFC 3042).
 
-    def _loss_detected(self, una: int) -> bool:
-        """Whether the segment at SND.UNA is lost: DupThresh duplicate ACKs, or sooner when
-        SACK shows DupThresh segments above it though some of their ACKs were lost (RFC 6675
-        5), or a hole below a tail loss probe."""
-        return self.dupacks >= _DUP_THRESH or self._is_lost(una) or self._probe_found_loss()
+    # RACK (RFC 8985 6), with SACK.
 
-    def _recovery_retransmit(self, seq: int, now: float) -> int:
-        """_retransmit() for fast recovery, remembering how far we had sent by then."""
-        self.rtx_marks[seq] = self.snd_max
-        return self._retransmit(seq, now)
+    def _rack_ack(
+        self, seg: Segment, ack: int, fresh: list[tuple[int, int]], duplicate: bool, now: float
+    ) -> None:
+        """RFC 8985 6.2 for an acceptable ACK that delivered `fresh` (cumulatively or by SACK,
+        not SACKed before), once the rest of the ACK has been taken."""
+        rack = self.rack
+        assert rack is not None
+        dsack = self._dsack_range(seg, ack)
+        if fresh:
+            fresh.sort()
+            echo = -1  # the ACK's TSecr on our clock, in whole milliseconds
+            if self._rcv.ts_ok and seg.has_ts:
+                age = (self.ts_now(now) - seg.tsecr) & _MASK
+                if age < _HALF:
+                    echo = int(now * 1000) - age
+            rack.delivered(fresh, now, echo)  # steps 1 to 3
+        rack.dsack(self.snd_una, self.snd_max, dsack is not None)  # step 4
+        if dsack is not None and self.undo.dsack(*dsack) and not self.cc.in_recovery:
+            self._undo()  # RFC 3708: each retransmission of the episode was a duplicate
+        if fresh:
+            # Step 5. An ACK that delivers nothing new leaves RACK's state as it was: what
+            # time alone would add, the reordering timer finds.
+            self._rack_detect(sum(end - start for start, end in fresh), duplicate, now)
+        elif duplicate and self.cc.in_recovery:
+            self.cc.on_dup_ack_in_recovery()  # another segment left the network (RFC 5681 3.2)
 
-    def _retransmission_lost(self) -> bool:
-        """Whether the hole at SND.UNA was retransmitted in this recovery and the peer has
-        since SACKed data first sent after that: then the retransmission was lost as well
-        (RACK's insight, RFC 8985 2), and only the retransmission timer would resend it."""
-        mark = self.rtx_marks.get(self.snd_una)
-        return mark is not None and self.sacked.highest > mark
-
-    def _probe_found_loss(self) -> bool:
-        """Whether the peer SACKed our tail loss probe (or the tail it probed) while data
-        below stays missing: that data left at least a probe timeout (two round trips)
-        before, too long ago to be merely reordered, so it is lost (RFC 8985 7.4: the
-        probe's ACK lets RACK start fast recovery)."""
-        return self.tlp_high >= 0 and self.sacked.highest >= self.tlp_high
-
-    def _is_lost(self, seq: int) -> bool:
-        """RFC 6675 IsLost: at least DupThresh segments' worth SACKed above `seq`."""
-        above = 0
-        for start, end in self.sacked.ranges:
-            if start > seq:
-                above += end - start
-        return above >= _DUP_THRESH * self.smss
-
-    def _next_hole(self) -> int:
-        """The first unacknowledged byte not SACKed, not retransmitted yet in this recovery,
-        that IsLost (RFC 6675); -1 if none."""
+    def _rack_detect(self, budget: int, duplicate: bool, now: float) -> None:
+        """RACK_detect_loss_and_arm_timer (RFC 8985 6.2 step 5), then repair: in fast recovery
+        (started here when the first loss is found), up to `budget` bytes of what is lost, as
+        many as left the network."""
+        rack = self.rack
+        assert rack is not None
+        una = self.snd_una
+        if self.snd_max == una:
+            return
+        cc = self.cc
         sacked = self.sacked
-        if not sacked:
-            return -1
-        seq = sacked.skip(max(self.rtx_hint, self.snd_una))
-        return seq if self._is_lost(seq) else -1
+        smss = self.smss
+        reo_wnd = rack.reo_wnd(
+            cc.in_recovery or self.rto_recovery, sacked.total // smss, self.rto.srtt
+        )
+        timeout = rack.detect_loss(sacked.ranges, now, reo_wnd)  # when to look again
+        start, end = rack.next_lost(una, sacked.ranges)
+        repaired = False
+        if start >= 0:
+            if not cc.in_recovery and (cc.may_enter_recovery(una) or sacked.highest > cc.recover):
+                # Fast recovery (RFC 8985 8: a loss RACK found starts it). After a timeout,
+                # RFC 6582 4 waits for `recover`, unless the peer SACKs data sent since.
+                self.undo.start(cc.cwnd, cc.ssthresh)
+                cc.enter_recovery(self.snd_max - una, self.snd_max)
+                self.partial_acks = 0
+                self.rto_recovery = False
+                self.tlp_high = -1  # a probe's episode ends in the reduction made here
+                if self._timers.tlp:
+                    self._start_timer(now)  # no probe during recovery: the RTO again
+            if cc.in_recovery:
+                while budget > 0 and start >= 0:
+                    size = self._retransmit(start, now, end)
+                    if size <= 0:
+                        break
+                    repaired = True
+                    budget -= size
+                    start, end = rack.next_lost(start + size, sacked.ranges)
+            # Otherwise, after a timeout, output() resends what is lost from SND.NXT on, and
+            # what lies below waits for fast recovery: RFC 6582 4 keeps it from starting while
+            # the duplicates may echo the go-back-N resends.
+        if duplicate and cc.in_recovery and not repaired:
+            cc.on_dup_ack_in_recovery()  # another segment left the network (RFC 5681 3.2)
+        if timeout > 0 and not self._timers.persist:
+            self._timers.arm_reo(timeout)
+
+    def reordering_timeout(self, now: float) -> None:
+        """RACK's reordering timer fired (RFC 8985 6.2 step 5): what it waited for and is
+        still missing is lost by now. Then the retransmission timer runs again."""
+        if self.rack is None or self.snd_max == self.snd_una:
+            return
+        self._rack_detect(1, False, now)
+        if self._timers.rtx_at == _INF:
+            self._start_timer(now)
+
+    def _undo_at_end(self, seg: Segment, ack: int) -> None:
+        """Fast recovery ends: undo it if every retransmission is known to have been needless,
+        by D-SACK (RFC 3708) or by an echoed timestamp older than the first (RFC 3522)."""
+        undo = self.undo
+        if not undo.active:
+            return
+        older = (
+            self._rcv.ts_ok
+            and seg.has_ts
+            and undo.first_tsval >= 0
+            and (seg.tsecr - undo.first_tsval) & _MASK >= _HALF
+        )
+        if undo.all_spurious or undo.eifel(ack, older):
+            self._undo()
+
+    def _undo(self) -> None:
+        """Give back the window a needless recovery took (RFC 3708 5). The peer received the
+        first copies after later data: that is reordering (RFC 8985 6.2 step 3's aim), and
+        the reordering window was too small, as a D-SACK would say (step 4): widen it as for
+        one, which matters where only timestamps tell (a peer that sends no D-SACK)."""
+        undo = self.undo
+        self.cc.undo(undo.cwnd, undo.ssthresh)
+        undo.cancel()
+        rack = self.rack
+        if rack is not None:
+            rack.reordering_seen = True
+            rack.dsack(self.snd_una, self.snd_max, True)
+        self._layer.stats["undos"] += 1
 
     # Segments leaving.
 
@@ -499,16 +590,29 @@ class Sender:
         if self.snd_max == una and 0 <= self.last_send < now - self.rto.rto:
             cc.on_idle(initial_window(smss, self._config.initial_window))
         cwnd = cc.cwnd
-        if self.dupacks and not cc.in_recovery:
-            cwnd += self.dupacks * smss  # limited transmit (RFC 3042)
+        rack = self.rack
+        dupacks = self.dupacks
+        if dupacks and not cc.in_recovery:
+            if rack is not None and dupacks >= _DUP_THRESH:
+                dupacks = _DUP_THRESH - 1  # RACK may wait for more: two segments at most
+            cwnd += dupacks * smss  # limited transmit (RFC 3042)
         wnd_edge = una + self.snd_wnd
         edge = min(wnd_edge, una + cwnd)
         sacked = self.sacked
         sent = new = False
+        lost_end = 0
         while True:
             nxt = self.snd_nxt
-            if nxt < self.snd_max and sacked:
-                nxt = self.snd_nxt = min(sacked.skip(nxt), self.snd_max)
+            if nxt < self.snd_max:
+                if rack is not None:
+                    # After a timeout, resend only what RACK judges lost (RFC 8985 6.3), not
+                    # what SACK says arrived nor what left too recently to tell.
+                    nxt, lost_end = rack.next_lost(nxt, sacked.ranges)
+                    if nxt < 0:
+                        nxt = self.snd_max
+                    self.snd_nxt = nxt
+                elif sacked:
+                    nxt = self.snd_nxt = min(sacked.skip(nxt), self.snd_max)
             avail = buf_end - nxt
             if avail <= 0:
                 if fin_pending and nxt == buf_end and nxt < wnd_edge:
@@ -538,10 +642,13 @@ class Sender:
                     and nxt == self.snd_max
                 ):
                     break  # Nagle (RFC 896): one small segment in flight at a time
-            if nxt < self.snd_max and sacked:
-                stop = sacked.next_start(nxt)
-                if 0 <= stop < nxt + size:
-                    size = stop - nxt
+            if nxt < self.snd_max:
+                if rack is not None:
+                    size = min(size, lost_end - nxt)
+                elif sacked:
+                    stop = sacked.next_start(nxt)
+                    if 0 <= stop < nxt + size:
+                        size = stop - nxt
             end = nxt + size
             flags = ACK | PSH if end == buf_end else ACK
             fin = fin_pending and end == buf_end and end < wnd_edge
@@ -570,14 +677,20 @@ class Sender:
         end = seq + length
         self.snd_nxt = end
         new = end > self.snd_max
+        rack = self.rack
         if new:
             if self.rtt_seq < 0 and seq == self.snd_max:
                 self.rtt_seq = seq
                 self.rtt_time = now
             self.snd_max = end
+            if rack is not None:
+                rack.sent(seq, end, now, False)
         else:
             self.retransmits += 1
             self.rtt_seq = -1  # Karn: no sample from a retransmission
+            if rack is not None:
+                rack.sent(seq, end, now, True)
+                self.undo.retransmitted(seq, end, self.ts_now(now))
         self.last_send = now
         return new
 
@@ -588,12 +701,14 @@ class Sender:
         elif new:
             self._start_timer(now, restart=False)  # a probe's timeout restarts (RFC 8985 7.2)
 
-    def _retransmit(self, seq: int, now: float) -> int:
-        """Resend one segment from `seq`, stopping before SACKed data; return the sequence
-        space it covered (0 if nothing was left to send)."""
+    def _retransmit(self, seq: int, now: float, limit: int = -1) -> int:
+        """Resend one segment from `seq`, stopping before SACKed data and before `limit` if
+        given; return the sequence space it covered (0 if nothing was left to send)."""
         buf_seq = self.buf_seq
         buf_end = buf_seq + len(self.buf)
         size = min(self.smss, buf_end - seq, self.snd_max - seq)  # never past what was sent
+        if 0 <= limit < seq + size:
+            size = limit - seq
         stop = self.sacked.next_start(seq)
         if 0 <= stop < seq + size:
             size = stop - seq
@@ -606,6 +721,10 @@ class Sender:
         self.retransmits += 1
         self._layer.stats["retransmits"] += 1
         self.rtt_seq = -1
+        rack = self.rack
+        if rack is not None:
+            rack.sent(seq, seq + size + fin, now, True)
+            self.undo.retransmitted(seq, seq + size + fin, self.ts_now(now))
         timers = self._timers
         if timers.rtx_at == _INF or timers.persist:
             timers.arm_rtx(now + self.rto.rto)
@@ -640,6 +759,7 @@ class Sender:
             and self.rto.has_sample
             and not self.rto.backoffs
             and not self.cc.in_recovery
+            and not self._timers.reo  # RACK's timer runs: it re-arms the others when done
             and bool(1 << self._conn.state & SENDING)
         )
 
@@ -686,13 +806,27 @@ class Sender:
         self.tlp_high = -1
 
     def _dsack(self, seg: Segment, ack: int) -> bool:
-        """Whether the segment's first SACK block reports data below its cumulative ACK: a
-        duplicate the peer received (RFC 2883 4)."""
-        if not seg.sack:
-            return False
+        """Whether the segment reports a duplicate the peer received (RFC 2883 4)."""
+        return self._dsack_range(seg, ack) is not None
+
+    def _dsack_range(self, seg: Segment, ack: int) -> tuple[int, int] | None:
+        """The duplicate a D-SACK reports (RFC 2883 4): the first SACK block when it lies
+        below the cumulative ACK `ack`, or within the second block; None if there is none."""
+        blocks = seg.sack
+        if not blocks:
+            return None
         una = self.snd_una
-        right = seg.sack[0][1]
-        return una + ((right - self.iss - una + _HALF) & _MASK) - _HALF <= ack
+        base = self.iss + una
+        left = una + ((blocks[0][0] - base + _HALF) & _MASK) - _HALF
+        right = una + ((blocks[0][1] - base + _HALF) & _MASK) - _HALF
+        if right <= ack:
+            return left, right
+        if len(blocks) > 1:
+            outer_left = una + ((blocks[1][0] - base + _HALF) & _MASK) - _HALF
+            outer_right = una + ((blocks[1][1] - base + _HALF) & _MASK) - _HALF
+            if outer_left <= left and right <= outer_right:
+                return left, right
+        return None
 
     def transmit(self, seq: int, flags: int, payload: Buffer, now: float) -> None:
         """Build and queue one segment; every one but a bare RST carries ACK, our window,
@@ -766,9 +900,15 @@ class Sender:
             self.sacked.clear()
         rto.backoffs += 1
         self.dupacks = 0
-        self.rtx_marks.clear()
+        self.undo.cancel()  # a timeout's reduction is never undone here
         self.tlp_high = -1  # a timeout ends a probe's episode (RFC 8985 7.4)
         self.rtx_tsval = self.ts_now(now)
+        rack = self.rack
+        if rack is not None:
+            # RFC 8985 6.3: what was sent longer ago than RACK.rtt + reo_wnd is lost; the
+            # rest may still arrive, and is resent only if RACK later finds it lost.
+            self.rto_recovery = True
+            rack.mark_lost_on_timeout(now, rack.reo_wnd(True, 0, rto.srtt))
         self.snd_nxt = una + self._retransmit(una, now)  # then go back N as ACKs come
         self._timers.arm_rtx(now + rto.rto)
         return True

@@ -4,8 +4,9 @@ A connection runs five timers, but the layer keeps a single heap entry per conne
 `deadline`, the earliest of them:
 
 - the retransmission timer (RFC 6298), which doubles as the persist timer that probes a zero
-  window (RFC 9293 3.8.6.1; `persist`) and as the tail loss probe's timeout (RFC 8985 7.2;
-  `tlp`): the three never run at once, so they share `rtx_at`;
+  window (RFC 9293 3.8.6.1; `persist`), as the tail loss probe's timeout (RFC 8985 7.2;
+  `tlp`) and as RACK's reordering timer (RFC 8985 6.2 step 5; `reo`): they never run at once,
+  so they share `rtx_at`;
 - the delayed ACK (RFC 5681 4.2; `dack_at`);
 - keep-alive (RFC 1122 4.2.3.6; `ka_at`, off until Connection.keepalive());
 - `close_at`: the end of TIME-WAIT (2 MSL), or of FIN-WAIT-2 for a connection the application
@@ -32,6 +33,7 @@ class Timers:
         "ka_interval",
         "ka_probes",
         "persist",
+        "reo",
         "rtx_at",
         "tlp",
     )
@@ -40,6 +42,7 @@ class Timers:
         self.rtx_at = _INF  # retransmission, persist or tail loss probe: see the flags
         self.persist = False  # rtx_at is the persist timer
         self.tlp = False  # rtx_at is the tail loss probe's timeout (RFC 8985 7.2)
+        self.reo = False  # rtx_at is RACK's reordering timer (RFC 8985 6.2 step 5)
         self.dack_at = _INF
         self.ka_at = _INF
         self.close_at = _INF
@@ -63,17 +66,24 @@ class Timers:
 
     def arm_rtx(self, at: float) -> None:
         self.rtx_at = at
-        self.persist = self.tlp = False
+        self.persist = self.tlp = self.reo = False
 
     def arm_persist(self, at: float) -> None:
         self.rtx_at = at
         self.persist = True
-        self.tlp = False
+        self.tlp = self.reo = False
 
     def arm_tlp(self, at: float) -> None:
         self.rtx_at = at
-        self.persist = False
+        self.persist = self.reo = False
         self.tlp = True
+
+    def arm_reo(self, at: float) -> None:
+        """RACK's reordering timer, in place of the retransmission timer until it fires: then
+        the sender arms that again (RFC 8985 6.2 step 5)."""
+        self.rtx_at = at
+        self.persist = self.tlp = False
+        self.reo = True
 
     def arm_rtx_if_idle(self, at: float) -> None:
         """Arm the retransmission timer unless some use of it runs already (a SYN's)."""
@@ -82,7 +92,7 @@ class Timers:
 
     def stop_rtx(self) -> None:
         self.rtx_at = _INF
-        self.persist = self.tlp = False
+        self.persist = self.tlp = self.reo = False
 
     def fire_rtx(self) -> None:
         """The timer went off: disarm it but keep the flags, which say what it was for."""
@@ -126,5 +136,5 @@ class Timers:
     def time_wait(self, close_at: float) -> None:
         """TIME-WAIT: only the end of 2 MSL (and a delayed ACK already owed) stays armed."""
         self.rtx_at = self.ka_at = _INF
-        self.persist = self.tlp = False
+        self.persist = self.tlp = self.reo = False
         self.close_at = close_at

@@ -291,7 +291,11 @@ def list_() -> None:
     for target in all_targets().values():
         availability = target.availability()
         why = "" if availability.ok else f"{availability.reason}; fix: {availability.fix}"
-        targets.add_row(target.name, target.description, "yes" if availability.ok else "no", why)
+        what = target.description + "".join(
+            f"; --param {name}={','.join(values)} (default {values[0]})"
+            for name, values in target.params.items()
+        )
+        targets.add_row(target.name, what, "yes" if availability.ok else "no", why)
     out.print(targets)
 
 

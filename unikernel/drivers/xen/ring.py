@@ -42,8 +42,9 @@ def full_barrier() -> None:
     uncontended lock are each a locked read-modify-write in glibc (sem_trywait's compare-and-
     exchange, sem_post's atomic add behind CPython's lock), and on x86 a locked instruction
     orders every load and store around it. Well under a microsecond, against a system call's
-    several, or a hypercall's many more under nested emulation."""
-    _FENCE.acquire(False)
+    several, or a hypercall's many more under nested emulation. A blocking acquire: a try
+    that finds the lock taken may return without any locked instruction."""
+    _FENCE.acquire()
     _FENCE.release()
 
 

@@ -40,6 +40,13 @@ class Grants:
     def pages_(self, count: int) -> list[tuple[memoryview, int]]:
         return [self.page() for _ in range(count)]
 
+    def run(self, count: int) -> tuple[memoryview, list[int]]:
+        """`count` pages side by side in one buffer, as a grant pool maps them, each granted
+        on its own (grefs not contiguous either): (the buffer, each page's gref)."""
+        buffer = memoryview(bytearray(count * PAGE_SIZE))
+        grefs = [self.add(buffer[i * PAGE_SIZE : (i + 1) * PAGE_SIZE]) for i in range(count)]
+        return buffer, grefs
+
 
 class Notifier:
     """Counts the events a back end sends the front end, unless told to lose them."""

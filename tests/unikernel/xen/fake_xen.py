@@ -170,6 +170,9 @@ class FakeGrantPool:
             raise IndexError(f"page {i} of a pool of {self.count}")
         return self._view[i * PAGE_SIZE : (i + 1) * PAGE_SIZE]
 
+    def buffer(self) -> memoryview:
+        return self._view[:]
+
     def close(self) -> None:
         if self.closed:
             return

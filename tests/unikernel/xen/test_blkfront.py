@@ -139,6 +139,47 @@ def test_reads_in_flight_from_several_threads_complete_out_of_order() -> None:
     run_world(main)
 
 
+def test_small_and_large_ios_from_several_threads_share_the_pages_without_sticking() -> None:
+    async def main(w: World) -> None:
+        disk = disk_image()
+        blk, driver = await connect(w, disk, data_pages=16)  # runs of at most 16 pages
+        back = driver.blkback
+        assert back is not None
+        back.rng = random.Random(6)
+        sizes = [4, 64, 8, 60, 0.5, 200, 12, 64, 4, 36, 1, 48]  # KiB; 200 is cut in four
+        regions, at = [], 0
+        for size in sizes:
+            regions.append((at, int(size * KIB)))
+            at += int(size * KIB) + 4096
+        expected = bytearray(disk)
+        writes = {}
+        for k, (offset, length) in enumerate(regions):
+            if k % 2:
+                writes[k] = random.Random(k).randbytes(length)
+                expected[offset : offset + length] = writes[k]
+
+        async def io(k: int) -> bytes | None:
+            offset, length = regions[k]
+            if k in writes:
+                await blk.write(offset, memoryview(writes[k]))
+                return None
+            return await read(blk, offset, length)
+
+        try:
+            threads = [spawn(io, k) for k in range(len(regions))]
+            results = [await thread.join() for thread in threads]
+            for k, (offset, length) in enumerate(regions):
+                if k not in writes:
+                    assert results[k] == bytes(disk[offset : offset + length]), f"read {k}"
+            assert disk == expected
+            assert blk.counts()["free_pages"] == 16 and blk.counts()["in_flight"] == 0
+            assert back.peak > 1
+        finally:
+            blk.close()
+
+    run_world(main)
+
+
 def test_an_error_status_is_a_block_error_naming_the_sectors() -> None:
     async def main(w: World) -> None:
         disk = disk_image()

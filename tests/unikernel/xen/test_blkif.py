@@ -1,6 +1,7 @@
 """blkfront's data path against a fake blkback over a bytearray disk: request layout, I/Os split
-into requests of 11 pages, pages never shared in flight, answers in any order, errors, lost
-events and indices that wrap at 2**32."""
+into requests of 11 pages, each I/O in a run of pages of its own (first fit, never stuck for
+good however fragmented), answers in any order, errors, lost events and indices that wrap at
+2**32."""
 
 from __future__ import annotations
 
@@ -20,13 +21,23 @@ U32 = 2**32
 KIB = 1024
 
 
+def make_with_grefs(
+    pages: int = 64, *, disk: int = 1024 * KIB, start: int = 0, flush: bool = True
+) -> tuple[BlkfrontQueue, FakeBlkback, list[int]]:
+    """A queue over `pages` data pages side by side, each with its own gref (the grefs are
+    not contiguous), and a fake blkback over a zeroed disk; the data pages' grefs."""
+    grants = Grants()
+    ring, _ = grants.page()
+    data, grefs = grants.run(pages)
+    queue = BlkfrontQueue(ring, data, grefs, handle=5, start=start)
+    back = FakeBlkback(ring, grants, bytearray(disk), flush_supported=flush)
+    return queue, back, grefs
+
+
 def make(
     pages: int = 64, *, disk: int = 1024 * KIB, start: int = 0, flush: bool = True
 ) -> tuple[BlkfrontQueue, FakeBlkback]:
-    grants = Grants()
-    ring, _ = grants.page()
-    queue = BlkfrontQueue(ring, grants.pages_(pages), handle=5, start=start)
-    back = FakeBlkback(ring, grants, bytearray(disk), flush_supported=flush)
+    queue, back, _ = make_with_grefs(pages, disk=disk, start=start, flush=flush)
     return queue, back
 
 
@@ -218,6 +229,109 @@ def test_pages_are_released_once_and_only_when_done() -> None:
     assert queue.free_pages() == 64
 
 
+def test_the_data_pages_are_one_writable_view_with_a_gref_for_each_page() -> None:
+    grants = Grants()
+    ring, _ = grants.page()
+    data, grefs = grants.run(4)
+    with pytest.raises(ValueError, match="at least one"):
+        BlkfrontQueue(ring, bytearray(), [])
+    with pytest.raises(ValueError, match="one writable view"):
+        BlkfrontQueue(ring, data, grefs[:3])
+    with pytest.raises(ValueError, match="one writable view"):
+        BlkfrontQueue(ring, bytes(4 * 4096), grefs)  # type: ignore[arg-type]
+    queue = BlkfrontQueue(ring, data, grefs)
+    assert (queue.max_io, queue.free_pages(), queue.largest_free_run()) == (16 * KIB, 4, 4)
+    queue.close()
+    data[0] = 1  # the caller's view is the caller's: close() released only the queue's own
+
+
+def test_a_write_lands_in_its_run_each_page_under_its_own_gref() -> None:
+    queue, back, grefs = make_with_grefs(pages=32)
+    held = submitted(queue.submit(blkif.OP_READ, 0, 12 * KIB))  # pages 0..2, until read out
+    length = 13 * 4096 + 1536  # 14 pages, the last with 3 sectors: two requests
+    data = pattern(length, 3)
+    io = submitted(queue.submit(blkif.OP_WRITE, 64 * KIB, length, data))
+    assert (held.first, held.count, io.first, io.count) == (0, 3, 3, 14)
+    back.take()
+    _, first, second = back.unanswered
+    assert (first.sector, second.sector) == (128, 128 + 88)
+    segments = first.segments + second.segments
+    assert segments == [(g, 0, 7) for g in grefs[3:16]] + [(grefs[16], 0, 2)]
+    for k, (gref, _, last) in enumerate(segments):
+        chunk = data[k * 4096 : (k + 1) * 4096]
+        assert len(chunk) == (last + 1) * 512
+        assert back.grants.pages[gref][: len(chunk)] == chunk, f"page {k} of the write"
+    back.answer()
+    assert queue.complete() == [held, io]
+    assert back.disk[64 * KIB :][:length] == data
+    assert queue.free_pages() == 29, "the read holds its pages until read out"
+    queue.release(held)
+    assert read(queue, back, 64 * KIB, length) == data
+
+
+def test_each_io_takes_the_first_run_of_free_pages_long_enough() -> None:
+    queue, back = make(pages=16)
+    a, b, c, d = [submitted(queue.submit(blkif.OP_READ, i * 16 * KIB, 16 * KIB)) for i in range(4)]
+    assert [io.first for io in (a, b, c, d)] == [0, 4, 8, 12]
+    run(queue, back)
+    queue.release(b)
+    queue.release(d)
+    assert (queue.free_pages(), queue.largest_free_run()) == (8, 4)
+    assert queue.submit(blkif.OP_READ, 0, 32 * KIB) is None, "8 pages free, not side by side"
+    small = submitted(queue.submit(blkif.OP_READ, 0, 4 * KIB))
+    assert small.first == 4, "the first run that fits"
+    queue.release(a)
+    assert queue.submit(blkif.OP_READ, 0, 32 * KIB) is None
+    assert run(queue, back) == [small]
+    queue.release(small)
+    big = submitted(queue.submit(blkif.OP_READ, 0, 32 * KIB))
+    assert (big.first, big.count, queue.free_pages()) == (0, 8, 4)
+
+
+SIZES = st.one_of(st.integers(1, 16), st.integers(100, 512))  # sectors: small, and large
+
+
+@settings(max_examples=100, deadline=None)
+@given(sizes=st.lists(SIZES, min_size=1, max_size=40), seed=st.integers(0, 2**16))
+def test_small_ios_among_large_ones_never_leave_one_stuck(sizes: list[int], seed: int) -> None:
+    """However fragmented the pages get, an I/O refused waits only for others to finish:
+    with nothing in flight and no read holding pages, every page is free."""
+    pages = 64  # max_io: 256 KiB, 512 sectors
+    queue, back = make(pages, disk=512 * KIB)
+    rng = random.Random(seed)
+    unread: list[BlockIo] = []  # finished reads whose pages are held until read out
+
+    def progress() -> None:
+        back.take()
+        if unread and (not back.unanswered or rng.random() < 0.5):
+            io = unread.pop(rng.randrange(len(unread)))
+            if rng.random() < 0.5:
+                queue.read_out(io, bytearray(io.length))
+            else:
+                queue.release(io)
+            return
+        assert back.unanswered, "refused with every page free: it would never go"
+        back.answer(rng.randint(1, len(back.unanswered)), rng)
+        unread.extend(io for io in queue.complete() if io.op == blkif.OP_READ)
+
+    for sectors in sizes:
+        length = sectors * 512
+        offset = rng.randrange(0, 512 * KIB - length + 1, 512)
+        writing = rng.random() < 0.5
+        data = rng.randbytes(length) if writing else None
+        op = blkif.OP_WRITE if writing else blkif.OP_READ
+        while (result := queue.submit(op, offset, length, data)) is None:
+            if not queue.ring.in_flight() and not unread:
+                pytest.fail(f"{length} bytes refused with nothing in flight or held")
+            progress()
+        io, _ = result
+        assert io.count == -(-length // 4096)
+        assert queue.largest_free_run() <= queue.free_pages()
+    while queue.ring.in_flight() or unread:
+        progress()
+    assert queue.free_pages() == queue.largest_free_run() == pages
+
+
 def test_without_events_the_final_check_still_finds_the_answers() -> None:
     queue, back = make()
     back.drop = True
@@ -232,7 +346,7 @@ def test_without_events_the_final_check_still_finds_the_answers() -> None:
 
 
 DISK = 128 * KIB
-OPS = st.tuples(st.booleans(), st.integers(0, DISK // 512 - 1), st.integers(1, 120))
+OPS = st.tuples(st.booleans(), st.integers(0, DISK // 512 - 1), st.integers(1, 256))
 
 
 @settings(max_examples=150, deadline=None)
@@ -288,7 +402,9 @@ def test_a_back_end_answering_in_any_order_still_yields_the_data_written(
                 if result is not None:
                     break
                 needed = -(-length // 4096)
-                assert queue.free_pages() < needed or queue.ring.free_requests() < -(-needed // 11)
+                assert queue.largest_free_run() < needed or queue.ring.free_requests() < -(
+                    -needed // 11
+                )
             progress()
         io, _ = result
         assert len(io.ids) == -(-length // (44 * KIB))
@@ -298,5 +414,5 @@ def test_a_back_end_answering_in_any_order_still_yields_the_data_written(
     while in_flight:
         progress()
     assert back.disk == model
-    assert queue.free_pages() == pages
+    assert queue.free_pages() == queue.largest_free_run() == pages
     assert all(count <= 11 for count in back.segments_seen)

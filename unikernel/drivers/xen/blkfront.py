@@ -8,15 +8,14 @@ in one transaction, waits for blkback's Connected, reads the disk's geometry and
 state=4. The data path is blkif.BlkfrontQueue; this module does the system calls around it.
 
 Any number of threads may have I/O in flight. An I/O larger than the queue takes at once is
-cut into pieces that go out together. A thread whose I/O cannot get pages or ring slots waits
-its turn (first come, first served, so a large I/O is not starved by small ones). Completions
-are reaped by one waiting thread at a time for everyone, the others waiting for it (as
-rawdisk does); the reaper copies each read out as it is answered, freeing its pages at once
-(a read waiting for its last piece must not hold its first one's), and each reap ends with
-the final check: ask for an event at the next
-response, barrier (the port's unmask write), look at the ring again. The wait for an event
-is bounded by `poll_interval`, after which the ring is looked at anyway (§5's safety net): a
-lost edge costs latency, never a hang.
+cut into pieces that go out together. A thread whose I/O cannot get a run of pages or ring
+slots waits its turn (first come, first served, so a large I/O is not starved by small ones).
+Completions are reaped by one waiting thread at a time for everyone, the others waiting for it
+(as rawdisk does); the reaper copies each read out as it is answered, freeing its pages at
+once (a read waiting for its last piece must not hold its first one's), and each reap ends
+with the final check: ask for an event at the next response, barrier (the port's unmask
+write), look at the ring again. The wait for an event is bounded by `poll_interval`, after
+which the ring is looked at anyway (§5's safety net): a lost edge costs latency, never a hang.
 
 Sectors are 512 bytes on the wire whatever `sector-size` says; requests must be aligned to
 `sector-size` (BlockDevice.check), as blkback refuses misaligned ones.
@@ -95,8 +94,9 @@ async def open_blkfront(
         port = held.port = channels.bind_unbound(backend_id)
         grefs = pool.grefs
         handle = int(name) if name.isdigit() else 0
+        # The data pages as one view (one mmap, side by side): a whole I/O is one copy.
         queue = BlkfrontQueue(
-            held.page(0), [(held.page(i), grefs[i]) for i in range(1, count)], handle=handle
+            held.page(0), held.pages(1, data_pages), grefs[1:count], handle=handle
         )
         held.release_first.append(queue.close)
         keys = {

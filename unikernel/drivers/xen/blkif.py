@@ -1,11 +1,18 @@
 """blkif: blkfront's data path (io/blkif.h) over its shared ring, sans-IO.
 
 The driver owns the grants, the event channel and xenstore; it hands `BlkfrontQueue` the
-mapped ring page and data pages, each with the grant reference the back end knows it by
-(persistent grants: granted once, reused). An I/O (`BlockIo`) takes whole pages of its own,
-so requests in flight never share one, and goes out as one request per 11 pages (44 KiB).
-Writes are copied into the pages before their requests are published; reads are copied out
-once every request of theirs is answered, then the pages are free again.
+mapped ring page and its data pages as one contiguous view, with the grant reference the back
+end knows each page by (persistent grants: granted once, reused). An I/O (`BlockIo`) takes a
+run of consecutive pages of its own (first fit), so requests in flight never share one, and
+goes out as one request per 11 pages (44 KiB). Writes are copied into their run, in one slice,
+before their requests are published; reads are copied out of it, in one slice, once every
+request of theirs is answered, then the pages are free again.
+
+Python's work per I/O is per request, never per page: each page's full-page segment (gref,
+sectors 0..7) is packed once, up front, a request's segment array is one slice of those, and
+only an I/O's last page, if partial, is patched. Runs can fragment, so an I/O may have to wait
+although enough pages are free, but only for I/Os in flight (or reads not read out yet): with
+none, every page is free and any I/O the queue takes (at most `max_io`) fits.
 
 Sectors are 512 bytes in every field of the protocol, whatever the disk's sector-size says.
 Nothing here checks the disk's size: the driver does (BlockDevice.check).
@@ -23,7 +30,6 @@ if TYPE_CHECKING:
 
     Buffer = bytes | bytearray | memoryview
     Writable = bytearray | memoryview
-    Page = tuple[memoryview, int]  # a mapped page and its grant reference
 
 # blkif_request (x86-64, packed): op, nr_segments, handle, pad, id, sector_number, then
 # BLKIF_MAX_SEGMENTS_PER_REQUEST segments of {gref, first_sect, last_sect, pad}.
@@ -35,6 +41,11 @@ SLOT = REQUEST.size + MAX_SEGMENTS * SEGMENT.size  # 112
 RING_SIZE = ring_size(SLOT)  # 32
 SECTOR = 512
 SECTORS_PER_PAGE = PAGE_SIZE // SECTOR  # first_sect and last_sect lie in 0..7
+# A whole request slot in one call: the header, then the segment array as bytes (a short one
+# is padded with zeros, past nr_segments, which the back end ignores).
+_FILLED = struct.Struct(f"<BBHIQQ{MAX_SEGMENTS * SEGMENT.size}s")
+_SEGMENTS_AT = REQUEST.size  # where a slot's segment array starts
+_REQUEST_SECTORS = MAX_SEGMENTS * SECTORS_PER_PAGE  # sectors of a full request
 
 OP_READ = 0
 OP_WRITE = 1
@@ -45,15 +56,17 @@ STATUS_EOPNOTSUPP = -2
 
 
 class BlockIo:
-    """One read, write or flush: the ring requests that carry it and how they went."""
+    """One read, write or flush: the run of pages it holds, the ring requests that carry it
+    and how they went."""
 
-    __slots__ = ("ids", "length", "offset", "op", "pages", "pending", "status")
+    __slots__ = ("count", "first", "ids", "length", "offset", "op", "pending", "status")
 
-    def __init__(self, op: int, offset: int, length: int, pages: list[int]) -> None:
+    def __init__(self, op: int, offset: int, length: int, first: int, count: int) -> None:
         self.op = op
         self.offset = offset  # bytes
         self.length = length  # bytes
-        self.pages = pages  # indices into the queue's data pages, in order; [] once freed
+        self.first = first  # the queue's data page where its run starts
+        self.count = count  # pages in the run; 0 once freed (and for a flush)
         self.ids: tuple[int, ...] = ()  # the ring requests' ids
         self.pending = 0  # requests not answered yet
         self.status = STATUS_OKAY  # the first failing request's status, if any
@@ -77,28 +90,50 @@ class BlkfrontQueue:
     channel's unmask write), `ring.has_responses()`.
     """
 
-    __slots__ = ("_free", "_handle", "_in_flight", "_next_id", "_notify_always", "_pages", "ring")
+    __slots__ = (
+        "_data",
+        "_grefs",
+        "_handle",
+        "_in_flight",
+        "_next_id",
+        "_notify_always",
+        "_segments",
+        "_used",
+        "ring",
+    )
 
     def __init__(
         self,
         ring_page: Writable,
-        data_pages: Sequence[Page],
+        data: Writable,
+        grefs: Sequence[int],
         *,
         handle: int = 0,
         start: int = 0,
         notify_always: bool = False,
     ) -> None:
-        """`data_pages`: writable 4 KiB pages (more than 32 * 11 are never all in use);
-        `handle`: the vbd's handle from xenstore; `start`: the ring's first index (tests
-        start near 2**32); `notify_always`: as in netif.NetfrontQueues."""
-        if not data_pages:
+        """`data`: the data pages, one writable, contiguous view of whole 4 KiB pages (more
+        than 32 * 11 are never all in use): page i is data[i * 4096 : (i + 1) * 4096];
+        `grefs[i]`: page i's grant reference; `handle`: the vbd's handle from xenstore;
+        `start`: the ring's first index (tests start near 2**32); `notify_always`: as in
+        netif.NetfrontQueues."""
+        if not grefs:
             raise ValueError("blkfront needs at least one data page")
-        for page, _ in data_pages:
-            if page.nbytes != PAGE_SIZE or page.readonly:
-                raise ValueError(f"data pages are writable pages of {PAGE_SIZE} bytes")
+        view = memoryview(data).cast("B")
+        if view.readonly or view.nbytes != len(grefs) * PAGE_SIZE:
+            size = view.nbytes
+            view.release()
+            raise ValueError(
+                f"{size} bytes for {len(grefs)} grant references: the data pages are "
+                f"one writable view of {PAGE_SIZE} bytes per reference"
+            )
         self.ring = FrontRing(ring_page, SLOT, start=start)
-        self._pages = list(data_pages)
-        self._free = list(reversed(range(len(self._pages))))
+        self._data = view
+        self._grefs = tuple(grefs)
+        # Every page's segment for the whole page, in page order: a request's segment array
+        # is one slice of this.
+        self._segments = b"".join(SEGMENT.pack(g, 0, SECTORS_PER_PAGE - 1) for g in grefs)
+        self._used = bytearray(len(grefs))  # per page: 0 free, 1 held by an I/O
         self._handle = handle
         self._notify_always = notify_always
         self._in_flight: dict[int, BlockIo] = {}  # request id -> its I/O
@@ -107,22 +142,28 @@ class BlkfrontQueue:
     @property
     def max_io(self) -> int:
         """The largest read or write one submit() takes, in bytes."""
-        return min(len(self._pages), RING_SIZE * MAX_SEGMENTS) * PAGE_SIZE
+        return min(len(self._used), RING_SIZE * MAX_SEGMENTS) * PAGE_SIZE
 
     def free_pages(self) -> int:
-        return len(self._free)
+        return self._used.count(0)
+
+    def largest_free_run(self) -> int:
+        """The most pages one I/O could take now: the longest run of free pages."""
+        return max(map(len, self._used.split(b"\x01")))
 
     def submit(
         self, op: int, offset: int = 0, length: int = 0, data: Buffer | None = None
     ) -> tuple[BlockIo, bool] | None:
         """Start a read or write of `length` bytes at byte `offset` (`data` holds what to
         write), or a flush (no offset, length or data): (the I/O, whether to notify). None
-        when the pages or ring slots it needs are taken now: wait for completions and try
-        again. Raises ValueError for misaligned or oversized requests."""
+        when no run of free pages is long enough now, or the ring slots it needs are taken:
+        wait for completions and try again (with nothing in flight, it goes). Raises
+        ValueError for misaligned or oversized requests."""
+        source = None
         if op == OP_FLUSH_DISKCACHE:
             if offset or length or data is not None:
                 raise ValueError("a flush takes no offset, length or data")
-            pages_needed, requests = 0, 1
+            pages, requests = 0, 1
         elif op in (OP_READ, OP_WRITE):
             if offset < 0 or offset % SECTOR or length <= 0 or length % SECTOR:
                 raise ValueError(
@@ -131,41 +172,60 @@ class BlkfrontQueue:
                 )
             if length > self.max_io:
                 raise ValueError(f"{length} bytes: one I/O moves at most {self.max_io}")
-            if op == OP_WRITE and (data is None or len(data) != length):
-                raise ValueError(f"a write of {length} bytes needs {length} bytes of data")
-            if op == OP_READ and data is not None:
+            if op == OP_WRITE:
+                if data is not None:
+                    source = memoryview(data).cast("B")
+                if source is None or source.nbytes != length:
+                    raise ValueError(f"a write of {length} bytes needs {length} bytes of data")
+            elif data is not None:
                 raise ValueError("a read takes no data: read_out() copies it")
-            pages_needed = -(-length // PAGE_SIZE)
-            requests = -(-pages_needed // MAX_SEGMENTS)
+            pages = -(-length // PAGE_SIZE)
+            requests = -(-pages // MAX_SEGMENTS)
         else:
             raise ValueError(f"unsupported blkif operation {op}")
-        if pages_needed > len(self._free) or requests > self.ring.free_requests():
-            return None
-        io = BlockIo(op, offset, length, [self._free.pop() for _ in range(pages_needed)])
-        if data is not None:
-            source = memoryview(data).cast("B")
-            for k, page_index in enumerate(io.pages):
-                chunk = source[k * PAGE_SIZE : (k + 1) * PAGE_SIZE]
-                self._pages[page_index][0][: len(chunk)] = chunk
-        ids = []
-        sector = offset // SECTOR
         ring = self.ring
-        for r in range(requests):
-            request_id = self._next_id
-            self._next_id += 1
-            segments = io.pages[r * MAX_SEGMENTS : (r + 1) * MAX_SEGMENTS]
-            slot = ring.next_request()
-            REQUEST.pack_into(slot, 0, op, len(segments), self._handle, 0, request_id, sector)
-            for j, page_index in enumerate(segments):
-                done = (r * MAX_SEGMENTS + j) * PAGE_SIZE
-                sectors = min(SECTORS_PER_PAGE, (length - done) // SECTOR)
-                gref = self._pages[page_index][1]
-                SEGMENT.pack_into(slot, REQUEST.size + j * SEGMENT.size, gref, 0, sectors - 1)
-                sector += sectors
-            self._in_flight[request_id] = io
-            ids.append(request_id)
-        io.ids = tuple(ids)
+        if requests > ring.free_requests():
+            return None
+        first = 0
+        if pages:
+            used = self._used
+            first = used.find(bytes(pages))  # first fit, searched in C
+            if first < 0:
+                return None
+            used[first : first + pages] = b"\x01" * pages
+        io = BlockIo(op, offset, length, first, pages)
+        if source is not None:
+            base = first * PAGE_SIZE
+            self._data[base : base + length] = source  # one copy, however many pages
+        next_id = self._next_id
+        self._next_id = next_id + requests
+        io.ids = ids = tuple(range(next_id, next_id + requests))
         io.pending = requests
+        in_flight, segments, handle = self._in_flight, self._segments, self._handle
+        fill, next_request, step = _FILLED.pack_into, ring.next_request, SEGMENT.size
+        sector = offset // SECTOR
+        at, end = first * step, (first + pages) * step  # this run's segments, in bytes
+        slot = None
+        for request_id in ids:
+            stop = at + MAX_SEGMENTS * step
+            if stop > end:  # the last request (an `if`: cheaper than min() per request)
+                stop = end
+            slot = next_request()
+            fill(slot, 0, op, (stop - at) // step, handle, 0, request_id, sector, segments[at:stop])
+            in_flight[request_id] = io
+            at = stop
+            sector += _REQUEST_SECTORS
+        tail = length % PAGE_SIZE
+        if tail and slot is not None:
+            # The last page is partial: its segment ends at the I/O's last sector.
+            last = (pages - 1) % MAX_SEGMENTS
+            SEGMENT.pack_into(
+                slot,
+                _SEGMENTS_AT + last * SEGMENT.size,
+                self._grefs[first + pages - 1],
+                0,
+                tail // SECTOR - 1,
+            )
         rule = ring.push_requests()
         return io, self._notify_always or rule
 
@@ -174,9 +234,10 @@ class BlkfrontQueue:
         status. A write's pages are free again; a read's wait for read_out() or release().
         Raises RingError for a response to no request in flight or of another operation."""
         finished = []
-        while (slot := self.ring.take_response()) is not None:
-            request_id, op, status = RESPONSE.unpack_from(slot)
-            io = self._in_flight.pop(request_id, None)
+        take, unpack, pop = self.ring.take_response, RESPONSE.unpack_from, self._in_flight.pop
+        while (slot := take()) is not None:
+            request_id, op, status = unpack(slot)
+            io = pop(request_id, None)
             if io is None:
                 raise RingError(f"a response to request {request_id}, which is not in flight")
             if op != io.op:
@@ -184,7 +245,7 @@ class BlkfrontQueue:
             if status != STATUS_OKAY and io.status == STATUS_OKAY:
                 io.status = status
             io.pending -= 1
-            if io.done:
+            if not io.pending:  # io.done, without a call per response
                 if io.op != OP_READ:
                     self.release(io)
                 finished.append(io)
@@ -199,12 +260,10 @@ class BlkfrontQueue:
             target = memoryview(into).cast("B")
             if target.nbytes != io.length or target.readonly:
                 raise ValueError(f"a read of {io.length} bytes needs as many writable bytes")
-            if not io.pages and io.length:
+            if not io.count:
                 raise ValueError(f"{io!r} was read out or released already")
-            for k, page_index in enumerate(io.pages):
-                start = k * PAGE_SIZE
-                size = min(PAGE_SIZE, io.length - start)
-                target[start : start + size] = self._pages[page_index][0][:size]
+            at = io.first * PAGE_SIZE
+            target[:] = self._data[at : at + io.length]
         self.release(io)
         return io.status
 
@@ -213,10 +272,13 @@ class BlkfrontQueue:
         twice, nothing."""
         if not io.done:
             raise ValueError(f"{io!r} is in flight: the back end may still use its pages")
-        self._free.extend(io.pages)
-        io.pages = []
+        if io.count:
+            self._used[io.first : io.first + io.count] = bytes(io.count)
+            io.count = 0
 
     def close(self) -> None:
-        """Release the ring's views into its page, so that its mapping can be closed once the
-        caller drops its own views (the data pages are the caller's)."""
+        """Release the queue's views into the ring page and the data pages, so that their
+        mapping can be closed once the caller drops its own views. The queue is unusable
+        after."""
         self.ring.close()
+        self._data.release()

@@ -11,6 +11,7 @@ pass fakes; the real ones are evtchn.EventChannels and gntalloc.GrantPool.
 from __future__ import annotations
 
 from unikernel.drivers.xen.evtchn import EventChannels
+from unikernel.drivers.xen.ring import PAGE_SIZE
 from unikernel.drivers.xen.xenstore import (
     XenstoreClient,
     XenstoreError,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
         grefs: list[int]
 
         def page(self, i: int) -> memoryview: ...
+        def buffer(self) -> memoryview: ...
         def close(self) -> None: ...
 
     PoolFactory = Callable[[int, int], Pool]  # (domid, pages) -> a pool granted to domid
@@ -219,6 +221,19 @@ class Held:
     def page(self, i: int) -> memoryview:
         assert self.pool is not None
         view = self.pool.page(i)
+        self.views.append(view)
+        return view
+
+    def pages(self, first: int, count: int) -> memoryview:
+        """Pages first..first+count-1 of the pool as one view: the pool is one mapping, so
+        they lie side by side (blkfront copies a whole I/O in one slice)."""
+        assert self.pool is not None
+        whole = self.pool.buffer()
+        if first < 0 or count < 1 or (first + count) * PAGE_SIZE > whole.nbytes:
+            whole.release()
+            raise IndexError(f"pages {first}..{first + count - 1} of a pool of {self.pool_pages}")
+        view = whole[first * PAGE_SIZE : (first + count) * PAGE_SIZE]
+        whole.release()  # the slice stands on its own
         self.views.append(view)
         return view
 

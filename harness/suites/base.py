@@ -4,7 +4,6 @@ rest: repeats, warm-up, timeouts, clean-up and recording."""
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 import time
@@ -14,7 +13,15 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from harness.model import Measurement, Metric, Params
-from harness.targets.base import Instance, LaunchSettings, Log, Target, Usage, Workload
+from harness.targets.base import (
+    Instance,
+    LaunchSettings,
+    Log,
+    Target,
+    Usage,
+    Workload,
+    cross_product,
+)
 from hostkit.interrupts import signals_deferred
 
 
@@ -165,11 +172,7 @@ class Suite(ABC):
     def param_sets(self, requested: Mapping[str, Sequence[str]], target: Target) -> list[Params]:
         """The parameter combinations to measure on `target`: by default the cross product of
         what the user asked."""
-        names = sorted(requested)
-        return [
-            dict(zip(names, values, strict=True))
-            for values in itertools.product(*(requested[n] for n in names))
-        ]
+        return list(cross_product(requested))
 
     def measured_param_sets(
         self, requested: Mapping[str, Sequence[str]], target: Target

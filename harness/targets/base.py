@@ -224,6 +224,15 @@ class Instance(ABC):
         """Kills the workload and frees everything it held. Safe to call twice, from any thread."""
 
 
+def cross_product(values: Mapping[str, Sequence[str]]) -> list[dict[str, str]]:
+    """Every combination of one value per name, names in sorted order."""
+    names = sorted(values)
+    return [
+        dict(zip(names, chosen, strict=True))
+        for chosen in itertools.product(*(values[n] for n in names))
+    ]
+
+
 class Target(ABC):
     name: str
     description: str
@@ -250,12 +259,8 @@ class Target(ABC):
                     f"{name}={','.join(wrong)}: {self.name} takes {' or '.join(values)}"
                 )
             chosen[name] = list(dict.fromkeys(asked))
-        names = sorted(chosen)
-        combinations = [
-            dict(zip(names, values, strict=True))
-            for values in itertools.product(*(chosen[n] for n in names))
-        ]
-        return combinations, {n: v for n, v in requested.items() if n not in self.params}
+        rest = {n: v for n, v in requested.items() if n not in self.params}
+        return cross_product(chosen), rest
 
     @abstractmethod
     def availability(self) -> Availability: ...

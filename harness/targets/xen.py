@@ -333,8 +333,7 @@ class XenTarget(Target):
                 f"{self.name}: prepare() was not called for {workload.name} ({drivers} drivers)"
             )
         name = guest_name()
-        launch = str(settings.workload_params.get("launch", LAUNCHES[0]))
-        check_launch(launch)
+        launch = str(settings.workload_params.get("launch", LAUNCHES[0]))  # XenGuest checks it
         script = self._vif_script if launch == "pre-created" else None
         if launch == "pre-created" and script is None:
             raise RuntimeError(f"{self.name}: prepare() did not place the vif script in dom0")

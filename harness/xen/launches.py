@@ -70,8 +70,8 @@ def precreate(dom0: Dom0, name: str, config_path: str) -> float:
 
 def start_command(launch: str, name: str, config_path: str) -> str:
     """What the guest's console session runs at t0: xl's whole creation, or the unpause of the
-    guest built ahead, each followed by the guest's console until it ends."""
-    check_launch(launch)
+    guest built ahead, each followed by the guest's console until it ends (`launch` checked:
+    XenGuest does it)."""
     if launch == "xl-create":
         return f"exec xl create -c {shlex.quote(config_path)}"
     quoted = shlex.quote(name)

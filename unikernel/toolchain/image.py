@@ -129,11 +129,9 @@ def walk_app(
     target: str,
     rt: runtime.Runtime,
     modules: Sequence[str] = (),
-    drivers: str | None = None,
+    drivers: str = "kernel",
 ) -> tuple[ImportGraph, Path]:
-    drivers = drivers or loaded.app.drivers
-    folder = target if drivers == "kernel" else f"{target}-{drivers}-drivers"
-    generated = loaded.build_dir / folder / "generated"
+    generated = loaded.build_dir / (target + drivers_suffix(drivers)) / "generated"
     shutil.rmtree(generated, ignore_errors=True)
     generated.mkdir(parents=True)
     source = config_source(loaded.app, target, modules, drivers)
@@ -200,6 +198,11 @@ def standard_build(
     return sources, extensions, uncompilable
 
 
+def drivers_suffix(drivers: str) -> str:
+    """What a build folder's name gains for drivers other than the kernel's."""
+    return "" if drivers == "kernel" else f"-{drivers}-drivers"
+
+
 def output_dir(
     loaded: LoadedApp,
     target: str,
@@ -210,8 +213,7 @@ def output_dir(
     """Where a build's outputs go: one folder per target, kernel, drivers and variant, so that
     no build overwrites another's."""
     name = target if target == "hosted" else f"{target}-{kernel_profile}"
-    if (drivers or loaded.app.drivers) != "kernel":
-        name += f"-{drivers or loaded.app.drivers}-drivers"
+    name += drivers_suffix(drivers or loaded.app.drivers)
     return loaded.build_dir / (name if prune else f"{name}-unpruned")
 
 

@@ -175,6 +175,7 @@ class BlkRequest:
     op: int
     sector: int
     segments: list[tuple[int, int, int]]  # (gref, first_sect, last_sect)
+    indirect: int | None = None  # the gref of the page its segments came on, if indirect
 
 
 @dataclass
@@ -183,8 +184,10 @@ class FakeBlkback(Notifier):
     grants: Grants
     disk: bytearray
     flush_supported: bool = True
+    max_indirect_segments: int = 256  # what it offers, as Linux's blkback does
     unanswered: list[BlkRequest] = field(default_factory=list)
     segments_seen: list[int] = field(default_factory=list)  # nr_segments of every request
+    indirect_seen: int = 0  # indirect requests taken
 
     def __post_init__(self) -> None:
         Notifier.__init__(self)
@@ -195,17 +198,34 @@ class FakeBlkback(Notifier):
         taken = 0
         busy = {gref for request in self.unanswered for gref, _, _ in request.segments}
         ids = {request.id for request in self.unanswered}
+        indirect_busy = {r.indirect for r in self.unanswered if r.indirect is not None}
         while (slot := self.ring.take_request()) is not None:
-            op, count, _, _, request_id, sector = blkif.REQUEST.unpack_from(slot)
-            assert request_id not in ids, f"request id {request_id} reused while in flight"
-            segments = [
-                blkif.SEGMENT.unpack_from(slot, blkif.REQUEST.size + j * blkif.SEGMENT.size)
-                for j in range(count)
-            ]
-            if op in (blkif.OP_READ, blkif.OP_WRITE):
-                assert 1 <= count <= blkif.MAX_SEGMENTS, f"{count} segments"
+            indirect = None
+            if slot[0] == blkif.OP_INDIRECT:
+                # As blkback does at once: map the indirect page, copy its segments out.
+                fields = blkif.INDIRECT.unpack_from(slot)
+                _, op, count, _, request_id, sector, _, _, indirect = fields
+                assert op in (blkif.OP_READ, blkif.OP_WRITE), f"indirect operation {op}"
+                assert 1 <= count <= self.max_indirect_segments, f"{count} indirect segments"
+                assert indirect in self.grants.pages, f"unknown indirect gref {indirect}"
+                assert indirect not in indirect_busy, f"indirect page {indirect} reused"
+                indirect_busy.add(indirect)
+                page = self.grants.pages[indirect]
+                segments = [
+                    blkif.SEGMENT.unpack_from(page, j * blkif.SEGMENT.size) for j in range(count)
+                ]
+                self.indirect_seen += 1
             else:
-                assert count == 0, f"operation {op} with {count} segments"
+                op, count, _, _, request_id, sector = blkif.REQUEST.unpack_from(slot)
+                segments = [
+                    blkif.SEGMENT.unpack_from(slot, blkif.REQUEST.size + j * blkif.SEGMENT.size)
+                    for j in range(count)
+                ]
+                if op in (blkif.OP_READ, blkif.OP_WRITE):
+                    assert 1 <= count <= blkif.MAX_SEGMENTS, f"{count} segments"
+                else:
+                    assert count == 0, f"operation {op} with {count} segments"
+            assert request_id not in ids, f"request id {request_id} reused while in flight"
             for gref, first, last in segments:
                 assert gref in self.grants.pages, f"unknown gref {gref}"
                 assert first <= last < blkif.SECTORS_PER_PAGE, f"sectors {first}..{last}"
@@ -213,7 +233,7 @@ class FakeBlkback(Notifier):
                 busy.add(gref)
             ids.add(request_id)
             self.segments_seen.append(count)
-            self.unanswered.append(BlkRequest(request_id, op, sector, segments))
+            self.unanswered.append(BlkRequest(request_id, op, sector, segments, indirect))
             taken += 1
         self.ring.arm_request_event()
         return taken

@@ -514,17 +514,18 @@ class BlkbackDriver(BackendDriver):
         sector_size: int = 512,
         info: int = 0,
         flush: bool = True,
+        indirect: int | None = 256,
     ) -> None:
         super().__init__(xs, hv, path, hotplug=hotplug)
         self.disk = disk
         self.sector_size = sector_size
         self.info = info
         self.flush = flush
+        self.indirect = indirect  # feature-max-indirect-segments; None: not offered
         self.blkback: WiredBlkback | None = None
 
     async def probe(self) -> None:
         await self.xs.write(f"{self.path}/max-ring-page-order", "4")
-        await self.xs.write(f"{self.path}/feature-max-indirect-segments", "256")
 
     def map_rings(self) -> None:
         assert self.front["protocol"] == "x86_64-abi"
@@ -533,6 +534,7 @@ class BlkbackDriver(BackendDriver):
             self.hv.grants,
             self.disk,
             flush_supported=self.flush,
+            max_indirect_segments=self.indirect or 0,
             channel=self.channel,
         )
         spawn(self.blkback.serve)
@@ -547,6 +549,9 @@ class BlkbackDriver(BackendDriver):
             "feature-persistent": "1",
             "feature-discard": "0",
         }
+        if self.indirect is not None:
+            # Written as it connects, not at InitWait, as Linux's blkback does.
+            keys["feature-max-indirect-segments"] = str(self.indirect)
         for key, value in keys.items():
             await self.xs.write(f"{self.path}/{key}", value)
 

@@ -21,7 +21,7 @@ from tests.unikernel.xen.fake_xenstored import WRITE
 from unikernel.block.interface import BlockError
 from unikernel.core.scheduler import now, spawn, yield_
 from unikernel.drivers.xen import blkif, frontend
-from unikernel.drivers.xen.blkfront import Blkfront, open_blkfront
+from unikernel.drivers.xen.blkfront import DATA_PAGES, Blkfront, open_blkfront
 from unikernel.drivers.xen.frontend import FrontendError
 
 KIB = 1024
@@ -33,7 +33,7 @@ def disk_image(size: int = DISK, seed: int = 1) -> bytearray:
 
 
 async def connect(
-    w: World, disk: bytearray, *, data_pages: int = 352, **driver: Any
+    w: World, disk: bytearray, *, data_pages: int = DATA_PAGES, **driver: Any
 ) -> tuple[Blkfront, BlkbackDriver]:
     back = w.blkback(disk, **driver)
     blk = await open_blkfront(
@@ -82,10 +82,12 @@ def test_bring_up_publishes_the_reference_keys_and_reads_the_geometry() -> None:
             assert in_tx[-1][:2] == ("device/vbd/51712/state", "3")  # Initialised, with the rest
             assert writes[5:] == [("device/vbd/51712/state", "4", 0)]  # once blkback connected
             assert w.store.commits == 1
-            assert (pool.count, pool.domid) == (1 + 352, 0)
-            assert w.hv.limit_checks == [granted + 353]
+            # The ring, an indirect page per slot, 4 MiB of data pages: blkback's 1056
+            # persistent grants and the ring.
+            assert (pool.count, pool.domid) == (1 + 32 + 1024, 0)
+            assert w.hv.limit_checks == [granted + 1057]
             assert (blk.capacity, blk.sector_size, blk.read_only) == (DISK, 512, False)
-            assert blk.name == "51712" and blk.max_io == 352 * 4096
+            assert blk.name == "51712" and blk.max_io == 1024 * 4096
             assert driver.states == ["2", "4"]
         finally:
             blk.close()
@@ -94,10 +96,21 @@ def test_bring_up_publishes_the_reference_keys_and_reads_the_geometry() -> None:
     run_world(main)
 
 
-def test_writes_read_back_and_large_ones_are_split() -> None:
+@pytest.mark.parametrize(
+    ("indirect", "segments", "indirect_requests"),
+    [
+        (256, [16, 16, 16, 2], 3),  # a piece is one indirect request; 2 pages go in the slot
+        (12, [12, 4, 12, 4, 12, 4, 2], 6),  # a piece of 16 pages: two indirect requests
+        (None, [11, 5, 11, 5, 11, 5, 2], 0),  # not offered: 11 pages a request at most
+    ],
+)
+def test_writes_read_back_and_large_ones_are_split(
+    indirect: int | None, segments: list[int], indirect_requests: int
+) -> None:
     async def main(w: World) -> None:
         disk = bytearray(DISK)
-        blk, driver = await connect(w, disk, data_pages=16)  # at most 64 KiB at once
+        # At most 64 KiB at once.
+        blk, driver = await connect(w, disk, data_pages=16, indirect=indirect)
         back = driver.blkback
         assert back is not None
         try:
@@ -105,7 +118,8 @@ def test_writes_read_back_and_large_ones_are_split() -> None:
             await blk.write(4096, memoryview(data))
             assert disk[4096 : 4096 + len(data)] == data and not any(disk[:4096])
             assert blk.requests == 4  # 64 + 64 + 64 + 8 KiB
-            assert back.segments_seen == [11, 5, 11, 5, 11, 5, 2]  # 11 pages a request at most
+            assert back.segments_seen == segments
+            assert back.indirect_seen == indirect_requests
             assert await read(blk, 4096, len(data)) == data
             assert await read(blk, DISK - 512, 512) == bytes(512)  # the last sector
             await blk.write(DISK - 1024, memoryview(b"\xab" * 1024))
@@ -132,7 +146,7 @@ def test_reads_in_flight_from_several_threads_complete_out_of_order() -> None:
             assert results == [bytes(disk[o : o + 8 * KIB]) for o in offsets]
             assert back.peak == 8 and len(back.answered) == 8
             assert back.answered != back.taken  # not in the order asked
-            assert blk.counts()["free_pages"] == 352
+            assert blk.counts()["free_pages"] == DATA_PAGES
         finally:
             blk.close()
 
@@ -341,6 +355,59 @@ def test_a_cancelled_reader_leaves_its_pages_to_be_freed_on_the_answer() -> None
     run_world(main)
 
 
+@pytest.mark.parametrize(
+    ("cancelled", "answered_first"),
+    [((), 1), ((), 3), ((0,), 0), ((3,), 0), ((0, 1), 0), ((1, 0), 0), ((0, 1, 2, 3, 4, 5, 6), 0)],
+    ids=[
+        "the-reaper-s-read-first",
+        "three-first",
+        "the-reaper-cancelled",
+        "a-sleeper-cancelled",
+        "reaper-and-its-heir-cancelled",
+        "heir-then-reaper-cancelled",
+        "all-but-one-cancelled",
+    ],
+)
+def test_the_reaping_passes_on_when_the_reaper_leaves(
+    cancelled: tuple[int, ...], answered_first: int
+) -> None:
+    """One reader reaps for all and the others sleep until their own read is done. When the
+    reaper's read is answered first, or the reaper, or the reader it hands the reaping to, is
+    cancelled, another one reaps: the rest finish (a sleeper with no reaper would sleep on,
+    and the run would fail at its deadline)."""
+
+    async def main(w: World) -> None:
+        disk = disk_image()
+        blk, driver = await connect(w, disk)
+        back = driver.blkback
+        assert back is not None
+        back.batch = 1000  # nothing is answered unless the test says so
+        offsets = [k * 64 * KIB for k in range(8)]
+        try:
+            readers = [spawn(read, blk, offset, 32 * KIB) for offset in offsets]
+            for _ in range(20):
+                await yield_()
+            assert len(back.unanswered) == 8 and not any(r.done for r in readers)
+            back.answer(answered_first)  # the oldest first: the reaper's is the first
+            for k in cancelled:
+                readers[k].cancel()
+            for _ in range(20):
+                await yield_()
+            assert all(readers[k].done for k in range(answered_first))
+            assert blk.counts()["in_flight"] == 8 - answered_first
+            back.answer()
+            for k, reader in enumerate(readers):
+                if k not in cancelled:
+                    expected = bytes(disk[offsets[k] : offsets[k] + 32 * KIB])
+                    assert await reader.join() == expected
+            assert blk.counts()["in_flight"] == 0
+            assert blk.counts()["free_pages"] == DATA_PAGES  # the cancelled ones' too
+        finally:
+            blk.close()
+
+    run_world(main)
+
+
 def test_close_fails_the_requests_in_flight() -> None:
     async def main(w: World) -> None:
         blk, driver = await connect(w, disk_image())
@@ -383,7 +450,13 @@ def test_a_back_end_that_never_connects_fails_at_the_timeout_and_all_is_given_ba
         evtchn = w.hv.evtchn()
         start = now()
         with pytest.raises(FrontendError) as caught:
-            await open_blkfront(xenstore=w.xs, evtchn=evtchn, grants=w.hv.grant_pool, timeout=4)
+            await open_blkfront(
+                xenstore=w.xs,
+                evtchn=evtchn,
+                grants=w.hv.grant_pool,
+                ensure_limit=w.hv.ensure_limit,
+                timeout=4,
+            )
         assert now() - start == pytest.approx(4.0, abs=0.1)
         assert str(caught.value).startswith(
             f"{VBD_BACK}/state stayed 2 (InitWait) for 4 s, awaiting 4 (Connected): the block"

@@ -22,22 +22,44 @@ KIB = 1024
 
 
 def make_with_grefs(
-    pages: int = 64, *, disk: int = 1024 * KIB, start: int = 0, flush: bool = True
+    pages: int = 64,
+    *,
+    disk: int = 1024 * KIB,
+    start: int = 0,
+    flush: bool = True,
+    indirect: tuple[int, int] = (0, blkif.MAX_SEGMENTS),
 ) -> tuple[BlkfrontQueue, FakeBlkback, list[int]]:
     """A queue over `pages` data pages side by side, each with its own gref (the grefs are
-    not contiguous), and a fake blkback over a zeroed disk; the data pages' grefs."""
+    not contiguous), and a fake blkback over a zeroed disk; the data pages' grefs.
+    `indirect`: (indirect pages, segments per indirect request)."""
     grants = Grants()
     ring, _ = grants.page()
     data, grefs = grants.run(pages)
-    queue = BlkfrontQueue(ring, data, grefs, handle=5, start=start)
+    indirect_pages, max_segments = indirect
+    pool, pool_grefs = grants.run(indirect_pages) if indirect_pages else (None, [])
+    queue = BlkfrontQueue(
+        ring,
+        data,
+        grefs,
+        handle=5,
+        start=start,
+        indirect=pool,
+        indirect_grefs=pool_grefs,
+        max_segments=max_segments,
+    )
     back = FakeBlkback(ring, grants, bytearray(disk), flush_supported=flush)
     return queue, back, grefs
 
 
 def make(
-    pages: int = 64, *, disk: int = 1024 * KIB, start: int = 0, flush: bool = True
+    pages: int = 64,
+    *,
+    disk: int = 1024 * KIB,
+    start: int = 0,
+    flush: bool = True,
+    indirect: tuple[int, int] = (0, blkif.MAX_SEGMENTS),
 ) -> tuple[BlkfrontQueue, FakeBlkback]:
-    queue, back, _ = make_with_grefs(pages, disk=disk, start=start, flush=flush)
+    queue, back, _ = make_with_grefs(pages, disk=disk, start=start, flush=flush, indirect=indirect)
     return queue, back
 
 
@@ -100,6 +122,54 @@ def test_a_large_io_goes_as_requests_of_at_most_11_pages() -> None:
     assert back.disk[8 * KIB + 512 :][:length] == data
     assert read(queue, back, 8 * KIB + 512, length) == data
     assert queue.free_pages() == 64
+
+
+def test_with_indirect_pages_a_large_io_goes_as_indirect_requests_of_max_segments() -> None:
+    queue, back = make(indirect=(32, 32))
+    assert queue.max_segments == 32 and queue.max_io == 64 * 4096  # all the data pages
+    length = 160 * KIB + 512  # 41 pages, the last with one sector: 32 + 9
+    data = pattern(length)
+    io = submitted(queue.submit(blkif.OP_WRITE, 4 * KIB, length, data))
+    slot = back.ring.slot(1)
+    op, real_op, count, _, request_id, sector, handle, _, gref = blkif.INDIRECT.unpack_from(slot)
+    assert (op, real_op, count, handle) == (blkif.OP_INDIRECT, blkif.OP_WRITE, 9, 5)
+    assert (request_id, sector) == (io.ids[1], (4 * KIB + 32 * 4096) // 512)
+    last = blkif.SEGMENT.unpack_from(back.grants.pages[gref], 8 * 8)
+    assert last[1:] == (0, 0), "the partial last page is patched in the indirect page"
+    assert run(queue, back) == [io]
+    assert (back.segments_seen, back.indirect_seen) == ([32, 9], 2)
+    assert back.disk[4 * KIB :][:length] == data
+    assert read(queue, back, 4 * KIB, length) == data
+    assert back.indirect_seen == 4
+
+
+def test_with_indirect_pages_small_ios_still_go_in_the_slot() -> None:
+    queue, back = make(indirect=(32, 32))
+    io = submitted(queue.submit(blkif.OP_WRITE, 0, 44 * KIB, pattern(44 * KIB)))
+    assert run(queue, back) == [io]
+    assert (back.segments_seen, back.indirect_seen) == ([11], 0)
+
+
+def test_indirect_requests_wait_for_an_indirect_page_then_go() -> None:
+    queue, back = make(indirect=(1, 16))
+    first = submitted(queue.submit(blkif.OP_READ, 0, 64 * KIB))  # 16 pages: one request
+    assert queue.submit(blkif.OP_READ, 64 * KIB, 64 * KIB) is None, "its page is taken"
+    small = submitted(queue.submit(blkif.OP_READ, 128 * KIB, 4 * KIB))  # needs none
+    assert set(run(queue, back)) == {first, small}
+    assert queue.submit(blkif.OP_READ, 64 * KIB, 64 * KIB) is not None
+
+
+def test_indirect_settings_are_checked() -> None:
+    grants = Grants()
+    ring, _ = grants.page()
+    data, grefs = grants.run(4)
+    for wrong in (10, 513):
+        with pytest.raises(ValueError, match="max_segments"):
+            BlkfrontQueue(ring, data, grefs, max_segments=wrong)
+    with pytest.raises(ValueError, match="at least one indirect page"):
+        BlkfrontQueue(ring, data, grefs, max_segments=32)
+    with pytest.raises(ValueError, match="indirect grant references"):
+        BlkfrontQueue(ring, data, grefs, indirect=bytearray(4096), indirect_grefs=[1, 2])
 
 
 def test_misaligned_or_malformed_requests_are_refused() -> None:
@@ -291,13 +361,21 @@ def test_each_io_takes_the_first_run_of_free_pages_long_enough() -> None:
 SIZES = st.one_of(st.integers(1, 16), st.integers(100, 512))  # sectors: small, and large
 
 
+# (indirect pages, segments per request): none; a page per ring slot; too few pages
+INDIRECT = st.sampled_from([(0, 11), (32, 32), (2, 24)])
+
+
 @settings(max_examples=100, deadline=None)
-@given(sizes=st.lists(SIZES, min_size=1, max_size=40), seed=st.integers(0, 2**16))
-def test_small_ios_among_large_ones_never_leave_one_stuck(sizes: list[int], seed: int) -> None:
+@given(
+    sizes=st.lists(SIZES, min_size=1, max_size=40), seed=st.integers(0, 2**16), indirect=INDIRECT
+)
+def test_small_ios_among_large_ones_never_leave_one_stuck(
+    sizes: list[int], seed: int, indirect: tuple[int, int]
+) -> None:
     """However fragmented the pages get, an I/O refused waits only for others to finish:
     with nothing in flight and no read holding pages, every page is free."""
     pages = 64  # max_io: 256 KiB, 512 sectors
-    queue, back = make(pages, disk=512 * KIB)
+    queue, back = make(pages, disk=512 * KIB, indirect=indirect)
     rng = random.Random(seed)
     unread: list[BlockIo] = []  # finished reads whose pages are held until read out
 
@@ -315,7 +393,7 @@ def test_small_ios_among_large_ones_never_leave_one_stuck(sizes: list[int], seed
         unread.extend(io for io in queue.complete() if io.op == blkif.OP_READ)
 
     for sectors in sizes:
-        length = sectors * 512
+        length = min(sectors * 512, queue.max_io)
         offset = rng.randrange(0, 512 * KIB - length + 1, 512)
         writing = rng.random() < 0.5
         data = rng.randbytes(length) if writing else None
@@ -356,14 +434,21 @@ OPS = st.tuples(st.booleans(), st.integers(0, DISK // 512 - 1), st.integers(1, 2
     ops=st.lists(OPS, max_size=25),
     seed=st.integers(0, 2**16),
     drop=st.booleans(),
+    indirect=INDIRECT,
 )
 def test_a_back_end_answering_in_any_order_still_yields_the_data_written(
-    start: int, pages: int, ops: list[tuple[bool, int, int]], seed: int, drop: bool
+    start: int,
+    pages: int,
+    ops: list[tuple[bool, int, int]],
+    seed: int,
+    drop: bool,
+    indirect: tuple[int, int],
 ) -> None:
     """Writes and reads in flight together (never overlapping, whose order is undefined) with
     answers shuffled and events lost: each read sees the writes before it, and the disk ends
     as the model."""
-    queue, back = make(pages, disk=DISK, start=start)
+    queue, back = make(pages, disk=DISK, start=start, indirect=indirect)
+    pages_per_request = indirect[1]
     back.drop = drop
     rng = random.Random(seed)
     model = bytearray(DISK)
@@ -402,12 +487,16 @@ def test_a_back_end_answering_in_any_order_still_yields_the_data_written(
                 if result is not None:
                     break
                 needed = -(-length // 4096)
-                assert queue.largest_free_run() < needed or queue.ring.free_requests() < -(
-                    -needed // 11
+                per = pages_per_request if needed > 11 else 11
+                assert (
+                    queue.largest_free_run() < needed
+                    or queue.ring.free_requests() < -(-needed // per)
+                    or per > 11  # or no indirect page is free (the queue does not say)
                 )
             progress()
         io, _ = result
-        assert len(io.ids) == -(-length // (44 * KIB))
+        needed = -(-length // 4096)
+        assert len(io.ids) == -(-needed // (pages_per_request if needed > 11 else 11))
         if data is not None:
             model[lo : lo + length] = data
         in_flight[io.ids[0]] = (io, None if writing else bytes(model[lo : lo + length]))
@@ -415,4 +504,4 @@ def test_a_back_end_answering_in_any_order_still_yields_the_data_written(
         progress()
     assert back.disk == model
     assert queue.free_pages() == queue.largest_free_run() == pages
-    assert all(count <= 11 for count in back.segments_seen)
+    assert all(count <= pages_per_request for count in back.segments_seen)

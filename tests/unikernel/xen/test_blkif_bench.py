@@ -21,7 +21,7 @@ from unikernel.drivers.xen.ring import BackRing
 from .fake_backend import FakeBlkback, Grants
 
 KIB = 1024
-PAGES = 352  # blkfront's pool: a full ring of 11-page requests
+PAGES = 1024  # blkfront's pool
 DISK = 2 * 1024 * KIB
 
 
@@ -35,8 +35,9 @@ class Echo:
     def take(self) -> None:
         self.taken.clear()
         while (slot := self.ring.take_request()) is not None:
-            op, _, _, _, request_id, _ = blkif.REQUEST.unpack_from(slot)
-            self.taken.append((request_id, op))
+            op, real_op, _, _, request_id, _ = blkif.REQUEST.unpack_from(slot)
+            # An indirect request's operation is its second byte (its count: a u16 after it).
+            self.taken.append((request_id, real_op if op == blkif.OP_INDIRECT else op))
 
     def answer(self) -> None:
         for request_id, op in self.taken:
@@ -44,9 +45,18 @@ class Echo:
         self.ring.push_responses()
 
 
-def _queue(grants: Grants, ring: memoryview) -> BlkfrontQueue:
+def _queue(grants: Grants, ring: memoryview, max_segments: int) -> BlkfrontQueue:
     data, grefs = grants.run(PAGES)
-    return BlkfrontQueue(ring, data, grefs, handle=5)
+    indirect, indirect_grefs = grants.run(blkif.RING_SIZE)
+    return BlkfrontQueue(
+        ring,
+        data,
+        grefs,
+        handle=5,
+        indirect=indirect,
+        indirect_grefs=indirect_grefs,
+        max_segments=max_segments,
+    )
 
 
 def _round(
@@ -63,26 +73,35 @@ def _round(
     assert io.status == blkif.STATUS_OKAY
 
 
-def _case(op: int, length: int, backend: str) -> Any:
-    name = f"{'read' if op == blkif.OP_READ else 'write'}-{length // KIB}k-{backend}"
+def _case(op: int, length: int, backend: str, segments: int) -> Any:
+    kind = "read" if op == blkif.OP_READ else "write"
+    requests = "indirect" if segments > blkif.MAX_SEGMENTS else "direct"
     return pytest.param(
-        op, length, backend, id=name, marks=pytest.mark.benchmark(group=f"{backend} back end")
+        op,
+        length,
+        backend,
+        segments,
+        id=f"{kind}-{length // KIB}k-{backend}-{requests}",
+        marks=pytest.mark.benchmark(group=f"{backend} back end"),
     )
 
 
 @pytest.mark.parametrize(
-    ("op", "length", "backend"),
+    ("op", "length", "backend", "segments"),
     [
-        _case(op, length, backend)
+        _case(op, length, backend, segments)
         for backend in ("fake", "echo")
         for op in (blkif.OP_READ, blkif.OP_WRITE)
         for length in (128 * KIB, 1024 * KIB)
+        for segments in (blkif.MAX_SEGMENTS, 256)  # 256: Linux's blkback's indirect offer
     ],
 )
-def test_one_io_round_trip(benchmark: Any, op: int, length: int, backend: str) -> None:
+def test_one_io_round_trip(
+    benchmark: Any, op: int, length: int, backend: str, segments: int
+) -> None:
     grants = Grants()
     ring, _ = grants.page()
-    queue = _queue(grants, ring)
+    queue = _queue(grants, ring, segments)
     disk = bytearray(random.Random(1).randbytes(DISK))
     back: Any = FakeBlkback(ring, grants, disk) if backend == "fake" else Echo(ring)
     data = random.Random(2).randbytes(length) if op == blkif.OP_WRITE else None

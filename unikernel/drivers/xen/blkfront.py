@@ -1,21 +1,29 @@
 """blkfront: a Xen block front end run from userspace, as a BlockDevice (unikernel/block).
 
 `open_blkfront()` connects one vbd as xen-frontends.md §4 says: it finds device/vbd/<vdev>
-(the first listed by default), waits for blkback's InitWait, grants one pool (a ring page and
-32 * 11 data pages, enough for a full ring of 11-segment requests), binds an event channel,
-publishes ring-ref, event-channel, protocol=x86_64-abi and feature-persistent=1 with state=3
-in one transaction, waits for blkback's Connected, reads the disk's geometry and says
-state=4. The data path is blkif.BlkfrontQueue; this module does the system calls around it.
+(the first listed by default), waits for blkback's InitWait, grants one pool (a ring page, an
+indirect page per ring slot and 1024 data pages), binds an event channel, publishes ring-ref,
+event-channel, protocol=x86_64-abi and feature-persistent=1 with state=3 in one transaction,
+waits for blkback's Connected, reads the disk's geometry and feature-max-indirect-segments,
+and says state=4. The data path is blkif.BlkfrontQueue; this module does the system calls
+around it.
+
+In flight at most: 4 MiB, as Linux's blkfront (32 requests of 32 pages). The pool stays at
+the 1056 grants blkback keeps mapped per ring (xen_blkif_max_pgrants) with the indirect
+pages, so that no request of ours costs blkback a grant map and unmap. With indirect
+segments (Linux's blkback offers 256) a 1 MiB read is one request.
 
 Any number of threads may have I/O in flight. An I/O larger than the queue takes at once is
 cut into pieces that go out together. A thread whose I/O cannot get a run of pages or ring
 slots waits its turn (first come, first served, so a large I/O is not starved by small ones).
-Completions are reaped by one waiting thread at a time for everyone, the others waiting for it
-(as rawdisk does); the reaper copies each read out as it is answered, freeing its pages at
-once (a read waiting for its last piece must not hold its first one's), and each reap ends
-with the final check: ask for an event at the next response, barrier (the port's unmask
-write), look at the ring again. The wait for an event is bounded by `poll_interval`, after
-which the ring is looked at anyway (§5's safety net): a lost edge costs latency, never a hang.
+Completions are reaped by one waiting thread at a time for everyone (as rawdisk does); each
+of the others sleeps until its own I/O is done or it is handed the reaping, so a reap wakes
+only the threads it finished for. The reaper copies each read out as it is answered, freeing
+its pages at once (a read waiting for its last piece must not hold its first one's), and each
+reap ends with the final check: ask for an event at the next response, barrier (the port's
+unmask write), look at the ring again. The wait for an event is bounded by `poll_interval`,
+after which the ring is looked at anyway (§5's safety net): a lost edge costs latency, never
+a hang.
 
 Sectors are 512 bytes on the wire whatever `sector-size` says; requests must be aligned to
 `sector-size` (BlockDevice.check), as blkback refuses misaligned ones.
@@ -45,7 +53,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from unikernel.drivers.xen.frontend import Channels, LimitCheck, PoolFactory
 
-DATA_PAGES = blkif.RING_SIZE * blkif.MAX_SEGMENTS  # 352: a full ring of full requests
+DATA_PAGES = 1024  # 4 MiB: as much in flight as Linux's blkfront
+INDIRECT_PAGES = blkif.RING_SIZE  # one per request in flight
 POLL_INTERVAL = 0.05  # seconds between looks at the ring when no event comes
 VDISK_CDROM, VDISK_REMOVABLE, VDISK_READONLY = 1, 2, 4  # the `info` key's bits
 _STATUS_NAMES = {
@@ -68,7 +77,7 @@ async def open_blkfront(
 ) -> Blkfront:
     """Connect vbd `vdev` ("51712" is xvda; None: the first listed) and return it as a
     BlockDevice; FrontendError if it cannot be. The device arguments are as open_netfront()'s;
-    `data_pages` sizes the pool (fewer than 352 caps the I/O in flight)."""
+    `data_pages` sizes the pool (fewer caps the I/O in flight)."""
     if not 1 <= data_pages <= DATA_PAGES:
         raise ValueError(f"data_pages={data_pages}: between 1 and {DATA_PAGES}")
     held = frontend.hold(xenstore, evtchn)
@@ -84,19 +93,24 @@ async def open_blkfront(
             "is xen-blkback loaded in the back end's domain (or, for a qdisk, is its QEMU"
             " running)?",
         )
-        # We use one ring page and no indirect segments whatever blkback offers
-        # (max-ring-page-order, feature-max-indirect-segments), so we need not read them.
-        count = 1 + data_pages
+        # One ring page whatever max-ring-page-order offers: a page holds 32 requests, and
+        # with indirect ones those carry more than the pool.
+        data_at = 1 + INDIRECT_PAGES
+        count = data_at + data_pages
         pool = held.pool = frontend.allocate_pool(
             grants or gntalloc.GrantPool, ensure_limit, backend_id, count
         )
         held.pool_pages = count
         port = held.port = channels.bind_unbound(backend_id)
         grefs = pool.grefs
-        handle = int(name) if name.isdigit() else 0
         # The data pages as one view (one mmap, side by side): a whole I/O is one copy.
         queue = BlkfrontQueue(
-            held.page(0), held.pages(1, data_pages), grefs[1:count], handle=handle
+            held.page(0),
+            held.pages(data_at, data_pages),
+            grefs[data_at:count],
+            handle=int(name) if name.isdigit() else 0,
+            indirect=held.pages(1, INDIRECT_PAGES),
+            indirect_grefs=grefs[1:data_at],
         )
         held.release_first.append(queue.close)
         keys = {
@@ -122,9 +136,18 @@ async def open_blkfront(
         info = await frontend.read_optional(xs, f"{backend}/info")
         mode = await frontend.read_optional(xs, f"{backend}/mode")
         flush = await frontend.read_optional(xs, f"{backend}/feature-flush-cache")
-        for key, value in (("sectors", sectors), ("sector-size", sector_size), ("info", info)):
+        # Blkback writes it as it connects, so it is read now (as Linux's blkfront does).
+        indirect = await frontend.read_optional(xs, f"{backend}/feature-max-indirect-segments")
+        for key, value in (
+            ("sectors", sectors),
+            ("sector-size", sector_size),
+            ("info", info),
+            ("feature-max-indirect-segments", indirect),
+        ):
             if value is not None and not value.isdigit():
                 raise FrontendError(f"{backend}/{key} is {value!r}, not a number")
+        offered = min(int(indirect or 0), blkif.SEGMENTS_PER_INDIRECT_PAGE)
+        queue.use_indirect(max(offered, blkif.MAX_SEGMENTS))
         await xs.write(f"{device}/state", str(CONNECTED))
     except BaseException as error:
         held.give_back(error)
@@ -181,7 +204,9 @@ class Blkfront(BlockDevice):
         self._turn = Lock()  # taken by whoever waits for pages or slots: first come, first served
         self._watching = False  # whether a thread waits on the event channel for everyone
         self._watch_scope: CancelScope | None = None
-        self._progress = Event()  # set, and replaced, each time that thread has reaped
+        # Threads asleep until their I/O is done or they are handed the reaping, by I/O.
+        self._waiters: dict[BlockIo, Event] = {}
+        self._room = Event()  # set, and replaced, by each reap that finished an I/O
         # Where each read in flight goes: copied there (its pages freed) as soon as it is
         # answered, by whoever reaps; None once its requester has left.
         self._targets: dict[BlockIo, memoryview | None] = {}
@@ -246,10 +271,12 @@ class Blkfront(BlockDevice):
             return
         if self._watch_scope is not None:
             self._watch_scope.cancel()  # while the device is open: its watcher stops at once
-        progress, self._progress = self._progress, Event()
+        waiters, self._waiters = self._waiters, {}
         self._targets.clear()
         self._held.release()
-        progress.set()
+        for event in waiters.values():
+            event.set()
+        self._wake_room()
 
     async def aclose(self, timeout: float = CLOSE_TIMEOUT) -> None:
         """close(), after Linux's unplug handshake with the back end."""
@@ -302,7 +329,10 @@ class Blkfront(BlockDevice):
                 submitted = queue.submit(op, offset, length, data)
                 if submitted is not None:
                     break
-                await self._progress_wait()
+                if self._watching:
+                    await self._room.wait()
+                else:
+                    await self._watch(None)
         io, notify = submitted
         if target is not None:
             self._targets[io] = target
@@ -316,49 +346,87 @@ class Blkfront(BlockDevice):
         for io in ios:
             while not io.done:
                 self._check_open(io)
-                await self._progress_wait()
+                if self._watching:
+                    await self._sleep_until_done(io)
+                else:
+                    await self._watch(io)
 
-    async def _progress_wait(self) -> None:
-        """Wait until completions have been reaped: by this thread, if none waits on the
-        event channel already, else by the one that does."""
-        if self._watching:
-            await self._progress.wait()
-            return
+    async def _sleep_until_done(self, io: BlockIo) -> None:
+        """Sleep until the reaper has finished `io`, or has left and handed the reaping over."""
+        event = self._waiters[io] = Event()
+        try:
+            await event.wait()
+        except BaseException:
+            if self._waiters.get(io) is event:
+                del self._waiters[io]
+            else:
+                self._hand_over()  # we may have been handed the reaping: pass it on
+            raise
+
+    async def _watch(self, io: BlockIo | None) -> None:
+        """Wait on the event channel and reap for everyone until `io` is done (None: once);
+        then hand the reaping to a thread still waiting, if any."""
         self._watching = True
         try:
             with CancelScope() as scope:
                 self._watch_scope = scope
-                with move_on_after(self.poll_interval):
-                    await wait_readable(self._evtchn.fileno())
-                self._reap()
+                while True:
+                    with move_on_after(self.poll_interval):
+                        await wait_readable(self._evtchn.fileno())
+                    self._reap()
+                    if io is None or io.done or self._held.released:
+                        break
         finally:
             self._watching = False
             self._watch_scope = None
-            progress, self._progress = self._progress, Event()
-            progress.set()
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """With nobody reaping, wake one thread that waits, to reap."""
+        if self._watching:
+            return
+        waiters = self._waiters
+        for io in waiters:
+            if not io.done:
+                waiters.pop(io).set()
+                return
+        self._wake_room()  # none: the thread waiting for room, if one does
+
+    def _wake_room(self) -> None:
+        room, self._room = self._room, Event()
+        room.set()
 
     def _reap(self) -> None:
-        """Take every response, then the final check; completions freed or handed over."""
+        """Take every response, then the final check; completions freed or handed over, and
+        their threads woken."""
         if self._held.released:
             return
         evtchn, ring, queue = self._evtchn, self._queue.ring, self._queue
+        waiters, targets = self._waiters, self._targets
         event = bool(evtchn.pending())
         self.wakeups += event
         if not event and ring.has_responses():
             self.rescues += 1  # the safety net found what no event announced
+        finished = False
         while True:
             for io in queue.complete():
+                finished = True
                 if io.op == blkif.OP_READ:
-                    target = self._targets.pop(io, None)
+                    target = targets.pop(io, None)
                     if target is None:
                         queue.release(io)
                     else:
                         queue.read_out(io, target)  # copies only if it succeeded; frees
+                waiter = waiters.pop(io, None)
+                if waiter is not None:
+                    waiter.set()
             ring.arm_response_event()
             evtchn.unmask(self._port)  # the barrier between that store and the next load
             if not ring.has_responses():
-                return
+                break
             self.rescues += 1  # came before we asked for an event: none will come
+        if finished:
+            self._wake_room()
 
     def _check_open(self, io: BlockIo | None = None) -> None:
         if self._held.released:

@@ -3,14 +3,19 @@
 The driver owns the grants, the event channel and xenstore; it hands `BlkfrontQueue` the
 mapped ring page and its data pages as one contiguous view, with the grant reference the back
 end knows each page by (persistent grants: granted once, reused). An I/O (`BlockIo`) takes a
-run of consecutive pages of its own (first fit), so requests in flight never share one, and
-goes out as one request per 11 pages (44 KiB). Writes are copied into their run, in one slice,
-before their requests are published; reads are copied out of it, in one slice, once every
-request of theirs is answered, then the pages are free again.
+run of consecutive pages of its own (first fit), so requests in flight never share one. It
+goes out as one request per 11 pages (44 KiB) in the ring slot itself, or, when the back end
+offers indirect segments (feature-max-indirect-segments) and the driver hands over indirect
+pages, as one indirect request per `max_segments` pages: the slot then names a granted page
+that holds the segment array (blkif.h's BLKIF_OP_INDIRECT), so a 1 MiB read is one request,
+not 24. Writes are copied into their run, in one slice, before their requests are published;
+reads are copied out of it, in one slice, once every request of theirs is answered, then the
+pages are free again.
 
 Python's work per I/O is per request, never per page: each page's full-page segment (gref,
-sectors 0..7) is packed once, up front, a request's segment array is one slice of those, and
-only an I/O's last page, if partial, is patched. Runs can fragment, so an I/O may have to wait
+sectors 0..7) is packed once, up front, a request's segment array is one slice of those
+(copied into the slot, or into an indirect page), and only an I/O's last page, if partial,
+is patched. Runs can fragment, so an I/O may have to wait
 although enough pages are free, but only for I/Os in flight (or reads not read out yet): with
 none, every page is free and any I/O the queue takes (at most `max_io`) fits.
 
@@ -45,11 +50,16 @@ SECTORS_PER_PAGE = PAGE_SIZE // SECTOR  # first_sect and last_sect lie in 0..7
 # is padded with zeros, past nr_segments, which the back end ignores).
 _FILLED = struct.Struct(f"<BBHIQQ{MAX_SEGMENTS * SEGMENT.size}s")
 _SEGMENTS_AT = REQUEST.size  # where a slot's segment array starts
-_REQUEST_SECTORS = MAX_SEGMENTS * SECTORS_PER_PAGE  # sectors of a full request
+# blkif_request_indirect (x86-64, packed): op (6), the real op, nr_segments (u16), pad, id,
+# sector_number, handle, pad, then up to 8 indirect pages' grefs; we use one page, whose
+# 512 segments are more than any back end takes (Linux's blkback: 256).
+INDIRECT = struct.Struct("<BBHIQQHHI")
+SEGMENTS_PER_INDIRECT_PAGE = PAGE_SIZE // SEGMENT.size  # 512
 
 OP_READ = 0
 OP_WRITE = 1
 OP_FLUSH_DISKCACHE = 3
+OP_INDIRECT = 6
 STATUS_OKAY = 0
 STATUS_ERROR = -1
 STATUS_EOPNOTSUPP = -2
@@ -95,8 +105,13 @@ class BlkfrontQueue:
         "_grefs",
         "_handle",
         "_in_flight",
+        "_indirect",
+        "_indirect_free",
+        "_indirect_grefs",
+        "_indirect_of",
         "_next_id",
         "_notify_always",
+        "_per_request",
         "_segments",
         "_used",
         "ring",
@@ -111,14 +126,20 @@ class BlkfrontQueue:
         handle: int = 0,
         start: int = 0,
         notify_always: bool = False,
+        indirect: Writable | None = None,
+        indirect_grefs: Sequence[int] = (),
+        max_segments: int = MAX_SEGMENTS,
     ) -> None:
-        """`data`: the data pages, one writable, contiguous view of whole 4 KiB pages (more
-        than 32 * 11 are never all in use): page i is data[i * 4096 : (i + 1) * 4096];
-        `grefs[i]`: page i's grant reference; `handle`: the vbd's handle from xenstore;
-        `start`: the ring's first index (tests start near 2**32); `notify_always`: as in
-        netif.NetfrontQueues."""
+        """`data`: the data pages, one writable, contiguous view of whole 4 KiB pages: page i
+        is data[i * 4096 : (i + 1) * 4096]; `grefs[i]`: page i's grant reference; `handle`:
+        the vbd's handle from xenstore; `start`: the ring's first index (tests start near
+        2**32); `notify_always`: as in netif.NetfrontQueues. `indirect`: pages for indirect
+        requests' segment arrays (contiguous, whole pages, `indirect_grefs[i]` page i's gref;
+        one per ring slot is enough for a full ring), used from `use_indirect(max_segments)`
+        on (here or later)."""
         if not grefs:
             raise ValueError("blkfront needs at least one data page")
+        pages = () if indirect is None else _pages(indirect, len(indirect_grefs))
         view = memoryview(data).cast("B")
         if view.readonly or view.nbytes != len(grefs) * PAGE_SIZE:
             size = view.nbytes
@@ -138,11 +159,39 @@ class BlkfrontQueue:
         self._notify_always = notify_always
         self._in_flight: dict[int, BlockIo] = {}  # request id -> its I/O
         self._next_id = 1
+        self._per_request = MAX_SEGMENTS  # pages per request of an I/O of more than 11
+        self._indirect = pages  # each a view of one indirect page
+        self._indirect_grefs = tuple(indirect_grefs)
+        self._indirect_free = list(range(len(pages)))
+        self._indirect_of: dict[int, int] = {}  # request id -> the indirect page it holds
+        self.use_indirect(max_segments)
+
+    def use_indirect(self, max_segments: int) -> None:
+        """Send I/Os of more than 11 pages as indirect requests of up to `max_segments` pages
+        (what the back end's feature-max-indirect-segments allows, at most 512), or, with 11,
+        not at all. Blkback says it as it connects, after the ring is set up; before any I/O."""
+        if self._in_flight:
+            raise RuntimeError("requests are in flight: say it before any I/O")
+        if not MAX_SEGMENTS <= max_segments <= SEGMENTS_PER_INDIRECT_PAGE:
+            raise ValueError(
+                f"max_segments={max_segments}: {MAX_SEGMENTS} (no indirect requests) to "
+                f"{SEGMENTS_PER_INDIRECT_PAGE} (one indirect page's worth)"
+            )
+        if max_segments > MAX_SEGMENTS and not self._indirect:
+            raise ValueError("indirect requests need at least one indirect page")
+        self._per_request = max_segments
 
     @property
     def max_io(self) -> int:
         """The largest read or write one submit() takes, in bytes."""
-        return min(len(self._used), RING_SIZE * MAX_SEGMENTS) * PAGE_SIZE
+        per = self._per_request
+        requests = RING_SIZE if per == MAX_SEGMENTS else min(RING_SIZE, len(self._indirect))
+        return min(len(self._used), requests * per) * PAGE_SIZE
+
+    @property
+    def max_segments(self) -> int:
+        """Pages per request: 11, or more with indirect requests."""
+        return self._per_request
 
     def free_pages(self) -> int:
         return self._used.count(0)
@@ -163,7 +212,7 @@ class BlkfrontQueue:
         if op == OP_FLUSH_DISKCACHE:
             if offset or length or data is not None:
                 raise ValueError("a flush takes no offset, length or data")
-            pages, requests = 0, 1
+            pages, requests, per = 0, 1, MAX_SEGMENTS
         elif op in (OP_READ, OP_WRITE):
             if offset < 0 or offset % SECTOR or length <= 0 or length % SECTOR:
                 raise ValueError(
@@ -180,12 +229,16 @@ class BlkfrontQueue:
             elif data is not None:
                 raise ValueError("a read takes no data: read_out() copies it")
             pages = -(-length // PAGE_SIZE)
-            requests = -(-pages // MAX_SEGMENTS)
+            per = self._per_request if pages > MAX_SEGMENTS else MAX_SEGMENTS
+            requests = -(-pages // per)
         else:
             raise ValueError(f"unsupported blkif operation {op}")
         ring = self.ring
         if requests > ring.free_requests():
             return None
+        indirect = pages > MAX_SEGMENTS and self._per_request > MAX_SEGMENTS
+        if indirect and requests > len(self._indirect_free):
+            return None  # only with fewer indirect pages than ring slots
         first = 0
         if pages:
             used = self._used
@@ -202,30 +255,40 @@ class BlkfrontQueue:
         io.ids = ids = tuple(range(next_id, next_id + requests))
         io.pending = requests
         in_flight, segments, handle = self._in_flight, self._segments, self._handle
-        fill, next_request, step = _FILLED.pack_into, ring.next_request, SEGMENT.size
+        next_request, step = ring.next_request, SEGMENT.size
         sector = offset // SECTOR
+        sectors = per * SECTORS_PER_PAGE
         at, end = first * step, (first + pages) * step  # this run's segments, in bytes
-        slot = None
+        slot = array = None  # the last request's slot, and its indirect page if it has one
         for request_id in ids:
-            stop = at + MAX_SEGMENTS * step
+            stop = at + per * step
             if stop > end:  # the last request (an `if`: cheaper than min() per request)
                 stop = end
             slot = next_request()
-            fill(slot, 0, op, (stop - at) // step, handle, 0, request_id, sector, segments[at:stop])
+            count = (stop - at) // step
+            if indirect:
+                page = self._indirect_free.pop()
+                array = self._indirect[page]
+                array[: stop - at] = segments[at:stop]
+                self._indirect_of[request_id] = page
+                INDIRECT.pack_into(
+                    slot, 0, OP_INDIRECT, op, count, 0, request_id, sector, handle, 0,
+                    self._indirect_grefs[page],
+                )  # fmt: skip
+            else:
+                _FILLED.pack_into(
+                    slot, 0, op, count, handle, 0, request_id, sector, segments[at:stop]
+                )
             in_flight[request_id] = io
             at = stop
-            sector += _REQUEST_SECTORS
+            sector += sectors
         tail = length % PAGE_SIZE
         if tail and slot is not None:
             # The last page is partial: its segment ends at the I/O's last sector.
-            last = (pages - 1) % MAX_SEGMENTS
-            SEGMENT.pack_into(
-                slot,
-                _SEGMENTS_AT + last * SEGMENT.size,
-                self._grefs[first + pages - 1],
-                0,
-                tail // SECTOR - 1,
-            )
+            at = ((pages - 1) % per) * SEGMENT.size
+            if array is None:
+                array, at = slot, at + _SEGMENTS_AT
+            SEGMENT.pack_into(array, at, self._grefs[first + pages - 1], 0, tail // SECTOR - 1)
         rule = ring.push_requests()
         return io, self._notify_always or rule
 
@@ -235,9 +298,14 @@ class BlkfrontQueue:
         Raises RingError for a response to no request in flight or of another operation."""
         finished = []
         take, unpack, pop = self.ring.take_response, RESPONSE.unpack_from, self._in_flight.pop
+        indirect_of = self._indirect_of
         while (slot := take()) is not None:
             request_id, op, status = unpack(slot)
             io = pop(request_id, None)
+            if indirect_of:
+                page = indirect_of.pop(request_id, None)
+                if page is not None:
+                    self._indirect_free.append(page)
             if io is None:
                 raise RingError(f"a response to request {request_id}, which is not in flight")
             if op != io.op:
@@ -282,3 +350,18 @@ class BlkfrontQueue:
         after."""
         self.ring.close()
         self._data.release()
+        for page in self._indirect:
+            page.release()
+
+
+def _pages(view: Writable, count: int) -> tuple[memoryview, ...]:
+    """`view`, `count` whole pages side by side, as one view per page."""
+    pages = memoryview(view).cast("B")
+    if pages.readonly or pages.nbytes != count * PAGE_SIZE:
+        size = pages.nbytes
+        pages.release()
+        raise ValueError(
+            f"{size} bytes for {count} indirect grant references: the indirect pages are "
+            f"one writable view of {PAGE_SIZE} bytes per reference"
+        )
+    return tuple(pages[i * PAGE_SIZE : (i + 1) * PAGE_SIZE] for i in range(count))

@@ -95,6 +95,11 @@ class ConsoleWatcher:
                     raise TimeoutError(f"{marker!r} did not appear in time; {self.describe_tail()}")
                 self._changed.wait(remaining)
 
+    @property
+    def closed(self) -> bool:
+        """Whether the console has ended: the workload is gone (or its source broke)."""
+        return self._closed
+
     def lines(self) -> list[tuple[float, str]]:
         with self._changed:
             return list(self._lines)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 from hostkit.namespaces import entered
 
 PROBE_INTERVAL = 0.001  # a datagram a millisecond bounds the probe's own error to 1 ms
+GONE_CHECK = 0.2  # seconds between looks at whether the workload has ended
 
 
 class UdpEchoProbe:
@@ -76,12 +78,23 @@ class UdpEchoProbe:
             finally:
                 self._done.set()
 
-    def wait(self) -> float:
-        """The time of the first reply; raises TimeoutError if none came before the deadline."""
-        self._done.wait(max(0.0, self.deadline - time.perf_counter()) + 1)
+    def wait(self, gone: Callable[[], bool] | None = None) -> float:
+        """The time of the first reply; raises TimeoutError if none came before the deadline,
+        or as soon as `gone()` says the workload has ended (no reply can come then)."""
+        end = max(self.deadline, time.perf_counter()) + 1
+        while not self._done.wait(min(GONE_CHECK, max(0.0, end - time.perf_counter()))):
+            if gone is not None and gone():
+                if self._done.wait(GONE_CHECK):  # a reply sent as it ended, still on its way
+                    break
+                self._stop.set()
+                raise TimeoutError(f"{self._no_reply()}: the workload ended without answering")
+            if time.perf_counter() >= end:
+                break
         if self._replied_at is None:
-            raise TimeoutError(
-                f"no reply to {self.sent} UDP echo probes sent to {self.address[0]}:"
-                f"{self.address[1]}"
-            )
+            raise TimeoutError(self._no_reply())
         return self._replied_at
+
+    def _no_reply(self) -> str:
+        return (
+            f"no reply to {self.sent} UDP echo probes sent to {self.address[0]}:{self.address[1]}"
+        )

@@ -88,7 +88,7 @@ class BootSuite(Suite):
                 probe.start()
             ready, line = instance.ready(ctx.deadline)
             try:
-                served = probe.wait()
+                served = probe.wait(gone=lambda: instance.console.closed)
             except TimeoutError as error:  # ready, yet deaf: the guest's last words say why
                 raise TimeoutError(f"{error}; {instance.console.describe_tail()}") from None
         return [

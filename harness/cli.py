@@ -165,6 +165,13 @@ class Seconds(click.FloatRange):
 )
 @click.option("--param", "param_values", multiple=True, help="NAME=V1[,V2...] to sweep.")
 @click.option(
+    "--interleave",
+    is_flag=True,
+    help="Run each target's parameter sets in turn, repeat by repeat (set A's first, set B's "
+    "first, A's second, ...), rather than all of A's repeats, then all of B's: a change in "
+    "the machine's load then falls on every set alike, for ratios between them.",
+)
+@click.option(
     "--hosts",
     "hosts_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -187,6 +194,7 @@ def run(
     timeout: float,
     cpus: int | None,
     param_values: tuple[str, ...],
+    interleave: bool,
     hosts_file: Path | None,
     xen_dom0: str,
 ) -> None:
@@ -203,6 +211,7 @@ def run(
         timeout=timeout,
         cpus=cpus,
         params=parse_params(param_values),
+        interleave=interleave,
     )
     known = all_targets()
     if hosts_file is not None:

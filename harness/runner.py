@@ -115,6 +115,9 @@ class RunSettings:
     timeout: float = 120.0
     cpus: int | None = None
     params: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # Repeats of a target's parameter sets in turn (each set's first, then each set's second,
+    # ...), so that a drift in the machine's load touches every set alike.
+    interleave: bool = False
 
 
 def new_run_id() -> str:
@@ -209,16 +212,24 @@ class Runner:
             self._record_failures(run, suite, target, recorded_params, reason)
             return
         repeats = self.settings.warmup + self.settings.repeat
+        launches: list[tuple[Params, LaunchSettings]] = []
         for params, recorded in zip(param_sets, recorded_params, strict=True):
             try:
-                launch = suite.launch_settings(params, self.settings.cpus)
+                launches.append((recorded, suite.launch_settings(params, self.settings.cpus)))
             except Exception as exc:  # one bad set must not stop the others
                 reason = f"{target.name}: {params}: cannot launch: {describe_failure(exc)}"
                 self.progress.message(reason)
                 self._record_failures(run, suite, target, [recorded], reason)
-                continue
+        indices = range(-self.settings.warmup, self.settings.repeat)
+        if self.settings.interleave and launches:
+            self.progress.target_started(suite.name, target.name, repeats * len(launches))
+            for index in indices:
+                for recorded, launch in launches:
+                    self._repeat(run, suite, target, recorded, launch, index)
+            return
+        for recorded, launch in launches:
             self.progress.target_started(suite.name, target.name, repeats)
-            for index in range(-self.settings.warmup, self.settings.repeat):
+            for index in indices:
                 self._repeat(run, suite, target, recorded, launch, index)
 
     def _sample_params(self, params: Params, target: Target) -> Params:

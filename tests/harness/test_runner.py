@@ -252,6 +252,27 @@ def test_a_targets_own_parameter_is_measured_on_it_alone_and_recorded(tmp_path: 
     assert {str(s.params.get("drivers")) for s in store.samples(run.id)} == {"kernel"}
 
 
+@pytest.mark.parametrize(
+    ("interleave", "order"),
+    [
+        (False, ["python", "python", "python", "kernel", "kernel", "kernel"]),
+        (True, ["python", "kernel", "python", "kernel", "python", "kernel"]),
+    ],
+)
+def test_interleaving_takes_the_parameter_sets_in_turn_repeat_by_repeat(
+    tmp_path: Path, interleave: bool, order: list[str]
+) -> None:
+    variant = VariantTarget()
+    params = {"drivers": ["python", "kernel"]}
+    settings = RunSettings(repeat=2, warmup=1, params=params, interleave=interleave)
+    store, run = run_suite(tmp_path, BootSuite(), [variant], settings)
+    assert variant.launched == order  # the warm-ups too, each set's in its turn
+    ready = [s for s in store.samples(run.id) if s.metric == "time_to_ready"]
+    assert all(s.failure is None for s in ready), [s.failure for s in ready]
+    kept = sorted((str(s.params["drivers"]), s.repeat) for s in ready)
+    assert kept == [("kernel", 0), ("kernel", 1), ("python", 0), ("python", 1)]
+
+
 def test_a_value_a_target_does_not_take_is_refused_naming_what_it_takes() -> None:
     suite, variant = BootSuite(), VariantTarget()
     suite.check_params({"drivers": ["pyhton"]}, [variant])  # left to the target that takes it

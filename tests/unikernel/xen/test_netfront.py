@@ -161,6 +161,42 @@ def test_final_check_takes_frames_pushed_before_the_event_was_asked_for() -> Non
     run_world(main)
 
 
+def test_read_batch_unmasks_the_port_once_however_many_times_it_looks() -> None:
+    """After the first unmask the port is live: a later look needs a barrier, not another
+    system call, and what the back end sends meanwhile is still seen (by that look, or as an
+    event for the next call)."""
+
+    async def main(w: World) -> None:
+        netfront, driver = await connect(w)
+        back = driver.netback
+        (evtchn,) = w.hv.evtchns
+        assert back is not None and driver.channel is not None
+        try:
+            sent = frames(300)
+            back.queue_frames(sent)
+            back.deliver_rx()  # 256
+            looks = []
+
+            def deliver_at_each_look(port: int) -> None:
+                looks.append(port)
+                back.deliver_rx(limit=20)  # inside the barrier: after our ask for an event
+
+            evtchn.on_unmask = deliver_at_each_look
+            unmasks = evtchn.unmasks
+            got = netfront.read_batch(1000)
+            assert got[:276] == sent[:276] and evtchn.unmasks - unmasks == 1 == len(looks)
+            assert netfront.rescues == 1  # the 20 delivered at the look, taken at once
+            assert evtchn.readable(), "their push passed rsp_event: an event for the next call"
+            while back.rx_waiting:
+                back.deliver_rx()
+                got += netfront.read_batch(1000)
+            assert got == sent
+        finally:
+            netfront.close()
+
+    run_world(main)
+
+
 def test_many_frames_in_through_the_interface_with_an_eager_back_end() -> None:
     async def main(w: World) -> list[bytes]:
         netfront, driver = await connect(w)

@@ -7,9 +7,11 @@ from __future__ import annotations
 import mmap
 import random
 import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -269,6 +271,197 @@ def test_closing_releases_every_view_into_one_granted_mapping() -> None:
 
 
 FRAME_SIZES = st.one_of(st.integers(14, 80), st.integers(1400, 1514))
+
+
+@contextmanager
+def one_by_one() -> Iterator[None]:
+    """Make every run of slots short: receive() and reclaim_tx() read responses one by one,
+    transmit() writes requests one by one (the paths the runs must agree with)."""
+    saved = netif._SHORT_RX, netif._SHORT_TX
+    netif._SHORT_RX = netif._SHORT_TX = 1 << 30
+    try:
+        yield
+    finally:
+        netif._SHORT_RX, netif._SHORT_TX = saved
+
+
+def test_a_run_of_frames_is_taken_at_once_with_each_ones_flags() -> None:
+    validated, blank = netif.NETRXF_DATA_VALIDATED, netif.NETRXF_CSUM_BLANK
+    for rx, start in ((256, 0), (256, U32 - 10), (40, U32 - 10)):
+        queues, back, _ = make(rx, start=start)
+        sent = frames(32, size=1514, tag=rx)
+        for i, frame in enumerate(sent):
+            back.queue_frames([frame], flags=[0, validated, blank | validated][i % 3])
+        back.deliver_rx()
+        got, vouched, notify = queues.receive(64)
+        assert got == sent and notify is True
+        assert vouched == sum(1 << i for i in range(32) if i % 3)
+        assert queues.rx_csum_blank == len(range(2, 32, 3))
+        assert back.posted_rx() == rx, "every buffer posted again"
+
+
+@pytest.mark.parametrize("slot", [0, 20, 31])
+def test_an_rx_id_out_of_place_in_a_long_run_breaks_the_ring(slot: int) -> None:
+    queues, back, _ = make()
+    back.queue_frames(frames(32))
+    back.deliver_rx()
+    struct.pack_into("<H", back.rx.slot(slot), 0, 77)  # the slot holds buffer `slot`
+    with pytest.raises(RingError, match=f"id 77 in the slot of {slot}"):
+        queues.receive(64)
+
+
+@pytest.mark.parametrize("status", [0, -1, 4097])
+def test_an_error_in_a_long_run_is_counted_and_its_buffer_kept(status: int) -> None:
+    queues, back, _ = make()
+    sent = frames(20)
+    back.queue_frames(sent[:10])
+    back.queue_rx(RxItem(b"x" * 20, status=status))
+    back.queue_frames(sent[10:])
+    back.deliver_rx()
+    got, vouched, _ = queues.receive(64)
+    assert (got, vouched, queues.rx_errors, back.posted_rx()) == (sent, 0, 1, 256)
+
+
+def test_a_chain_across_two_calls_is_skipped_whole() -> None:
+    queues, back, _ = make()
+    more = netif.NETRXF_MORE_DATA
+    sent = frames(12)
+    back.queue_frames(sent[:2])
+    back.queue_rx(RxItem(b"head", flags=more), *(RxItem(b"c" * 60, flags=more) for _ in range(9)))
+    back.queue_rx(RxItem(b"tail"))
+    back.queue_frames(sent[2:])
+    back.deliver_rx(limit=12)  # up to the tail
+    assert queues.receive(64)[0] == sent[:2]
+    back.deliver_rx()  # a run that starts with the chain's tail, which looks like a frame
+    assert queues.receive(64)[0] == sent[2:]
+    assert (queues.rx_chains_dropped, queues.rx_errors) == (1, 0)
+
+
+def test_a_long_run_of_tx_responses_frees_each_id_once() -> None:
+    queues, back, _ = make(tx_pages=8)
+    queues.transmit(frames(10))
+    back.take_tx()
+    back.answer_tx(count=4, status=netif.NETIF_RSP_DROPPED)
+    back.answer_tx(count=1, status=netif.NETIF_RSP_ERROR)
+    back.answer_tx(rng=random.Random(3))
+    assert queues.reclaim_tx() == 10
+    assert (queues.tx_dropped, queues.tx_errors, queues.tx_in_flight()) == (4, 1, 0)
+    queues.transmit(frames(8, tag=1))
+    back.take_tx()
+    tx_id = back.unanswered[0][0]
+    back.unanswered[5] = (tx_id, *back.unanswered[5][1:])  # two responses for one id
+    back.answer_tx()
+    with pytest.raises(RingError, match=f"id {tx_id}, which is not in flight"):
+        queues.reclaim_tx()
+
+
+@st.composite
+def rx_items(draw: Callable[..., object]) -> list[RxItem]:
+    """What netback puts in some slots: a burst of frames, an error, or a chain."""
+    kind = draw(st.sampled_from(["frames"] * 4 + ["error", "chain"]))
+    if kind == "frames":
+        length = draw(st.sampled_from([1, 3, 9, 20, 40]))
+        sizes = draw(st.lists(st.sampled_from([14, 60, 1514]), min_size=length, max_size=length))
+        tag = draw(st.integers(0, 255))
+        flags = draw(st.sampled_from([0, 1, 3, None]))  # None: each its own
+        return [
+            RxItem(
+                bytes([(tag + i) % 256]) * size,
+                flags=draw(st.integers(0, 3)) if flags is None else flags,
+            )
+            for i, size in enumerate(sizes)
+        ]
+    if kind == "error":
+        return [RxItem(b"e" * 20, status=draw(st.sampled_from([0, -1, -2, 4097, -32768])))]
+    more, extra = netif.NETRXF_MORE_DATA, netif.NETRXF_EXTRA_INFO
+    flags = draw(st.sampled_from([more, extra, more | extra]))
+    chain = [RxItem(b"h" * 30, flags=flags)]
+    if flags & extra:
+        extras = draw(st.integers(1, 2))
+        chain += [RxItem(extra=True, extra_more=i < extras - 1) for i in range(extras)]
+    if flags & more:
+        rest = draw(st.integers(1, 3))
+        chain += [RxItem(b"c" * 20, flags=more if i < rest - 1 else 0) for i in range(rest)]
+    return chain
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.sampled_from([0, U32 - 3, U32 - 200]),
+    rx=st.sampled_from([1, 40, 255, 256]),
+    offset=st.sampled_from([0, 0, 16]),  # netback's is 0; else every run goes slot by slot
+    items=st.lists(rx_items(), max_size=12),
+    steps=st.lists(st.tuples(st.integers(0, 48), st.integers(0, 48)), min_size=1, max_size=12),
+)
+def test_receiving_in_runs_agrees_with_reading_slot_by_slot(
+    start: int, rx: int, offset: int, items: list[list[RxItem]], steps: list[tuple[int, int]]
+) -> None:
+    """Two front ends, fed alike: one reads runs at once where it can, the other slot by
+    slot; what they return, count and post again must be the same, across the wrap of the
+    slots and of 2**32, with fewer buffers than slots, chains and errors mixed in."""
+    pairs = [make(rx, 1, start=start, rx_offset=offset) for _ in range(2)]
+    for _, back, _ in pairs:
+        back.queue_rx(*(item for chain in items for item in chain))
+    received: list[bytes] = []
+    slots = sum(map(len, items))
+    drain = [(1000, 1000)] * (slots // rx + 2)  # enough rounds to take every item
+    for deliver, limit in [*steps, *drain]:
+        results = []
+        for i, (queues, back, _) in enumerate(pairs):
+            back.deliver_rx(deliver)
+            with one_by_one() if i else nullcontext():
+                results.append(queues.receive(limit))
+        assert results[0] == results[1]
+        received += results[0][0]
+    (runs, back, _), (each, other, _) = pairs
+    assert bytes(back.rx_page) == bytes(other.rx_page)  # the same requests, in the same slots
+    counts = [(q.rx_errors, q.rx_chains_dropped, q.rx_csum_blank) for q in (runs, each)]
+    assert counts[0] == counts[1]
+    assert not back.rx_waiting and not other.rx_waiting
+    # Every frame once, in order; none of a chain, nor of an error.
+    assert received == [
+        item.data
+        for burst in items
+        if not burst[0].flags & (netif.NETRXF_MORE_DATA | netif.NETRXF_EXTRA_INFO)
+        for item in burst
+        if item.status is None
+    ]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    start=st.sampled_from([0, U32 - 3, U32 - 200]),
+    tx_pages=st.sampled_from([1, 3, 128]),
+    steps=st.lists(
+        st.tuples(
+            st.lists(FRAME_SIZES, max_size=40),
+            st.integers(0, 40),
+            st.sampled_from([0, netif.NETIF_RSP_ERROR, netif.NETIF_RSP_DROPPED]),
+            st.integers(0, 2**16),
+        ),
+        min_size=1,
+        max_size=10,
+    ),
+)
+def test_transmitting_in_runs_agrees_with_one_frame_at_a_time(
+    start: int, tx_pages: int, steps: list[tuple[list[int], int, int, int]]
+) -> None:
+    """Two front ends, sent alike: one writes requests and reads responses in runs, the
+    other one by one; the fake checks every request, and both must agree on all of it."""
+    pairs = [make(1, tx_pages, start=start) for _ in range(2)]
+    for serial, (sizes, answers, status, seed) in enumerate(steps):
+        batch = [struct.pack("<HH", serial, n).ljust(n, b"\xab") for n in sizes]
+        results = []
+        for i, (queues, back, _) in enumerate(pairs):
+            with one_by_one() if i else nullcontext():
+                taken = queues.transmit(batch)
+                back.take_tx()
+                back.answer_tx(answers, random.Random(seed), status)
+                results.append((taken, queues.reclaim_tx(), queues.tx_room()))
+        assert results[0] == results[1]
+    (runs, back, _), (each, other, _) = pairs
+    assert back.sent == other.sent and bytes(back.tx_page) == bytes(other.tx_page)
+    assert (runs.tx_errors, runs.tx_dropped) == (each.tx_errors, each.tx_dropped)
 
 
 @settings(max_examples=60, stateful_step_count=40, deadline=None)

@@ -44,6 +44,7 @@ def test_the_front_initialises_the_header_and_places_slots_from_byte_64() -> Non
     ring.next_request()[:] = b"B" * 12
     assert page[64:88] == b"A" * 12 + b"B" * 12
     assert ring.slot(256 + 1).tobytes() == b"B" * 12  # indices wrap onto slots
+    assert ring.region.nbytes == 256 * 12 and ring.region[:24] == page[64:88]  # every slot
     assert header(page)[0] == 0, "nothing is published before push_requests()"
     ring.push_requests()
     assert header(page)[0] == 2

@@ -69,7 +69,7 @@ def notify_due(old: int, new: int, event: int) -> bool:
 
 
 class _Ring:
-    __slots__ = ("_index", "_slots", "mask", "size", "slot_size")
+    __slots__ = ("_index", "_slots", "mask", "region", "size", "slot_size")
 
     def __init__(self, page: Buffer, slot_size: int) -> None:
         view = memoryview(page).cast("B")
@@ -81,6 +81,8 @@ class _Ring:
         self._index = view[:16].cast("I")
         if self._index.itemsize != 4:
             raise RuntimeError("this platform's unsigned int is not 32 bits")
+        # Every slot, side by side: for callers that read or write a run of slots at once.
+        self.region = view[HEADER_SIZE : HEADER_SIZE + self.size * slot_size]
         self._slots = [
             view[HEADER_SIZE + i * slot_size : HEADER_SIZE + (i + 1) * slot_size]
             for i in range(self.size)
@@ -95,6 +97,7 @@ class _Ring:
         refuses while views exist). The ring is unusable after."""
         for view in self._slots:
             view.release()
+        self.region.release()
         self._index.release()
 
 
@@ -102,9 +105,12 @@ class FrontRing(_Ring):
     """The front end's side: requests out, responses in.
 
     Requests: `next_request()` hands out slots to fill, `push_requests()` publishes them all
-    at once. Responses: `take_response()` until None. Before sleeping on the event channel,
-    `arm_response_event()`, a barrier (a system call), then `has_responses()`: if True, a
-    response came in between and no event may come for it, so take it now.
+    at once. Responses: `take_response()` until None. A caller that works on runs of slots
+    instead loads rsp_prod with `unconsumed_responses()`, reads and writes `region` itself,
+    and moves `rsp_cons` and `req_prod_pvt` on: rsp_cons never past the responses that call
+    counted, req_prod_pvt never more than `size` past rsp_cons. Before sleeping on the event
+    channel, `arm_response_event()`, a barrier (a system call), then `has_responses()`: if
+    True, a response came in between and no event may come for it, so take it now.
     """
 
     __slots__ = ("_published", "_rsp_prod", "req_prod_pvt", "rsp_cons")
@@ -164,7 +170,7 @@ class FrontRing(_Ring):
         more responses than there are requests in flight."""
         prod = self._index[_RSP_PROD]
         waiting = (prod - self.rsp_cons) & _MASK
-        if waiting > self.in_flight():
+        if waiting > (self._published - self.rsp_cons) & _MASK:  # in_flight(), inlined
             raise RingError(
                 f"rsp_prod {prod} is {waiting} past rsp_cons {self.rsp_cons}, "
                 f"with only {self.in_flight()} requests in flight"

@@ -87,10 +87,40 @@ def ones_sum(data: Buffer) -> int:
     # Little-endian reading is twice as fast, and only swaps the sum's bytes (RFC 1071, 2.B);
     # it also pads an odd length at the right end for free.
     value = int.from_bytes(data, "little")
-    folded = value % 0xFFFF
+    folded = mod_ffff(value)
     if not folded and value:
         folded = 0xFFFF  # one's complement has two zeros: only all-zero data sums to +0
     return (folded >> 8) | (folded & 0xFF) << 8
+
+
+# Halving rather than dividing: 2**16 is 1 modulo 0xFFFF, so the two parts of a number split at
+# a multiple of 16 bits add up to the same value modulo 0xFFFF. CPython's `%` divides digit by
+# digit (about 5 ns per 30 bits); a shift, an AND and an addition cost less than half of that,
+# so a large number is halved down to about 1,000 bits before `%` (a 1,500-byte packet: 25% less
+# time). The splits are multiples of 240 bits (16, and 30 for CPython's digit): whole digits
+# move. The masks cover packets of up to 1,920 bytes; larger ones (jumbo frames, reassembled
+# datagrams) are first halved with masks made for them.
+_M7680, _M3840, _M1920, _M960 = ((1 << bits) - 1 for bits in (7680, 3840, 1920, 960))
+
+
+def mod_ffff(value: int) -> int:
+    """`value` (>= 0) modulo 0xFFFF, as `value % 0xFFFF` but faster for the large numbers
+    that packets read as."""
+    bits = value.bit_length()
+    while bits > 2 * 7680:
+        half = bits // 480 * 240
+        value = (value >> half) + (value & ((1 << half) - 1))
+        bits = value.bit_length()
+    # Unrolled (a loop costs a few percent more); each step only where the number is larger.
+    if bits > 7680:
+        value = (value >> 7680) + (value & _M7680)
+    if bits > 3840:
+        value = (value >> 3840) + (value & _M3840)
+    if bits > 1920:
+        value = (value >> 1920) + (value & _M1920)
+    if bits > 960:
+        value = (value >> 960) + (value & _M960)
+    return value % 0xFFFF
 
 
 def checksum(data: Buffer, initial: int = 0) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from unikernel.net.ipv4 import checksum, ones_sum, pseudo_header_sum
+from unikernel.net.ipv4 import checksum, mod_ffff, ones_sum, pseudo_header_sum
 
 
 def reference_sum(data: bytes) -> int:
@@ -72,3 +72,16 @@ def test_the_pseudo_header_sum_is_the_sum_of_the_pseudo_header(
     assert checksum(b"", pseudo_header_sum(source, destination, protocol, length)) == checksum(
         pseudo
     )
+
+
+@given(st.binary(max_size=20_000), st.booleans())
+def test_mod_ffff_is_the_remainder(data: bytes, all_ones: bool) -> None:
+    # Sizes across every halving step and beyond the masks; all-ones words sum to 0 mod 0xFFFF.
+    value = int.from_bytes(b"\xff" * len(data) if all_ones else data, "little")
+    assert mod_ffff(value) == value % 0xFFFF
+
+
+def test_mod_ffff_at_the_edges_of_its_halvings() -> None:
+    for bits in (0, 1, 959, 960, 961, 1920, 3841, 7680, 7681, 15360, 15361, 100_000):
+        for value in ((1 << bits) - 1, 1 << bits, (1 << bits) + 0x1234):
+            assert mod_ffff(value) == value % 0xFFFF

@@ -1,5 +1,6 @@
-"""TCP's two receive shortcuts: header prediction, which must change nothing but the time
-taken, and batches, whose segments are answered together (one ACK, one burst of data)."""
+"""TCP's shortcuts: header prediction on the way in and runs of full segments on the way
+out, which must change nothing but the time taken, and batches, whose segments are answered
+together (one ACK, one burst of data)."""
 
 from __future__ import annotations
 
@@ -13,16 +14,39 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support.tcp_wire import A_IP, B_IP, PEER_ISN, RawPeer, Wire, raw_client, seeded
-from unikernel.net.tcp import ACK, PSH, SYN, Connection, TcpConfig, TcpLayer
-from unikernel.net.tcp.segment import syn_options, timestamp_option
+from unikernel.net.segmentation import LargeSegment
+from unikernel.net.tcp import ACK, FIN, PSH, RST, SYN, Connection, TcpConfig, TcpLayer
+from unikernel.net.tcp.segment import (
+    URG,
+    parse_segment,
+    sack_option,
+    syn_options,
+    timestamp_option,
+)
+from unikernel.net.tcp.sender import Sender
 from unikernel.net.tcp.states import CLOSED, ESTABLISHED
 
 MSS = 1000
 
 
-def _exchange(seed: int, loss: float, reorder: float, duplicate: float, batch: int) -> list[Any]:
+def _exchange(
+    seed: int,
+    loss: float,
+    reorder: float,
+    duplicate: float,
+    batch: int,
+    config: TcpConfig | None = None,
+) -> list[Any]:
     """Data both ways and a close over a lossy wire; every segment sent, as seen on it."""
-    wire = Wire(seed=seed, loss=loss, reorder=reorder, duplicate=duplicate, batch=batch)
+    wire = Wire(
+        seed=seed,
+        loss=loss,
+        reorder=reorder,
+        duplicate=duplicate,
+        batch=batch,
+        config_a=config,
+        config_b=config,
+    )
     wire.trace = []
     client, server = wire.connect()
     up = hashlib.shake_256(b"up%d" % seed).digest(150_000)
@@ -105,6 +129,303 @@ def test_batches_over_a_lossy_wire_deliver_every_byte_with_fewer_acks() -> None:
     assert len(batched) < len(one)  # the same data, fewer segments: ACKs were spared
 
 
+# Runs of full segments (Sender._send_run), the way out's shortcut.
+
+
+@contextmanager
+def counting_runs() -> Iterator[list[int]]:
+    """Within: [how many runs of segments output() sent]."""
+    taken = [0]
+    run = Sender._send_run
+
+    def counting(snd: Sender, seq: int, limit: int, now: float) -> bool:
+        result = run(snd, seq, limit, now)
+        taken[0] += result
+        return result
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Sender, "_send_run", counting)
+        yield taken
+
+
+@contextmanager
+def without_shortcuts() -> Iterator[None]:
+    """Within: every segment takes the general path, in and out."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Connection, "_input_predicted", lambda conn, seg, now: False)
+        patch.setattr(Sender, "_send_run", lambda snd, seq, limit, now: False)
+        yield
+
+
+_CONFIGS = {
+    "default": TcpConfig(),
+    "no sack": TcpConfig(sack=False),
+    "no timestamps": TcpConfig(timestamps=False, window_scaling=False),
+    "tiny mtu": TcpConfig(mtu=576, initial_window=3),
+}
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    loss=st.sampled_from([0.0, 0.02, 0.1]),
+    reorder=st.sampled_from([0.0, 0.05, 0.3]),
+    duplicate=st.sampled_from([0.0, 0.05]),
+    batch=st.sampled_from([1, 8]),
+    config=st.sampled_from(sorted(_CONFIGS)),
+)
+def test_runs_of_segments_change_nothing_on_the_wire(
+    seed: int, loss: float, reorder: float, duplicate: float, batch: int, config: str
+) -> None:
+    with counting_runs() as taken:
+        fast = _exchange(seed, loss, reorder, duplicate, batch, _CONFIGS[config])
+    with without_shortcuts():
+        slow = _exchange(seed, loss, reorder, duplicate, batch, _CONFIGS[config])
+    assert taken[0] > 0
+    assert fast == slow
+
+
+def _bulk_sender(segmentation: bool = False) -> tuple[TcpLayer, RawPeer, Connection]:
+    """_sender() with a large window and cwnd: what limits a write is the test's to set."""
+    layer, peer, conn = _sender(segmentation)
+    peer.send(conn.local_port, PEER_ISN + 1, conn.iss + 1)  # the first scaled window: 8 MiB
+    conn._snd.cc.cwnd = 1 << 30
+    return layer, peer, conn
+
+
+def _sizes(segments: list[Any]) -> list[tuple[int, int]]:
+    return [(len(seg.payload), seg.flags) for seg in segments]
+
+
+def test_a_run_leaves_the_fin_and_a_runt_to_the_general_path() -> None:
+    _, peer, conn = _bulk_sender()
+    mss = conn.smss
+    with counting_runs() as taken:
+        conn.send(bytes(5 * mss + 100), peer.now)  # Nagle holds the runt back
+        conn.shutdown(peer.now)  # until the FIN, which it carries
+    assert taken[0] == 1
+    assert _sizes(peer.take()) == [(mss, ACK)] * 5 + [(100, ACK | PSH | FIN)]
+    _, peer, conn = _bulk_sender()
+    conn._snd.queue(bytes(5 * mss))  # queued, not sent: the FIN comes with the first output
+    with counting_runs() as taken:
+        conn.shutdown(peer.now)
+    assert taken[0] == 1
+    assert _sizes(peer.take()) == [(mss, ACK)] * 4 + [(mss, ACK | PSH | FIN)]
+
+
+def test_no_run_where_fewer_than_two_full_segments_fit_or_the_link_segments() -> None:
+    _, peer, conn = _bulk_sender()
+    conn.nodelay = True  # no Nagle: a runt goes at once
+    mss = conn.smss
+    with counting_runs() as taken:
+        conn.send(bytes(mss + 10), peer.now)  # one full segment and a runt
+        assert _sizes(peer.take()) == [(mss, ACK), (10, ACK | PSH)]
+        # All acknowledged, and a window of a segment and a half: one full segment fits.
+        everything = conn.iss + conn.snd_max
+        peer.send(conn.local_port, PEER_ISN + 1, everything, window=(3 * mss // 2) >> 7)
+        conn.send(bytes(4 * mss), peer.now)
+        assert _sizes(peer.take()) == [(mss, ACK)]
+    assert taken[0] == 0
+    layer, peer, conn = _bulk_sender(segmentation=True)
+    with counting_runs() as taken:
+        conn.send(bytes(10 * mss), peer.now)
+    ((_, _, large),) = layer.take_output()  # one segment for the link to cut
+    assert taken[0] == 0 and isinstance(large, LargeSegment) and large.segment_size == mss
+
+
+def test_resent_data_never_goes_in_a_run() -> None:
+    _, peer, conn = _bulk_sender()
+    mss = conn.smss
+    conn.send(bytes(6 * mss), peer.now)
+    first = peer.take()
+    assert len(first) == 6
+    with counting_runs() as taken:
+        resent = peer.run_for(conn.rto + 0.01)  # no ACK: the timeout resends from SND.UNA
+    assert taken[0] == 0
+    assert resent and resent[0][1].seq == first[0].seq
+
+
+def _state(obj: object, seen: set[int] | None = None) -> dict[str, Any]:
+    """Every field of a connection and of the pieces it is made of (sender, receiver, timers,
+    congestion control, RTT, RACK, buffers), as plain values to compare."""
+    seen = set() if seen is None else seen
+    seen.add(id(obj))
+    fields: dict[str, Any] = {}
+    for cls in type(obj).__mro__:
+        for name in getattr(cls, "__slots__", ()):
+            value = getattr(obj, name, None)
+            if type(value).__module__.startswith("unikernel.net.tcp.") and not isinstance(
+                value, TcpLayer | TcpConfig
+            ):
+                if id(value) not in seen:
+                    fields[name] = _state(value, seen)
+            elif isinstance(value, bytearray | bytes | memoryview):
+                fields[name] = bytes(value)
+            elif isinstance(value, list):
+                fields[name] = [list(item) if isinstance(item, list) else item for item in value]
+            elif not isinstance(value, TcpLayer | TcpConfig):
+                fields[name] = value
+    return fields
+
+
+_PEER_ACTIONS = [
+    "data",  # the next data in order
+    "push",  # the same, with PSH
+    "gap",  # data beyond a hole
+    "old",  # data from before RCV.NXT (a duplicate)
+    "ack",  # a pure ACK of what we sent
+    "window",  # a pure ACK with another window
+    "old ts",  # the next data, its timestamp older than the last
+    "sack",  # the next data, with a SACK block
+    "urg",  # the next data, with URG
+    "fin",  # the peer's FIN
+    "rst",  # a reset in the window
+    "syn",  # a SYN on the synchronized connection
+    "write",  # our application sends
+    "read",  # our application reads
+    "time",  # time passes, timers fire
+]
+
+
+def _drive(actions: list[tuple[str, int]]) -> list[tuple[list[bytes], dict[str, Any]]]:
+    """A raw peer plays `actions` against a connection (timestamps, SACK, window scaling);
+    after each, what the layer sent and the connection's whole state."""
+    layer = TcpLayer(seeded(3), TcpConfig(), local_ip=A_IP)
+    peer = RawPeer(layer)
+    conn = layer.connect(B_IP, peer.port, peer.now)
+    (syn,) = peer.take()
+    options = syn_options(1460, 7, True, (1000, syn.tsval))
+    peer.send(conn.local_port, PEER_ISN, syn.seq + 1, SYN | ACK, window=2000, options=options)
+    peer.take()
+    seq = PEER_ISN + 1  # the peer's next byte
+    heard = conn.iss + 1  # the end of what we sent, as far as the peer has seen
+    tsval, tsecr, window = 1001, syn.tsval, 2000
+    history = []
+    for action, n in actions:
+        flags, payload, at, ts = ACK, b"", seq, tsval
+        extra = b""
+        if action in ("data", "push", "old ts", "sack", "urg"):
+            payload = bytes([n % 251]) * n
+            seq += n
+            flags |= PSH if action == "push" else URG if action == "urg" else 0
+            ts = tsval - 5 if action == "old ts" else tsval
+            if action == "sack":
+                extra = sack_option([(seq + 100, seq + 200)])
+        elif action == "gap":
+            payload, at = bytes(n), seq + n
+        elif action == "old":
+            payload, at = bytes(min(n, 500)), seq - min(n, 500)
+        elif action == "window":
+            window = n
+        elif action == "fin":
+            flags |= FIN
+        elif action in ("rst", "syn"):
+            flags = RST if action == "rst" else SYN
+            at = seq + n
+        if action == "write":
+            conn.send(bytes(n), peer.now)
+        elif action == "read":
+            conn.recv(n, peer.now)
+        elif action == "time":
+            peer.now += n / 10_000
+            layer.tick(peer.now)
+        elif conn.state != CLOSED:
+            options = timestamp_option(ts, tsecr) + extra
+            peer.send(conn.local_port, at, heard, flags, payload, window, options)
+            tsval += 1
+        sent = layer.take_output()
+        for dst, src, data in sent:
+            seg = parse_segment(src, dst, data)
+            assert seg is not None
+            end = (seg.seq + len(seg.payload) + (seg.flags & FIN)) & 0xFFFFFFFF
+            if 0 < (end - heard) & 0xFFFFFFFF < 0x80000000:
+                heard = end  # the peer's next ACK covers it
+            tsecr = seg.tsval
+        history.append(([bytes(data) for _, _, data in sent], _state(conn)))
+    return history
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(_PEER_ACTIONS), st.integers(1, 3000)),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_the_shortcuts_leave_the_same_bytes_and_state_segment_by_segment(
+    actions: list[tuple[str, int]],
+) -> None:
+    fast = _drive(actions)
+    with without_shortcuts():
+        slow = _drive(actions)
+    for step, (got, want) in enumerate(zip(fast, slow, strict=True)):
+        assert got == want, f"after {actions[: step + 1]}"
+
+
+def _predicted_connection() -> tuple[TcpLayer, RawPeer, Connection, list[int]]:
+    """_sender(), after one segment in order that header prediction took; the list holds
+    the peer's next sequence number and timestamp."""
+    layer, peer, conn = _sender()
+    peer.send(conn.local_port, PEER_ISN + 1, conn.iss + 1)  # the first scaled window
+    with counting_predictions() as taken:
+        peer.send(
+            conn.local_port,
+            PEER_ISN + 1,
+            conn.iss + 1,
+            ACK,
+            bytes(MSS),
+            window=65535,
+            options=timestamp_option(1001, 0),
+        )
+    assert taken[0] == 1
+    peer.take()
+    return layer, peer, conn, [PEER_ISN + 1 + MSS, 1002]
+
+
+@pytest.mark.parametrize(
+    "unusual",
+    [
+        "out of order",
+        "duplicate",
+        "sack",
+        "window change",
+        "fin",
+        "urg",
+        "rst",
+        "old timestamp",
+        "no timestamp",
+        "data acknowledging new data",
+        "nothing",  # the next data in order, as the others but for one thing
+    ],
+)
+def test_an_unusual_segment_takes_the_general_path(unusual: str) -> None:
+    _, peer, conn, (seq, tsval) = _predicted_connection()
+    ack, flags, window, payload = conn.iss + 1, ACK, 65535, bytes(MSS)
+    options = timestamp_option(tsval, 0)
+    if unusual == "out of order":
+        seq += MSS
+    elif unusual == "duplicate":
+        seq -= MSS
+    elif unusual == "sack":
+        options += sack_option([(conn.iss + 1, conn.iss + 2)])
+    elif unusual == "window change":
+        window = 1000
+    elif unusual in ("fin", "urg", "rst"):
+        flags |= {"fin": FIN, "urg": URG, "rst": RST}[unusual]
+    elif unusual == "old timestamp":
+        options = timestamp_option(tsval - 10, 0)
+    elif unusual == "no timestamp":
+        options = b""
+    elif unusual == "data acknowledging new data":
+        conn.send(bytes(MSS), peer.now)
+        peer.take()
+        ack += MSS
+    with counting_predictions() as taken:
+        peer.send(conn.local_port, seq, ack, flags, payload, window, options)
+    assert taken[0] == (unusual == "nothing")
+
+
 # Batches, segment by segment.
 
 
@@ -182,9 +503,9 @@ def test_a_connection_closed_during_its_batch_is_not_answered() -> None:
     assert rst.flags & 0x04 and peer.take() == [] and conn.state == CLOSED
 
 
-def _sender() -> tuple[TcpLayer, RawPeer, Connection]:
-    """Layer A with timestamps and window scaling, its window large and cwnd open."""
-    layer = TcpLayer(seeded(1), TcpConfig(), local_ip=A_IP)
+def _sender(segmentation: bool = False) -> tuple[TcpLayer, RawPeer, Connection]:
+    """Layer A with timestamps and window scaling (and TSO if `segmentation`)."""
+    layer = TcpLayer(seeded(1), TcpConfig(segmentation=segmentation), local_ip=A_IP)
     peer = RawPeer(layer)
     conn = layer.connect(B_IP, peer.port, 0.0)
     (syn,) = peer.take()

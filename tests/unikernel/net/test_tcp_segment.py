@@ -9,7 +9,15 @@ from hypothesis import strategies as st
 
 from tests.support.tcp_wire import A_IP, B_IP, Wire
 from unikernel.net.tcp import ACK, FIN, PSH, SYN, build_segment, checksum, parse_segment
-from unikernel.net.tcp.segment import sack_option, syn_options, timestamp_option
+from unikernel.net.tcp.segment import (
+    build_ts_segment,
+    pseudo_sum,
+    residue,
+    sack_option,
+    seal,
+    syn_options,
+    timestamp_option,
+)
 
 
 def reference_checksum(src: bytes, dst: bytes, segment: bytes) -> int:
@@ -33,6 +41,41 @@ def with_checksum(src: bytes, dst: bytes, segment: bytes) -> bytes:
 def test_checksum_matches_rfc_1071_done_the_slow_way(segment: bytes, src: bytes) -> None:
     blank = segment[:16] + b"\0\0" + segment[18:]
     assert checksum(src, B_IP, blank) == reference_checksum(src, B_IP, blank)
+
+
+@given(st.binary(min_size=20, max_size=1600), st.binary(min_size=4, max_size=4))
+def test_seal_writes_the_checksum_that_residue_accepts(segment: bytes, src: bytes) -> None:
+    blank = bytearray(segment[:16] + b"\0\0" + segment[18:])  # odd lengths included
+    seal(blank, pseudo_sum(src, B_IP))
+    assert struct.unpack_from("!H", blank, 16)[0] == reference_checksum(
+        src, B_IP, segment[:16] + b"\0\0" + segment[18:]
+    )
+    assert reference_checksum(src, B_IP, bytes(blank)) == 0
+    assert residue(blank, pseudo_sum(B_IP, src)) == 0  # the pseudo-header sum goes both ways
+    blank[-1] ^= 1
+    assert residue(blank, pseudo_sum(src, B_IP)) != 0
+
+
+@given(
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFFFFFFF),
+    st.integers(0, 0xFF),
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFFFFFFF),
+    st.integers(0, 0xFFFFFFFF),
+    st.binary(max_size=1600),
+)
+def test_a_segment_with_timestamps_alone_is_built_as_build_segment_builds_it(
+    port: int, seq: int, flags: int, window: int, tsval: int, tsecr: int, payload: bytes
+) -> None:
+    # Its checksum summed from the header's fields: the same as summed from its bytes.
+    ack = ~seq & 0xFFFFFFFF
+    options = timestamp_option(tsval, tsecr)
+    want = build_segment(A_IP, B_IP, port, 80, seq, ack, flags, window, options, payload)
+    pseudo = pseudo_sum(A_IP, B_IP)
+    for data in (payload, bytearray(payload)):  # odd lengths, empty, as the sender passes them
+        got = build_ts_segment(port, 80, seq, ack, flags, window, tsval, tsecr, data, pseudo)
+        assert got == want
 
 
 def test_a_built_segment_parses_back_to_its_fields() -> None:
@@ -71,6 +114,35 @@ def test_a_corrupted_segment_is_dropped() -> None:
     assert parse_segment(A_IP, bytes([10, 0, 0, 3]), bytes(data)) is None  # pseudo-header
     data[-1] ^= 0x40
     assert parse_segment(A_IP, B_IP, bytes(data)) is None
+
+
+def test_a_corrupted_segment_for_a_connection_is_dropped_before_it_counts() -> None:
+    # The layer checks the checksum once it has found the connection (with its pseudo-header
+    # sum): the segment must change nothing.
+    wire = Wire(seed=1)
+    client, server = wire.connect()
+    data = bytearray(
+        build_segment(
+            A_IP,
+            B_IP,
+            client.local_port,
+            80,
+            (server.irs + server.rcv_nxt) & 0xFFFFFFFF,
+            (server.iss + server.snd_nxt) & 0xFFFFFFFF,
+            ACK | PSH,
+            65535,
+            b"",
+            b"payload",
+        )
+    )
+    data[-1] ^= 0x40
+    dropped = wire.b.stats["dropped_malformed"]
+    wire.b.input(A_IP, B_IP, bytes(data), wire.now)
+    assert wire.b.stats["dropped_malformed"] == dropped + 1
+    assert server.readable == 0 and wire.b.take_output() == []
+    data[-1] ^= 0x40
+    wire.b.input(A_IP, B_IP, bytes(data), wire.now)
+    assert server.readable == len(b"payload")
 
 
 def test_short_segments_and_bad_offsets_are_dropped() -> None:

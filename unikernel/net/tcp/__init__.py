@@ -12,7 +12,7 @@ Interface with the IP layer
   `source_ip` and `destination_ip` are 4-byte bytes, `segment` the IPv4 payload (TCP header
   and data; a memoryview into the frame is fine, the engine copies what it keeps) and `now`
   the monotonic time in seconds. The engine verifies the checksum with the IPv4 pseudo-header
-  (segment.checksum()); a segment that is malformed or fails it is dropped and counted in
+  (segment.residue()); a segment that is malformed or fails it is dropped and counted in
   `tcp.stats`.
 - Output: after any call into the engine (input, tick, or an application call on a
   Connection), send

@@ -25,7 +25,7 @@ one.
 from __future__ import annotations
 
 from unikernel.net.tcp.receiver import Receiver
-from unikernel.net.tcp.segment import ACK, FIN, RST, SYN, URG
+from unikernel.net.tcp.segment import ACK, FIN, RST, SYN, URG, pseudo_sum
 from unikernel.net.tcp.sender import Sender
 from unikernel.net.tcp.states import (
     CLOSE,
@@ -174,6 +174,7 @@ class Connection(Subject):
         "local_ip",
         "local_port",
         "nodelay",
+        "pseudo",
         "remote_ip",
         "remote_port",
         "state",
@@ -198,6 +199,7 @@ class Connection(Subject):
         self.remote_ip = remote_ip
         self.remote_port = remote_port
         self.key = (remote_ip, remote_port, local_ip, local_port)
+        self.pseudo = pseudo_sum(local_ip, remote_ip)  # for every checksum, either way
         self.state = CLOSED
         self.error: str | None = None
         self.user: object = None
@@ -497,9 +499,11 @@ class Connection(Subject):
     def input(self, seg: Segment, now: float) -> None:
         """Process one segment for this connection (RFC 9293 3.10.7)."""
         state = self.state
-        if state == SYN_SENT:
+        if state == ESTABLISHED and self._input_predicted(seg, now):
+            pass  # header prediction took it
+        elif state == SYN_SENT:
             self._input_syn_sent(seg, now)
-        elif state != CLOSED and not (state == ESTABLISHED and self._input_predicted(seg, now)):
+        elif state != CLOSED:
             self._input(seg, now)
         if self.state != CLOSED:
             rcv = self._rcv
@@ -508,9 +512,11 @@ class Connection(Subject):
             # one super-packet from the link could hold or half the window we last offered
             # (beyond which the peer would stall, waiting for the window to open).
             last_ack = rcv.last_ack_sent
+            unacked = rcv.rcv_nxt - last_ack
             if (
                 rcv.ack_now
-                or rcv.rcv_nxt - last_ack >= min(_STRETCH_ACK_BYTES, (rcv.rcv_adv - last_ack) >> 1)
+                or unacked >= _STRETCH_ACK_BYTES
+                or unacked >= (rcv.rcv_adv - last_ack) >> 1
                 or not self._layer.defer_answer(self)
             ):
                 self.answer(now)

@@ -18,6 +18,8 @@ from unikernel.net.tcp.segment import (
     Segment,
     build_segment,
     parse_segment,
+    pseudo_sum,
+    residue,
     syn_options,
 )
 from unikernel.net.tcp.sender import DEFAULT_MSS
@@ -205,13 +207,17 @@ class TcpLayer:
         """A TCP segment (header and payload) arrived in an IPv4 datagram from `src_ip` to
         `dst_ip`, one of our unicast addresses."""
         self.stats["segments_in"] += 1
-        seg = parse_segment(src_ip, dst_ip, segment, vouched)
+        seg = parse_segment(src_ip, dst_ip, segment, True)  # its checksum is checked below
         if seg is None:
             self.stats["dropped_malformed"] += 1
             return
         src = src_ip if type(src_ip) is bytes else bytes(src_ip)
         dst = dst_ip if type(dst_ip) is bytes else bytes(dst_ip)
         conn = self._conns.get((src, seg.src_port, dst, seg.dst_port))
+        # Checked once the connection is known, which has its pseudo-header's sum at hand.
+        if not vouched and residue(segment, pseudo_sum(src, dst) if conn is None else conn.pseudo):
+            self.stats["dropped_malformed"] += 1
+            return
         if conn is not None:
             if conn.state != TIME_WAIT or not self._reopens(conn, seg):
                 conn.input(seg, now)

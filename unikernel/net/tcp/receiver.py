@@ -229,7 +229,8 @@ class Receiver:
         if spare < free:
             free = max(spare, 0)  # under global pressure the window stops opening
         scale = self.rcv_scale
-        free = min(free, 0xFFFF << scale)
+        if free > 0xFFFF << scale:
+            free = 0xFFFF << scale  # the most the window field can say
         if rcv_nxt + free - self.rcv_adv >= self.rmss_threshold:
             self.rcv_adv = rcv_nxt + free
         window = self.rcv_adv - rcv_nxt

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from struct import Struct
 
-from unikernel.net.ipv4 import checksum as internet_checksum
-from unikernel.net.ipv4 import pseudo_header_sum
+from unikernel.net.ipv4 import mod_ffff
 from unikernel.net.segmentation import LargeSegment, partial_checksum
 
 TYPE_CHECKING = False
@@ -33,8 +32,17 @@ PROTOCOL = 6  # IPv4 protocol number of TCP
 # source port, destination port, seq, ack, data offset << 4, flags, window, checksum, urgent
 _HEADER = Struct("!HHIIBBHHH")
 _TIMESTAMPS = Struct("!BBBBII")  # NOP, NOP, kind 8, length 10, TSval, TSecr
-_TS_PREFIX = b"\x01\x01\x08\x0a"
+# The header with the timestamp option alone, as every segment carries once they are on (RFC
+# 7323 appendix A), read or written at once: NOP, NOP, kind and length as one word.
+_HEADER_TS = Struct("!HHIIBBHHHIII")
+_TS_PREFIX = 0x0101080A
+_TS_OFFSET = 0x80  # data offset: 32 bytes, 8 words
 _U16 = Struct("!H")
+_CHECKSUM = Struct("<H")  # at offset 16, little-endian as residue() sums: see seal()
+_CHECKSUM_OFFSET = 16
+SEQ_FIELD = Struct("!I")  # where a header made once is reused (Sender's runs): at SEQ_OFFSET
+SEQ_OFFSET = 4
+FLAGS_OFFSET = 13
 _U32 = Struct("!I")
 
 # Option kinds (RFC 9293 3.2, RFC 7323, RFC 2018).
@@ -112,18 +120,39 @@ class Segment:
         )
 
 
-# The Internet checksum over the IPv4 pseudo-header (RFC 9293 3.1), computed as IPv4 and UDP do.
+# The Internet checksum over the IPv4 pseudo-header (RFC 9293 3.1; RFC 1071).
+#
+# Summed as ipv4.ones_sum() sums, the segment read as one little-endian number (twice as fast
+# as big-endian): that reads every 16-bit word with its bytes swapped, which is the word times
+# 256 modulo 0xFFFF, so the whole sum is the big-endian one times 256. The pseudo-header's
+# words are read the same way, the length multiplied by 256 to match, and the checksum field
+# is written little-endian, which makes the big-endian field RFC 9293 asks for.
+
+
+def pseudo_sum(src_ip: Buffer, dst_ip: Buffer) -> int:
+    """What every segment between these addresses has in its pseudo-header, the addresses and
+    the protocol, summed for residue() (which adds the length): a connection keeps it."""
+    return int.from_bytes(src_ip, "little") + int.from_bytes(dst_ip, "little") + (PROTOCOL << 8)
+
+
+def residue(segment: Buffer, pseudo: int) -> int:
+    """The sum of `segment` and its pseudo-header (`pseudo` from pseudo_sum()) modulo 0xFFFF: 0
+    for a segment that carries its right checksum. (The one's complement sum is then 0xFFFF,
+    negative zero; never +0, which only all-zero words make, as the protocol word is not.)"""
+    # The small terms after the large one is reduced: adding to it first would copy it.
+    return (mod_ffff(int.from_bytes(segment, "little")) + pseudo + (len(segment) << 8)) % 0xFFFF
+
+
+def seal(segment: bytearray, pseudo: int) -> None:
+    """Fill in the checksum field of `segment`, which reads zero, for `pseudo` (pseudo_sum())."""
+    _CHECKSUM.pack_into(segment, _CHECKSUM_OFFSET, -residue(segment, pseudo) % 0xFFFF)
 
 
 def checksum(src_ip: Buffer, dst_ip: Buffer, segment: Buffer) -> int:
-    """The value for the checksum field of `segment`, whose own checksum field reads zero."""
-    pseudo = pseudo_header_sum(bytes(src_ip), bytes(dst_ip), PROTOCOL, len(segment))
-    return internet_checksum(segment, pseudo)
-
-
-def checksum_ok(src_ip: Buffer, dst_ip: Buffer, segment: Buffer) -> bool:
-    """Whether the segment, checksum field included, sums to negative zero as it must."""
-    return checksum(src_ip, dst_ip, segment) == 0
+    """The value for the checksum field of `segment`, whose own checksum field reads zero
+    (0 if it reads the right value already)."""
+    field = -residue(segment, pseudo_sum(src_ip, dst_ip)) % 0xFFFF  # as seal() writes it
+    return (field >> 8) | (field & 0xFF) << 8
 
 
 # Parsing.
@@ -133,25 +162,31 @@ def parse_segment(
     src_ip: Buffer, dst_ip: Buffer, data: Buffer, vouched: bool = False
 ) -> Segment | None:
     """The segment in `data` (TCP header and payload), or None if it must be dropped.
-    `vouched`: the link vouched for its checksum (see Stack.receive): not checked again."""
+    `vouched`: the link vouched for its checksum (see Stack.receive), or the caller checks it
+    (residue()): not checked here."""
     size = len(data)
-    if size < HEADER_LEN:
+    if size >= 32:
+        # Read as if it had the timestamps alone (most have): one call for all the fields.
+        src_port, dst_port, seq, ack, offset, flags, window, _, _, prefix, tsval, tsecr = (
+            _HEADER_TS.unpack_from(data)
+        )
+    elif size >= HEADER_LEN:
+        src_port, dst_port, seq, ack, offset, flags, window, _, _ = _HEADER.unpack_from(data)
+        prefix = tsval = tsecr = 0
+    else:
         return None
-    src_port, dst_port, seq, ack, offset, flags, window, _, _ = _HEADER.unpack_from(data)
     header_len = (offset >> 4) * 4
     if header_len < HEADER_LEN or header_len > size:
         return None
-    if not vouched and not checksum_ok(src_ip, dst_ip, data):
+    if not vouched and residue(data, pseudo_sum(src_ip, dst_ip)):
         return None
     seg = Segment(src_port, dst_port, seq, ack, flags, window, data[header_len:])
-    if header_len > HEADER_LEN:
-        options = bytes(data[HEADER_LEN:header_len])
-        if header_len == 32 and options[:4] == _TS_PREFIX:
-            # What every data segment carries once timestamps are on (RFC 7323 appendix A).
-            _, _, _, _, seg.tsval, seg.tsecr = _TIMESTAMPS.unpack(options)
-            seg.has_ts = True
-        else:
-            _parse_options(seg, options)
+    if header_len == 32 and prefix == _TS_PREFIX:
+        seg.tsval = tsval
+        seg.tsecr = tsecr
+        seg.has_ts = True
+    elif header_len > HEADER_LEN:
+        _parse_options(seg, bytes(data[HEADER_LEN:header_len]))
     return seg
 
 
@@ -206,15 +241,50 @@ def build_segment(
     payload: Buffer = b"",
 ) -> bytearray:
     """A segment ready for IPv4, checksum filled in. `options` must be padded to 4 bytes."""
-    header_len = HEADER_LEN + len(options)
-    offset = (header_len >> 2) << 4
-    # Built in place and summed in one pass: one big-number conversion, not three.
+    segment = build_header(src_port, dst_port, seq, ack, flags, window, options)
+    segment += payload
+    seal(segment, pseudo_sum(src_ip, dst_ip))  # in one pass: one big-number conversion
+    return segment
+
+
+def build_header(
+    src_port: int, dst_port: int, seq: int, ack: int, flags: int, window: int, options: bytes
+) -> bytearray:
+    """A segment's header, its checksum field zero (seal() fills it in once the payload is
+    appended). `options` must be padded to 4 bytes."""
+    offset = ((HEADER_LEN + len(options)) >> 2) << 4  # in words, in the top 4 bits
     segment = bytearray(_HEADER.pack(src_port, dst_port, seq, ack, offset, flags, window, 0, 0))
     segment += options
-    segment += payload
-    pseudo = pseudo_header_sum(bytes(src_ip), bytes(dst_ip), PROTOCOL, len(segment))
-    _U16.pack_into(segment, 16, internet_checksum(segment, pseudo))
     return segment
+
+
+def build_ts_segment(
+    src_port: int,
+    dst_port: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    window: int,
+    tsval: int,
+    tsecr: int,
+    payload: Buffer,
+    pseudo: int,
+) -> bytes:
+    """build_segment() for the options timestamp_option(tsval, tsecr) alone, as most segments
+    have them, `pseudo` from pseudo_sum(): made in fewer steps. The header is packed once,
+    its checksum included, summed from its fields rather than read back from its bytes."""
+    # The header's 16-bit words, modulo 0xFFFF (a 32-bit field is the sum of its two), times
+    # 256 to join the little-endian sum of the rest, as residue() makes it.
+    words = src_port + dst_port + seq + ack + (_TS_OFFSET << 8 | flags) + window
+    total = pseudo + ((words + _TS_PREFIX + tsval + tsecr + 32 + len(payload)) << 8)
+    if payload:
+        total += mod_ffff(int.from_bytes(payload, "little"))
+    field = -total % 0xFFFF  # as seal() would write it, little-endian; packed big-endian here
+    check = (field >> 8) | (field & 0xFF) << 8
+    header = _HEADER_TS.pack(
+        src_port, dst_port, seq, ack, _TS_OFFSET, flags, window, check, 0, _TS_PREFIX, tsval, tsecr
+    )
+    return header + payload
 
 
 def build_large_segment(
@@ -232,11 +302,17 @@ def build_large_segment(
 ) -> LargeSegment:
     """A segment for the link to cut into segments of `segment_size` bytes of data (TSO): its
     checksum field holds only the pseudo-header's sum, and nothing here reads the payload."""
-    header_len = HEADER_LEN + len(options)
-    offset = (header_len >> 2) << 4
-    check = partial_checksum(src_ip, dst_ip, header_len + len(payload))
-    header = _HEADER.pack(src_port, dst_port, seq, ack, offset, flags, window, check, 0)
-    segment = LargeSegment(b"".join((header, options, payload)))
+    header = build_header(src_port, dst_port, seq, ack, flags, window, options)
+    return large_segment(src_ip, dst_ip, header, payload, segment_size)
+
+
+def large_segment(
+    src_ip: bytes, dst_ip: bytes, header: bytearray, payload: Buffer, segment_size: int
+) -> LargeSegment:
+    """build_large_segment() from a header that build_header() made."""
+    check = partial_checksum(src_ip, dst_ip, len(header) + len(payload))
+    _U16.pack_into(header, _CHECKSUM_OFFSET, check)
+    segment = LargeSegment(b"".join((header, payload)))
     segment.segment_size = segment_size
     return segment
 

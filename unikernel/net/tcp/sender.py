@@ -29,12 +29,17 @@ from unikernel.net.tcp.rto import RttEstimator
 from unikernel.net.tcp.segment import (
     ACK,
     FIN,
+    FLAGS_OFFSET,
     MAX_HEADER_LEN,
     PSH,
+    SEQ_FIELD,
+    SEQ_OFFSET,
     SYN,
-    build_large_segment,
-    build_segment,
+    build_header,
+    build_ts_segment,
+    large_segment,
     sack_option,
+    seal,
     syn_options,
     timestamp_option,
 )
@@ -242,7 +247,12 @@ class Sender:
         if flags & ACK:
             ack = (rcv.irs + rcv.rcv_nxt) & _MASK
             rcv.syn_ack_sent()
-        self._put(self.iss, ack, flags, window, options, b"")
+        conn = self._conn
+        segment = build_header(
+            conn.local_port, conn.remote_port, self.iss, ack, flags, window, options
+        )
+        seal(segment, conn.pseudo)
+        self._layer.outbox.append((conn.remote_ip, conn.local_ip, segment))
         self.snd_nxt = self.snd_max = 1
         if self.rtt_seq < 0 and self.retransmits == 0:
             self.rtt_seq = 0  # time the SYN, unless it is a retransmission (Karn)
@@ -324,9 +334,11 @@ class Sender:
         una = self.snd_una
         ack = una + ((seg.ack - self.iss - una + _HALF) & _MASK) - _HALF
         if size:
-            if ack != una or seg.window << self.snd_scale != self.snd_wnd:
+            if ack != una or seg.window << self.snd_scale != self.snd_wnd or self.wl1 > seq:
                 return False
-            # The window update rule holds: nothing before it reached past `seq`.
+            # The window update rule holds (WL2 <= SND.UNA always): it moves WL1 and WL2 on, the
+            # window the same. (A segment out of order may have taken WL1 past `seq`: then the
+            # rule keeps them, which take_ack() sees to.)
             self.wl1 = seq
             self.wl2 = ack
             return True
@@ -622,6 +634,11 @@ class Sender:
                     self.fin_sent = True
                     fin_pending = False
                 break
+            if nxt == self.snd_max and self._send_run(
+                nxt, min(edge, buf_end - 1 if fin_pending else buf_end), now
+            ):
+                sent = new = True
+                continue
             # New data may go as one segment the link cuts (TSO); what is resent goes as
             # before, one MSS at a time, around what the peer SACKed.
             size = min(avail, self._burst if nxt == self.snd_max else smss, edge - nxt)
@@ -667,6 +684,46 @@ class Sender:
             # Data waits and nothing is in flight to bring an ACK: the persist timer
             # (RFC 9293 3.8.6.1) probes the window until it opens.
             self._timers.arm_persist(now + self.rto.rto)
+
+    def _send_run(self, seq: int, limit: int, now: float) -> bool:
+        """Output's fast path: new data from `seq` (SND.MAX) up to `limit` at most, in segments
+        of a full MSS each (a bulk transfer's), when two or more fit; False when they do not,
+        or when the link segments (TSO), and then nothing was done.
+
+        Such segments differ only in sequence number, PSH and checksum: their header is made
+        once and copied, and they are accounted for at once, where output()'s loop would take
+        each through transmit() and _account(). The outcome is the same: a full segment is no
+        runt (neither Nagle nor SWS avoidance holds it back), has no room for SACK blocks, and
+        does not carry the FIN (`limit` stops short of it); the ACK, window and timestamps are
+        the same for all (nothing arrives in between), and so is the receiver's state after
+        the first ACK sent; _account() of the whole is the sum of its parts, RACK's record
+        included (it merges what goes out together)."""
+        smss = self.smss
+        count = (limit - seq) // smss
+        if count < 2 or self._burst != smss:
+            return False
+        template = self._build(seq, ACK, None, now)
+        assert isinstance(template, bytearray)  # a header alone, to append to
+        conn = self._conn
+        remote_ip = conn.remote_ip
+        local_ip = conn.local_ip
+        outbox = self._layer.outbox
+        pseudo = conn.pseudo
+        iss = self.iss
+        buf = self.buf
+        buf_seq = self.buf_seq
+        buf_end = buf_seq + len(buf)
+        end = seq + count * smss
+        for start in range(seq, end, smss):
+            offset = start - buf_seq
+            segment = template + buf[offset : offset + smss]
+            SEQ_FIELD.pack_into(segment, SEQ_OFFSET, (iss + start) & _MASK)
+            if start + smss == buf_end:
+                segment[FLAGS_OFFSET] = ACK | PSH
+            seal(segment, pseudo)
+            outbox.append((remote_ip, local_ip, segment))
+        self._account(seq, end - seq, now)
+        return True
 
     def _sent(self, seq: int, length: int, now: float) -> None:
         """Bookkeeping after sending [seq, seq + length) from snd_nxt."""
@@ -829,38 +886,63 @@ class Sender:
         return None
 
     def transmit(self, seq: int, flags: int, payload: Buffer, now: float) -> None:
-        """Build and queue one segment; every one but a bare RST carries ACK, our window,
-        timestamps (RFC 7323 3.2) and SACK blocks (RFC 2018 4)."""
+        """Build and queue one segment from `seq` (unwrapped)."""
+        conn = self._conn
+        segment = self._build(seq, flags, payload, now)
+        self._layer.outbox.append((conn.remote_ip, conn.local_ip, segment))
+
+    def _build(self, seq: int, flags: int, payload: Buffer | None, now: float) -> bytes | bytearray:
+        """The segment from `seq` (unwrapped) with `payload`, checksummed; for the link to cut
+        (TSO: a LargeSegment) if `payload` is over one MSS. Every segment but a bare RST
+        carries ACK and our window (the receiver counts the ACK as sent), timestamps (RFC 7323
+        3.2) and SACK blocks (RFC 2018 4). Without `payload`: the header alone for a full
+        segment, its checksum field zero, to append the payload to and seal() (_send_run())."""
         rcv = self._rcv
-        options = b""
-        if rcv.ts_ok:
-            options = timestamp_option(self.ts_now(now), rcv.ts_recent)
+        size = self.smss if payload is None else len(payload)
+        blocks = b""
         if self.sack_ok and rcv.ooo.size:
             # As many blocks as fit (RFC 2018 3): the MSS bounds data and options together
             # (RFC 9293 3.7.1), so a full data segment has no room for any.
-            room = (self.smss - len(payload) - 4) // 8
+            room = (self.smss - size - 4) // 8
             count = min(room, 3 if rcv.ts_ok else 4)
             if count > 0:
-                options += sack_option(rcv.sack_blocks(count))
+                blocks = sack_option(rcv.sack_blocks(count))
         ack = 0
         window = 0
         if flags & ACK:
             ack = (rcv.irs + rcv.rcv_nxt) & _MASK
             window = rcv.ack_sent(seq >= self.snd_max)
-        self._put((self.iss + seq) & _MASK, ack, flags, window, options, payload)
-
-    def _put(
-        self, seq: int, ack: int, flags: int, window: int, options: bytes, payload: Buffer
-    ) -> None:
-        """Build a segment from wire values and queue it on the layer's outbox."""
         conn = self._conn
-        fields = (conn.local_ip, conn.remote_ip, conn.local_port, conn.remote_port, seq, ack)
-        segment: bytes | bytearray
-        if len(payload) <= self.smss:
-            segment = build_segment(*fields, flags, window, options, payload)
-        else:  # for the link to cut (TSO): built once, its data never summed here
-            segment = build_large_segment(*fields, flags, window, options, payload, self.smss)
-        self._layer.outbox.append((conn.remote_ip, conn.local_ip, segment))
+        port = conn.local_port
+        peer_port = conn.remote_port
+        wire_seq = (self.iss + seq) & _MASK
+        options = blocks
+        if rcv.ts_ok:
+            tsval = self.ts_now(now)
+            tsecr = rcv.ts_recent
+            if not blocks and payload is not None and size <= self.smss:
+                # Most segments: timestamps alone, made in one step.
+                return build_ts_segment(
+                    port,
+                    peer_port,
+                    wire_seq,
+                    ack,
+                    flags,
+                    window,
+                    tsval,
+                    tsecr,
+                    payload,
+                    conn.pseudo,
+                )
+            options = timestamp_option(tsval, tsecr) + blocks
+        segment = build_header(port, peer_port, wire_seq, ack, flags, window, options)
+        if payload is None:
+            return segment
+        if size > self.smss:  # built once, its data never summed here
+            return large_segment(conn.local_ip, conn.remote_ip, segment, payload, self.smss)
+        segment += payload
+        seal(segment, conn.pseudo)
+        return segment
 
     def send_ack(self, now: float) -> None:
         if self._conn.state == SYN_RECEIVED:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from baselines.block_data import UNIT, fio_write_argv
 from tests.support.netns import require
+from unikernel.apps.blockread import stamps
 from unikernel.apps.blockread.appliance import Settings
 from unikernel.apps.blockread.stamps import check_block, check_unit
 
@@ -46,6 +47,40 @@ def test_a_block_is_checked_at_both_ends(stamped: bytes) -> None:
     block[-1] ^= 0x01  # the last unit's data, which its checksum covers
     problem = check_block(memoryview(block), 0)
     assert problem is not None and f"unit at {7 * UNIT}" in problem
+
+
+def test_over_many_reads_every_unit_in_between_is_looked_at(
+    stamped: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Besides the ends, each read looks at one unit in between, which moves with the offset:
+    over a run's reads every one is looked at, so pages put out of order by a driver's wrong
+    scatter list are caught, whichever they are."""
+    size = 64 * UNIT
+    looked: list[int] = []
+    monkeypatch.setattr(stamps, "check_unit", lambda unit, at: looked.append(at))
+    inner = set()
+    for k in range(2000):
+        looked.clear()
+        assert check_block(memoryview(bytes(size)), k * size) is None
+        first, last, middle = looked
+        assert (first, last) == (k * size, k * size + size - UNIT)
+        inner.add(middle - k * size)
+    assert inner == {u * UNIT for u in range(1, 63)}
+    monkeypatch.undo()
+    # On fio's data: two pages of a block swapped, one of them where that offset's read looks.
+    block = bytearray(stamped[:size])
+    looked.clear()
+    monkeypatch.setattr(stamps, "check_unit", lambda unit, at: looked.append(at))
+    check_block(memoryview(block), 0)
+    monkeypatch.undo()
+    page = looked[2] // 4096 * 4096  # the page holding the unit looked at
+    other = 4096 if page != 4096 else 8192
+    block[page : page + 4096], block[other : other + 4096] = (
+        block[other : other + 4096],
+        block[page : page + 4096],
+    )
+    assert check_block(memoryview(block), 0) is not None
+    assert check_block(memoryview(bytearray(stamped[:size])), 0) is None
 
 
 @given(position=st.integers(0, UNIT - 1), bit=st.integers(0, 7))

@@ -37,11 +37,18 @@ def check_unit(unit: memoryview | bytes, offset: int) -> str | None:
 
 
 def check_block(block: memoryview, offset: int) -> str | None:
-    """Checks a block read from `offset` (a whole number of units) by its first and last unit:
-    enough to catch a block from the wrong place, a blank device or a torn transfer, at a cost
-    that does not depend on the block size."""
+    """Checks a block read from `offset` (a whole number of units) by its first and last unit,
+    and one in between that depends on the offset: enough to catch a block from the wrong
+    place, a blank device or a torn transfer, and, over the many reads of a run, pages of a
+    large read put out of order (a driver's scatter list wrong), at a cost that does not
+    depend on the block size."""
     problem = check_unit(block[:UNIT], offset)
     last = block.nbytes - UNIT
     if problem is None and last > 0:
         problem = check_unit(block[last:], offset + last)
+    inner = last // UNIT - 1  # units strictly between the first and the last
+    if problem is None and inner > 0:
+        # Knuth's multiplicative hash of the offset: the reads of a run look all over a block.
+        middle = (1 + (offset // UNIT * 2654435761 >> 16) % inner) * UNIT
+        problem = check_unit(block[middle : middle + UNIT], offset + middle)
     return problem

@@ -236,7 +236,7 @@ class BlkfrontQueue:
         ring = self.ring
         if requests > ring.free_requests():
             return None
-        indirect = pages > MAX_SEGMENTS and self._per_request > MAX_SEGMENTS
+        indirect = per > MAX_SEGMENTS  # more than 11 pages, and the back end takes them
         if indirect and requests > len(self._indirect_free):
             return None  # only with fewer indirect pages than ring slots
         first = 0

@@ -92,7 +92,6 @@ class NetfrontQueues:
 
     __slots__ = (
         "_notify_always",
-        "_rx_buffers",
         "_rx_extras",
         "_rx_halves",
         "_rx_image",
@@ -162,7 +161,6 @@ class NetfrontQueues:
         self._tx_words = self.tx.region.cast("I")
         # ... and as u16s, six a slot: a request's sixth is its size.
         self._tx_sizes = self.tx.region.cast("H")
-        self._rx_buffers = list(rx_buffers)
         self._rx_views = [page for page, _ in rx_buffers]
         self._rx_requests = [
             RX_REQUEST.pack(buffer_id, 0, gref) for buffer_id, (_, gref) in enumerate(rx_buffers)
@@ -196,9 +194,9 @@ class NetfrontQueues:
         if self._rx_started:
             raise RuntimeError("the receive buffers are posted already")
         self._rx_started = True
-        for buffer_id in range(len(self._rx_buffers)):
+        for buffer_id in range(len(self._rx_requests)):
             self._post_rx(buffer_id)
-        if len(self._rx_buffers) == RX_RING_SIZE:
+        if len(self._rx_requests) == RX_RING_SIZE:
             # Every slot holds a buffer, and req_prod_pvt stays 256 ahead of rsp_cons: each
             # buffer goes back into the slot it came from, so these bytes repost any run.
             self._rx_image = self.rx.region.tobytes()

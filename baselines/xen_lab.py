@@ -57,6 +57,7 @@ ROOTFS = RootfsRecipe(
         "xen-hypervisor-4.17-amd64",
         "xen-utils-4.17",  # xl, xenstored, xenconsoled and /etc/init.d/xen
         "bridge-utils",
+        "ethtool",  # the tcp suite's offloads=off turns a vif's off
         "netbase",
     ),
 )

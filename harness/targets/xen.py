@@ -40,7 +40,7 @@ from harness.targets.base import (
 from harness.targets.linux_vm import BAKED_IN_WORKLOADS, vm_host_availability, vm_image_size
 from harness.targets.unikernel import BUILDS, app_for, image_size
 from harness.xen import lab
-from harness.xen.dom0 import Dom0, LocalDom0, Session, SshDom0
+from harness.xen.dom0 import Dom0, Dom0Error, LocalDom0, Session, SshDom0
 from harness.xen.launches import (
     LAUNCHES,
     check_launch,
@@ -52,7 +52,7 @@ from hostkit.accel import choose_accel
 from hostkit.owners import pid_alive, token
 from hostkit.ssh import SshHost
 from hostkit.xl import Disk, Vif, xl_config
-from unikernel.net.service import ADDRESS_VARIABLE
+from unikernel.net.service import ADDRESS_VARIABLE, OFFLOADS_VARIABLE
 from unikernel.toolchain.app import DRIVERS, AppError
 from unikernel.toolchain.image import build
 from unikernel.toolchain.launch import parameter_environment
@@ -184,9 +184,11 @@ class XenGuest(Instance):
         namespace: str | None,
         ready_marker: str,
         launch: str = LAUNCHES[0],
+        plain_link: bool = False,
     ) -> None:
         check_launch(launch)
         self.phases: dict[str, float] = {}
+        self.plain_link = plain_link  # offloads off: dom0's side of the vif made to match
         self.ready_marker = ready_marker
         self.namespace = namespace
         self._dom0 = dom0
@@ -212,6 +214,12 @@ class XenGuest(Instance):
         self._session.start(start_command(self._launch, self._name, self._config_path))
         return t0
 
+    def ready(self, deadline: float) -> tuple[float, str]:
+        marked = super().ready(deadline)
+        if self.plain_link:
+            vif_offloads_off(self._dom0, self._name)
+        return marked
+
     def address(self, port: str) -> tuple[str, int] | None:
         return self._ports.get(port)
 
@@ -233,6 +241,29 @@ class XenGuest(Instance):
                 f"rm -f {shlex.quote(self._config_path)}"
             )
             self.console.join(timeout=5)
+
+
+def vif_offloads_off(dom0: Dom0, guest: str) -> None:
+    """Turn off the offloads of the guest's first vif on dom0's side, as our netfront
+    negotiates them (no checksum offload, no scatter-gather, so no TSO): dom0 then hands the
+    guest whole frames with full checksums whichever front end it runs. Linux's netfront
+    asks for all three, and netback would pass it 64 KiB GSO packets."""
+    name = shlex.quote(guest)
+    status, _, err = dom0.run(
+        f"vif=vif$(xl domid {name}).0 && ethtool -K $vif tx off sg off tso off "
+        "&& ethtool -k $vif | grep -qx 'tcp-segmentation-offload: off'"
+    )
+    if status == 127 or "ethtool: not found" in err or "ethtool: command not found" in err:
+        raise Dom0Error(
+            f"{dom0.name}: ethtool is missing, which offloads=off needs to turn the guest's vif "
+            "plain: apt-get install ethtool in dom0 (the lab has it once rebuilt: bench lab "
+            "xen down, then bench lab xen up)"
+        )
+    if status != 0:
+        raise Dom0Error(
+            f"{dom0.name}: could not turn off the offloads of {guest}'s vif (status {status}): "
+            f"{err.strip()[-300:]}"
+        )
 
 
 class XenTarget(Target):
@@ -355,6 +386,8 @@ class XenTarget(Target):
         if self.guest == "unikernel":
             # The kernel hands name=value arguments it does not know to PID 1's environment.
             environment = parameter_environment(settings.workload_params)
+            if settings.offloads is False and network is not None:
+                environment[OFFLOADS_VARIABLE] = "off"  # no TSO from the guest's side either
             parameters = [f"{k}={v}" for k, v in environment.items()]
             config = xl_config(
                 name,
@@ -379,10 +412,15 @@ class XenTarget(Target):
                 tsc_mode=self._tsc_mode,
             )
         namespace = network.namespace if network is not None else None
-        return XenGuest(dom0, name, config, ports, namespace, workload.ready_marker, launch)
+        plain = settings.offloads is False and network is not None and self.guest == "unikernel"
+        return XenGuest(
+            dom0, name, config, ports, namespace, workload.ready_marker, launch, plain_link=plain
+        )
 
     def link_offloads(self, workload: Workload) -> tuple[Offload, ...]:
-        return ("off",)  # the vif as xl sets it up; our packet driver asks for no offloads
+        # Off only: our netfront negotiates none yet (offloads on, GSO and scatter-gather in
+        # it, is planned); with Linux's netfront, dom0's side is turned off at ready().
+        return ("off",)
 
     def image_builds(self, workload: Workload) -> tuple[str, ...]:
         return BUILDS if self.guest == "unikernel" else ()

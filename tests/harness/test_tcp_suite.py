@@ -3,18 +3,21 @@ transfers against Debian's iperf3 on Linux targets (loopback, a veth link, conta
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
+from harness.console import ConsoleClosed, ConsoleWatcher
 from harness.model import Params
 from harness.progress import QuietProgress
 from harness.runner import Runner, RunSettings
 from harness.store import Store
-from harness.suites.tcp import TcpSuite, client_argv
+from harness.suites.base import RepeatContext
+from harness.suites.tcp import TcpSuite, check_plain_link, client_argv, link_report
 from harness.targets import all_targets
-from harness.targets.base import Target
+from harness.targets.base import LaunchSettings, Target
 from harness.targets.process import ProcessTarget
 from harness.targets.unikernel import unikernel_targets
 from harness.targets.veth import VethTarget
@@ -129,3 +132,38 @@ def test_a_linux_vm_runs_iperf3_over_ssh(tmp_path: Path) -> None:
     found = throughputs(measure(tmp_path, [vm], params))
     assert list(found) == [("linux-vm-minimal", "to-target", "off")]
     assert all(mbits > 1 for mbits in found.values()), found
+
+
+class ConsoleInstance(FakeInstance):
+    def __init__(self, lines: list[bytes]) -> None:
+        super().__init__(None)
+        self.console = ConsoleWatcher(iter(lines), name="guest")
+        self.console.start()
+
+
+def context() -> RepeatContext:
+    target = next(t for t in unikernel_targets() if t.name == "unikernel-hosted")
+    return RepeatContext(target, LaunchSettings(), deadline=time.perf_counter() + 30)
+
+
+def test_the_appliance_s_link_counters_are_read_from_its_console() -> None:
+    instance = ConsoleInstance(
+        [b"iperf3: test 1 ...\n", b"iperf3: link backlog=0 rx_super_packets=0 tx_frames=812\n"]
+    )
+    counts = link_report(instance, context())  # type: ignore[arg-type]
+    assert counts == {"backlog": 0, "rx_super_packets": 0, "tx_frames": 812}
+    check_plain_link(instance, context())  # type: ignore[arg-type]
+
+
+def test_offloads_off_fails_where_the_link_delivered_super_packets() -> None:
+    instance = ConsoleInstance([b"iperf3: link backlog=0 rx_super_packets=11182\n"])
+    with pytest.raises(RuntimeError, match="delivered 11182 GSO super-packets"):
+        check_plain_link(instance, context())  # type: ignore[arg-type]
+
+
+def test_an_appliance_that_logs_no_counters_fails_the_check_once_its_console_ends() -> None:
+    instance = ConsoleInstance([b"iperf3: test 1 ...\n"])
+    started = time.perf_counter()
+    with pytest.raises(ConsoleClosed, match="iperf3: link"):
+        check_plain_link(instance, context())  # type: ignore[arg-type]
+    assert time.perf_counter() - started < 5

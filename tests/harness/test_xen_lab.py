@@ -28,6 +28,7 @@ from harness.runner import Runner, RunSettings
 from harness.store import Store
 from harness.suites.block import BlockSuite
 from harness.suites.boot import BOOT_PROBE, BootSuite
+from harness.suites.tcp import TcpSuite
 from harness.targets import xen as xen_target
 from harness.targets.base import LaunchSettings, Target
 from harness.targets.xen import Dom0Lease, xen_targets
@@ -151,6 +152,21 @@ def test_a_unikernel_guest_reads_the_block_data_dom0_holds(
     assert sorted(str(s.params["drivers"]) for s in samples) == ["kernel", "python"]
     assert all(s.value is not None and s.value > 0 for s in samples), [s.failure for s in samples]
     assert running_lab.block_data == str(block_data.data_path())
+    assert guests(running_lab) == []
+
+
+def test_the_tcp_suite_runs_over_both_front_ends_on_a_plain_link(
+    tmp_path: Path, running_lab: lab.LabState
+) -> None:
+    """iperf3 to the guest through Linux's netfront and through ours, offloads off: dom0 turns
+    the vif's off for Linux's (which would get 64 KiB GSO packets, failing the sample)."""
+    unikernel = [t for t in xen_targets(Dom0Lease("lab")) if t.name == "unikernel-xen"]
+    params = {"drivers": ["kernel", "python"], "direction": ["to-target"], "flows": ["1"]}
+    params |= {"seconds": ["2"], "offloads": ["off"]}
+    store, run = run_suite(tmp_path, TcpSuite(), unikernel, RunSettings(1, 0, 600, params=params))
+    samples = [s for s in store.samples(run.id) if s.metric == "throughput"]
+    assert sorted(str(s.params["drivers"]) for s in samples) == ["kernel", "python"]
+    assert all(s.value is not None and s.value > 1 for s in samples), [s.failure for s in samples]
     assert guests(running_lab) == []
 
 

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from baselines import linux_vm, xen_lab
 from harness.cli import cli
 from harness.targets.base import Workload
-from harness.targets.xen import Dom0Lease, XenTarget
+from harness.targets.xen import Dom0Lease, XenTarget, vif_offloads_off
 from harness.xen import lab
-from harness.xen.dom0 import GuestNetwork, LocalDom0, SshDom0
+from harness.xen.dom0 import Dom0Error, GuestNetwork, LocalDom0, SshDom0
 from hostkit.ssh import SshHost
 from unikernel.devices import Console, Disk
 from unikernel.toolchain.app import AppError
@@ -170,3 +170,35 @@ def test_a_xen_guest_gets_the_disks_dom0_holds_and_is_refused_others(tmp_path: P
     writable = Workload("writer", tmp_path / "w.py", devices=(Disk("d", backing=str(data)),))
     with pytest.raises(AppError, match="only read-only ones"):
         target._dom0_disks(writable, dom0)
+
+
+class ScriptedDom0(LocalDom0):
+    """A dom0 whose commands all end as scripted, and which keeps what it was asked."""
+
+    def __init__(self, status: int, err: str) -> None:
+        super().__init__()
+        self.commands: list[str] = []
+        self._answer = (status, "", err)
+
+    def run(self, command: str, timeout: float = 60) -> tuple[int, str, str]:
+        self.commands.append(command)
+        return self._answer
+
+
+def test_offloads_off_turns_the_guest_s_vif_plain_in_dom0() -> None:
+    dom0 = ScriptedDom0(0, "")
+    vif_offloads_off(dom0, "unibench-7")
+    (command,) = dom0.commands
+    assert "xl domid unibench-7" in command and "ethtool -K $vif tx off sg off tso off" in command
+
+
+@pytest.mark.parametrize(
+    ("status", "err", "says"),
+    [
+        (127, "bash: line 1: ethtool: command not found", "ethtool is missing.*apt-get install"),
+        (1, "Cannot get device udp-fragmentation-offload settings", "could not turn off"),
+    ],
+)
+def test_a_vif_that_cannot_be_made_plain_is_a_clear_error(status: int, err: str, says: str) -> None:
+    with pytest.raises(Dom0Error, match=says):
+        vif_offloads_off(ScriptedDom0(status, err), "unibench-7")

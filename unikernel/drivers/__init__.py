@@ -45,6 +45,10 @@ class Netif:
         the rest again."""
         raise NotImplementedError
 
+    def counts(self) -> dict[str, int]:
+        """The driver's own counters (frames, drops, events), for diagnosis; none by default."""
+        return {}
+
     def close(self) -> None:
         raise NotImplementedError
 

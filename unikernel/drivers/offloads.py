@@ -67,6 +67,14 @@ class ReceivedOffloads:
         # Of the frames being gathered: bit i set when frame i's TCP checksum is vouched for.
         self.vouched = 0
 
+    def counts(self) -> dict[str, int]:
+        return {
+            "rx_super_packets": self.super_packets,
+            "rx_partial_checksums": self.partial_checksums,
+            "rx_vouched_segments": self.vouched_segments,
+            "rx_header_drops": self.drops,
+        }
+
     def add(self, frames: list[Buffer], view: memoryview, header_len: int, end: int) -> None:
         """Append the frame read into view[:end] (behind a virtio-net header of `header_len`
         bytes, 0 if none) to `frames`, with what its header asks of it done."""

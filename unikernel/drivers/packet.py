@@ -159,6 +159,13 @@ class PacketNetif(Netif):
     def vouched(self) -> int:
         return self.received.vouched
 
+    def counts(self) -> dict[str, int]:
+        return {
+            "write_errors": self.write_errors,
+            "oversize_drops": self.oversize_drops,
+            **self.received.counts(),
+        }
+
     def write_batch(self, frames: Sequence[Buffer]) -> int:
         send = self._sock.send
         if self._header:

@@ -127,6 +127,13 @@ class TapNetif(Netif):
     def vouched(self) -> int:
         return self.received.vouched
 
+    def counts(self) -> dict[str, int]:
+        return {
+            "write_errors": self.write_errors,
+            "oversize_drops": self.oversize_drops,
+            **self.received.counts(),
+        }
+
     def write_batch(self, frames: Sequence[Buffer]) -> int:
         fd = self._fd
         if self._header:

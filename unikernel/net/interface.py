@@ -50,6 +50,7 @@ class Interface:
         self.max_backlog = max_backlog
         self.configured = Event()  # set once the stack first has an address
         self.backlog_drops = 0  # frames dropped because the netif stayed full
+        self.writer_stalls = 0  # writer rounds in which the netif took nothing
         self._backlog: deque[bytes] = deque()
         self._threads: list[Thread[Any]] = []
         self._timer_wakeup = Event()
@@ -105,6 +106,14 @@ class Interface:
         if deadline < self._timer_deadline:
             self._timer_wakeup.set()
 
+    def counts(self) -> dict[str, int]:
+        """Frames waiting in the backlog, dropped from it, and writer rounds that sent none."""
+        return {
+            "backlog": len(self._backlog),
+            "backlog_drops": self.backlog_drops,
+            "writer_stalls": self.writer_stalls,
+        }
+
     async def drain(self) -> None:
         """Wait while the backlog is over half full: how senders feel a full link."""
         while len(self._backlog) > self.max_backlog // 2:
@@ -147,7 +156,10 @@ class Interface:
                 continue
             await wait_writable(netif.fileno())
             frames = [backlog[i] for i in range(min(self.batch, len(backlog)))]
-            for _ in range(netif.write_batch(frames)):
+            taken = netif.write_batch(frames)
+            if not taken:
+                self.writer_stalls += 1
+            for _ in range(taken):
                 backlog.popleft()
             if len(backlog) <= self.max_backlog // 2:
                 self._backlog_drained.set()

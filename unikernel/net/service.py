@@ -10,6 +10,9 @@ run`) fills and the kernel hands to PID 1 from its command line:
 
     UNIKERNEL_IP        an address/prefix ("10.0.0.2/24"), or "dhcp" (the default)
     UNIKERNEL_GATEWAY   the default router, with a static address
+    UNIKERNEL_OFFLOADS  "off": send no TCP super-frames, even where the device would cut them
+                        (a Xen vif under Linux's netfront offers TSO; the tcp suite's
+                        offloads=off turns it down, as the paper measured)
 
 The frame device underneath is the build's choice for the target (unikernel.net.device): the
 kernel only moves Ethernet frames; IP, UDP and TCP are ours.
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 
 ADDRESS_VARIABLE = "UNIKERNEL_IP"
 GATEWAY_VARIABLE = "UNIKERNEL_GATEWAY"
+OFFLOADS_VARIABLE = "UNIKERNEL_OFFLOADS"
 TCP_PROTOCOL = 6
 _UNSET = bytes(4)
 
@@ -121,6 +125,10 @@ class NetworkService:
         self._follow_address()
         return self.tcp.listen(port, backlog)
 
+    def counts(self) -> dict[str, int]:
+        """The link's counters: the interface's backlog and the driver's own."""
+        return {**self.interface.counts(), **self._netif.counts()}
+
     async def aclose(self) -> None:
         """Stop the driver threads, then let go of the device."""
         await self.interface.aclose()
@@ -131,6 +139,14 @@ class NetworkService:
         address = self.stack.address
         if address is not None:
             self.tcp.layer.local_ip = address
+
+
+def offloads_wanted(environ: Mapping[str, str]) -> bool:
+    """Whether to use the device's offloads (UNIKERNEL_OFFLOADS: on, the default, or off)."""
+    text = environ.get(OFFLOADS_VARIABLE, "").strip() or "on"
+    if text not in ("on", "off"):
+        raise ValueError(f"{OFFLOADS_VARIABLE}={text!r}: say on or off")
+    return text == "on"
 
 
 async def open_network(
@@ -146,7 +162,8 @@ async def open_network(
     try:
         environ = os.environ if environ is None else environ
         config = ipv4_config(environ)
-        stack = Stack(netif.mac, mtu=netif.mtu, config=config, segmentation=netif.segmentation)
+        segmentation = netif.segmentation and offloads_wanted(environ)
+        stack = Stack(netif.mac, mtu=netif.mtu, config=config, segmentation=segmentation)
         interface = Interface(stack, netif).start()
         service = NetworkService(interface, attach_tcp(interface, tcp_config), netif)
         if config is None:

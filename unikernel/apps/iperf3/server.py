@@ -129,10 +129,12 @@ class Iperf3Server:
         listener: TcpListenerSocket,
         config: ServerConfig | None = None,
         log: Callable[[str], object] | None = None,
+        link_counts: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         self.listener = listener
         self.config = config or ServerConfig()
         self._log = log
+        self._link_counts = link_counts  # logged after each test: where frames waited or went
         self._controls: Queue[tuple[TcpSocket, bytes]] = Queue()
         self._busy = False  # a control connection is queued or being served
         self._stream_cookie: str | None = None  # the test that is accepting streams now
@@ -154,6 +156,9 @@ class Iperf3Server:
                     self._busy = False
                 reports.append(report)
                 self._say(f"iperf3: {report.describe()}")
+                if self._link_counts is not None:
+                    counts = self._link_counts()
+                    self._say("iperf3: link " + " ".join(f"{k}={v}" for k, v in counts.items()))
                 if report.error is None:
                     completed += 1
             nursery.cancel()  # the acceptor, and the connections it is greeting
@@ -386,7 +391,7 @@ async def main(devices: Devices) -> int:
     network = await devices.network().open()
     listener = network.listen(port)
     console.line(f"iperf3: listening on {network.address}:{port}")
-    await Iperf3Server(listener, log=console.line).serve(tests)
+    await Iperf3Server(listener, log=console.line, link_counts=network.counts).serve(tests)
     listener.close()
     await network.aclose()
     return 0

@@ -178,7 +178,10 @@ class ArpEngine:
 
     def next_deadline(self) -> float | None:
         """When tick() has requests to repeat (stale entries need no timer)."""
-        return min((r.next_try for r in self._resolving.values()), default=None)
+        resolving = self._resolving
+        if not resolving:  # nearly always: asked after every read and write of frames
+            return None
+        return min(r.next_try for r in resolving.values())
 
     def announce(self) -> bytes:
         """A gratuitous ARP request for our address, so that neighbours update their caches."""

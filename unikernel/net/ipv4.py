@@ -219,9 +219,7 @@ def parse(data: Buffer) -> Packet:
     if total_length > len(view):
         raise Malformed("truncated")
     if header_len == HEADER_LEN:
-        # Without options, summing the ten words is quicker than the general checksum.
-        total = sum(_WORDS.unpack_from(view))
-        if total % 0xFFFF or not total:
+        if not plain_header_checks(view):
             raise Malformed("checksum")
     elif checksum(view[:header_len]):
         raise Malformed("checksum")
@@ -238,6 +236,14 @@ def parse(data: Buffer) -> Packet:
         ident,
         flags,
     )
+
+
+def plain_header_checks(data: Buffer, offset: int = 0) -> bool:
+    """Whether the 20-byte header without options at `offset` has a right checksum: summing
+    its ten words is quicker than the general checksum, and a right one sums to a nonzero
+    multiple of 0xFFFF (one's complement's -0)."""
+    total = sum(_WORDS.unpack_from(data, offset))
+    return bool(total) and not total % 0xFFFF
 
 
 def build_header(

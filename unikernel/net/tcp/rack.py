@@ -292,6 +292,14 @@ class Rack:
             if i == 0 or times[i] + wait <= now:
                 flags[i] |= LOST  # SACKed parts are skipped where marks are read (next_lost)
 
+    def unmark_lost(self) -> None:
+        """Forget which ranges were judged lost: the recovery that judged so proved needless,
+        and what it had not resent yet is most likely still on its way too. RACK marks what
+        is still missing again once its wait has passed."""
+        flags = self._flags
+        if LOST in flags or LOST | RETRANSMITTED in flags:
+            self._flags = [flag & ~LOST for flag in flags]
+
     def next_lost(self, seq: int, sacked: list[list[int]]) -> tuple[int, int]:
         """The first range at or above `seq` marked lost and not SACKed; (-1, -1) if none."""
         starts, flags = self._starts, self._flags

@@ -28,6 +28,9 @@ _HALF = 0x80000000
 _INF = float("inf")
 _PAWS_IDLE = 24 * 24 * 3600.0  # RFC 7323 5.5: TS.Recent goes stale after 24 days idle
 _ANSWER_INTERVAL = 0.5  # between ACKs to refused segments (Linux: tcp_invalid_ratelimit)
+# The longest an ACK waits for a second segment when the first filled only part of a hole
+# (Linux bounds its compressed SACKs by the same millisecond).
+_PART_FILL_ACK_DELAY = 0.001
 
 
 def wscale_for(buffer: int) -> int:
@@ -46,10 +49,12 @@ class Receiver:
         "answered_at",
         "buf",
         "charged",
+        "dsack",
         "irs",
         "last_ack_sent",
         "ooo",
         "ooo_fin",
+        "part_filled",
         "peer_fin",
         "rcv_adv",
         "rcv_mss",
@@ -76,6 +81,9 @@ class Receiver:
         self.buf = bytearray()  # in order, waiting for recv()
         self.ooo = ReorderQueue(config.max_reorder_chunks)
         self.ooo_fin = -1  # sequence number of a FIN that came ahead of data
+        # Data that arrived twice, to report once in the next ACK's first SACK block
+        # (D-SACK, RFC 2883): a sender learns from it that its retransmission was needless.
+        self.dsack: tuple[int, int] | None = None
         self.peer_fin = False
         self.rcv_scale = 0
         # Receiver SWS avoidance (RFC 9293 3.8.6.2.2): open the window in steps of at least
@@ -83,6 +91,7 @@ class Receiver:
         self.rmss_threshold = min(self.rcv_size // 2, self.rcv_mss)
         self.unacked_segs = 0  # segments received since our last ACK (delayed ACK)
         self.ack_now = False
+        self.part_filled = False  # one of them filled part of a hole: ACK soon, if not now
         self.answered_at = -_INF
         self.last_ack_sent = 0
         # Timestamps (RFC 7323 3, 4, 5): negotiated, and the peer's to echo.
@@ -146,6 +155,12 @@ class Receiver:
             self.answered_at = now
         self.ack_now = True
 
+    def duplicate(self, start: int, end: int) -> None:
+        """[start, end) arrived again: report it with a D-SACK (RFC 2883 4), at once."""
+        if 1 <= start < end:  # data, not the SYN nor what an old wrap left below it
+            self.dsack = (start, end)
+            self.ack_now = True
+
     def receive(self, seq: int, payload: Buffer) -> bool:
         """RFC 9293 3.10.7.4, seventh step: `payload` starts at `seq` >= RCV.NXT and ends
         inside the window. Whether data became readable."""
@@ -159,25 +174,34 @@ class Receiver:
         if seq != self.rcv_nxt:
             # Out of order: keep it for later and send a duplicate ACK at once (RFC 5681 4.2),
             # which carries SACK blocks.
-            layer.memory_used += self.ooo.add(seq, payload)
+            ooo = self.ooo
+            layer.memory_used += ooo.add(seq, payload)
+            if ooo.duplicate is not None:
+                self.dsack = ooo.duplicate
             self.ack_now = True
             return False
         self.buf += payload
         layer.memory_used += size
         self.rcv_nxt = rcv_nxt = seq + size
         ooo = self.ooo
+        self.unacked_segs += 1
         if ooo.size:
-            # This may fill a hole: take what now follows, and ACK at once (RFC 5681 4.2).
-            held = ooo.size
+            # This fills a hole, or part of one. Filling it reaches what waited beyond: take
+            # that, and ACK at once (RFC 5681 4.2). Filling part of it (the segments a path
+            # reordered arriving one by one) ACKs as in-order data does, every second
+            # segment, only sooner without a second (Linux does the same): an ACK for each
+            # would double the ACKs of a path that reorders, and tell the sender little more.
+            before = held = ooo.size
             for piece in ooo.take(rcv_nxt):
                 self.buf += piece
                 rcv_nxt += len(piece)
                 held -= len(piece)
-            layer.memory_used -= held - ooo.size  # held twice: the overlap goes
-            self.rcv_nxt = rcv_nxt
-            self.ack_now = True
-        else:
-            self.unacked_segs += 1
+            if ooo.size < before:
+                layer.memory_used -= held - ooo.size  # held twice: the overlap goes
+                self.rcv_nxt = rcv_nxt
+                self.ack_now = True
+            else:
+                self.part_filled = True
         return True
 
     def take_fin(self, fin_seq: int) -> bool:
@@ -200,7 +224,7 @@ class Receiver:
         if self.ack_now or self.unacked_segs >= 2:
             return True
         if self.unacked_segs and self._timers.dack_at == _INF:
-            self._timers.arm_dack(now + delay)
+            self._timers.arm_dack(now + (_PART_FILL_ACK_DELAY if self.part_filled else delay))
         return False
 
     # Segments leaving.
@@ -220,6 +244,7 @@ class Receiver:
         if owed_too:
             self.unacked_segs = 0
             self.ack_now = False
+            self.part_filled = False
             timers = self._timers
             if timers.dack_at != _INF:
                 timers.cancel_dack()
@@ -238,9 +263,20 @@ class Receiver:
         return window >> scale if window > 0 else 0
 
     def sack_blocks(self, count: int) -> list[tuple[int, int]]:
-        """Up to `count` SACK blocks (RFC 2018 4), as wire sequence numbers."""
+        """Up to `count` SACK blocks (RFC 2018 4), as wire sequence numbers: a D-SACK first if
+        one is due, reported this once (RFC 2883 4), then the reorder queue's, whose first is
+        the run around the latest arrival, which holds the duplicate if it lies above
+        RCV.NXT (RFC 2883 4's second block)."""
         irs = self.irs
-        return [((irs + s) & _MASK, (irs + e) & _MASK) for s, e in self.ooo.blocks(count)]
+        blocks = []
+        dsack = self.dsack
+        if dsack is not None:
+            self.dsack = None
+            blocks.append(dsack)
+            count -= 1
+        if count > 0 and self.ooo.size:
+            blocks += self.ooo.blocks(count)
+        return [((irs + s) & _MASK, (irs + e) & _MASK) for s, e in blocks]
 
     # The application's side.
 

@@ -322,6 +322,21 @@ class Sender:
         if cc.in_recovery and self.sack_ok:
             cc.limit_unsacked(self.sacked.total)
 
+    def take_late_ack(self, seg: Segment, ack: int) -> None:
+        """An ACK that a later one overtook (`ack` is below SND.UNA, or its timestamp older
+        than the last): all it says the later one said again, but for a D-SACK, which is sent
+        once only (RFC 2883 4). That one counts, for RACK's reordering window and to undo a
+        needless recovery; the rest is not worth the time (on a path that reorders, these are
+        a good share of all ACKs)."""
+        rack = self.rack
+        if rack is None or not seg.sack:
+            return
+        dsack = self._dsack_range(seg, ack)
+        if dsack is not None:
+            rack.dsack(self.snd_una, self.snd_max, True)
+            if self.undo.dsack(*dsack):
+                self._undo()
+
     def take_predicted_ack(self, seg: Segment, seq: int, size: int, now: float) -> bool:
         """Header prediction's ACK (Connection._input_predicted): with `size` bytes of data,
         an ACK that changes nothing (neither SND.UNA nor the window); without, an ACK of new
@@ -417,7 +432,13 @@ class Sender:
         self.snd_una = ack
         if self.snd_nxt < ack:
             self.snd_nxt = ack
-        self.sacked.prune(ack)
+        sacked = self.sacked
+        sacked.prune(ack)
+        if sacked.ranges and sacked.ranges[0][0] <= ack:
+            # The peer acknowledges only up to data it SACKed: it dropped that since, as RFC
+            # 2018 8 allows. Its SACK blocks no longer say what arrived: forget them, and RACK
+            # finds what is missing by time, rather than our waiting for the RTO.
+            sacked.clear()
         rack = self.rack
         if rack is not None:
             rack.acked(ack)
@@ -430,7 +451,9 @@ class Sender:
                 self.dupacks = 0
                 if rack is not None:
                     rack.recovery_ended()
-                    self._undo_at_end(seg, ack)
+                    self._try_undo(seg, ack)
+            elif rack is not None and self._try_undo(seg, ack):
+                pass  # what the episode resent had arrived already: it is over, undone
             else:
                 # A partial ACK: with NewReno the next hole is at `ack`: retransmit it unless
                 # done already (RFC 6582 3.2 step 3). With SACK, RACK judges what is lost. RFC
@@ -491,8 +514,10 @@ class Sender:
                     echo = int(now * 1000) - age
             rack.delivered(fresh, now, echo)  # steps 1 to 3
         rack.dsack(self.snd_una, self.snd_max, dsack is not None)  # step 4
-        if dsack is not None and self.undo.dsack(*dsack) and not self.cc.in_recovery:
-            self._undo()  # RFC 3708: each retransmission of the episode was a duplicate
+        if dsack is not None and self.undo.dsack(*dsack):
+            # RFC 3708: each retransmission of the episode so far was a duplicate. Undone
+            # at once, in recovery too, as Linux does: a loss found later starts another.
+            self._undo()
         if fresh:
             # Step 5. An ACK that delivers nothing new leaves RACK's state as it was: what
             # time alone would add, the reordering timer finds.
@@ -554,12 +579,14 @@ class Sender:
         if self._timers.rtx_at == _INF:
             self._start_timer(now)
 
-    def _undo_at_end(self, seg: Segment, ack: int) -> None:
-        """Fast recovery ends: undo it if every retransmission is known to have been needless,
-        by D-SACK (RFC 3708) or by an echoed timestamp older than the first (RFC 3522)."""
+    def _try_undo(self, seg: Segment, ack: int) -> bool:
+        """An ACK of new data that ends fast recovery, or acknowledges all it resent so far:
+        undo it if every retransmission is known to have been needless, by D-SACK (RFC 3708)
+        or by an echoed timestamp older than the first (RFC 3522; Linux undoes on such a
+        partial ACK too). Whether it did."""
         undo = self.undo
         if not undo.active:
-            return
+            return False
         older = (
             self._rcv.ts_ok
             and seg.has_ts
@@ -567,7 +594,12 @@ class Sender:
             and (seg.tsecr - undo.first_tsval) & _MASK >= _HALF
         )
         if undo.all_spurious or undo.eifel(ack, older):
+            rack = self.rack
+            if rack is not None and self.cc.in_recovery:
+                rack.unmark_lost()  # as Linux does on such a partial ACK
             self._undo()
+            return True
+        return False
 
     def _undo(self) -> None:
         """Give back the window a needless recovery took (RFC 3708 5). The peer received the
@@ -575,7 +607,12 @@ class Sender:
         the reordering window was too small, as a D-SACK would say (step 4): widen it as for
         one, which matters where only timestamps tell (a peer that sends no D-SACK)."""
         undo = self.undo
-        self.cc.undo(undo.cwnd, undo.ssthresh)
+        cc = self.cc
+        if cc.in_recovery:
+            # The reduction was for nothing: a loss found from here on may start another,
+            # where RFC 6582's `recover` would hold it off for the rest of this window.
+            cc.recover = self.snd_una
+        cc.undo(undo.cwnd, undo.ssthresh)
         undo.cancel()
         rack = self.rack
         if rack is not None:
@@ -900,7 +937,7 @@ class Sender:
         rcv = self._rcv
         size = self.smss if payload is None else len(payload)
         blocks = b""
-        if self.sack_ok and rcv.ooo.size:
+        if self.sack_ok and (rcv.ooo.size or rcv.dsack is not None):
             # As many blocks as fit (RFC 2018 3): the MSS bounds data and options together
             # (RFC 9293 3.7.1), so a full data segment has no room for any.
             room = (self.smss - size - 4) // 8

@@ -51,7 +51,7 @@ class Interface:
         self.configured = Event()  # set once the stack first has an address
         self.backlog_drops = 0  # frames dropped because the netif stayed full
         self.writer_stalls = 0  # writer rounds in which the netif took nothing
-        self._backlog: deque[bytes] = deque()
+        self._backlog: deque[bytes | bytearray] = deque()
         self._threads: list[Thread[Any]] = []
         self._timer_wakeup = Event()
         self._timer_deadline = _NEVER
@@ -164,7 +164,7 @@ class Interface:
             if len(backlog) <= self.max_backlog // 2:
                 self._backlog_drained.set()
 
-    def _queue(self, frames: list[bytes]) -> None:
+    def _queue(self, frames: list[bytes | bytearray]) -> None:
         backlog = self._backlog
         room = self.max_backlog - len(backlog)
         if len(frames) > room:

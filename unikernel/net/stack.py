@@ -44,7 +44,7 @@ from unikernel.net.arp import ArpEngine
 from unikernel.net.ipv4 import ANY, BROADCAST, HEADER_LEN
 from unikernel.net.malformed import Malformed
 from unikernel.net.reassembly import Reassembler
-from unikernel.net.segmentation import LargeSegment, SuperFrame
+from unikernel.net.segmentation import HEADROOM, LargeSegment
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ class Stack:
         self.frames_received = 0
         self.frames_sent = 0
         self.dropped: dict[str, int] = {}
-        self._frames: list[bytes] = []
+        self._frames: list[bytes | bytearray] = []  # SuperFrames are bytearrays
         self._protocols: dict[int, Receive] = {}
         self._timers: list[tuple[Tick | None, Deadline | None]] = []
         self._batch_hooks: list[tuple[BatchBegin, BatchEnd]] = []
@@ -245,7 +245,7 @@ class Stack:
                 earliest = deadline
         return earliest
 
-    def take_frames(self) -> list[bytes]:
+    def take_frames(self) -> list[bytes | bytearray]:
         """The frames to transmit, oldest first; the stack forgets them."""
         frames, self._frames = self._frames, []
         self.frames_sent += len(frames)
@@ -274,6 +274,8 @@ class Stack:
             self._drop("ipv4", "no-address")
             return False
         elif destination == config.address:
+            if type(payload) is LargeSegment:  # no link to cut it: cut here, as for ARP's queue
+                return self._send_large(source, destination, payload, 0, None, now, ttl)
             packet = ipv4.build(source, destination, protocol, payload, self._next_ident(), ttl=ttl)
             self._receive_ipv4(memoryview(packet), now)  # loopback
             return True
@@ -318,14 +320,21 @@ class Stack:
                 self.send_ipv4(ipv4.TCP, destination, piece, now, ttl=ttl)
             return True
         header = ipv4.build_header(
-            source, destination, ipv4.TCP, len(segment), ident, ttl=ttl, dont_fragment=True
+            source,
+            destination,
+            ipv4.TCP,
+            len(segment) - HEADROOM,
+            ident,
+            ttl=ttl,
+            dont_fragment=True,
         )
         ether = self._link_headers.get(mac) or self._link_header(mac)
-        frame = SuperFrame(b"".join((ether, header, segment)))
-        frame.segment_size = segment.segment_size
-        frame.transport_start = ethernet.HEADER_LEN + HEADER_LEN
-        frame.headers_len = frame.transport_start + (segment[12] >> 4) * 4
-        self._frames.append(frame)
+        # The segment becomes the frame: its headroom takes our headers, its data stays put.
+        segment[: ethernet.HEADER_LEN] = ether
+        segment[ethernet.HEADER_LEN : HEADROOM] = header
+        segment.transport_start = HEADROOM
+        segment.headers_len = HEADROOM + (segment[HEADROOM + 12] >> 4) * 4
+        self._frames.append(segment)
         self.super_frames_sent += 1
         return True
 

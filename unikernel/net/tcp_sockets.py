@@ -256,21 +256,35 @@ class TcpSocket:
     async def recv(self, max_bytes: int = 65536, timeout: float | None = None) -> bytes:
         """Up to `max_bytes`, waiting until some arrive; b"" once the peer has closed."""
         with fail_after_or_never(timeout):
-            data = await self._recv(max_bytes)
+            if not await self._wait_readable():
+                return b""
+            data = self._conn.recv(max_bytes, self._sockets._now())
+            self._sockets._flush()  # a window update may be due
         return data
 
-    async def _recv(self, max_bytes: int) -> bytes:
+    async def discard(self, max_bytes: int = 65536, timeout: float | None = None) -> int:
+        """recv() for an application that only counts what it receives: up to `max_bytes`
+        removed unread, never copied; how many, or 0 once the peer has closed."""
+        with fail_after_or_never(timeout):
+            if not await self._wait_readable():
+                return 0
+            size = self._conn.discard(max_bytes, self._sockets._now())
+            self._sockets._flush()  # a window update may be due
+        return size
+
+    async def _wait_readable(self) -> bool:
+        """Wait until there is data to read (True) or the peer has closed (False); raise
+        the connection's failure. Data is taken after the wait alone: a cancelled read has
+        taken none."""
         conn = self._conn
         while True:
             if conn.readable:
-                data = conn.recv(max_bytes, self._sockets._now())
-                self._sockets._flush()  # a window update may be due
-                return data
+                return True
             failure = conn.failure()
             if failure is not None:
                 raise failure
             if conn.at_eof or conn.state == CLOSED:
-                return b""
+                return False
             await self._wait(False)
 
     async def drain(self, timeout: float | None = None) -> None:

@@ -24,6 +24,7 @@ from unikernel.apps.iperf3.protocol import (
     make_cookie,
 )
 from unikernel.apps.iperf3.server import Iperf3Server, ServerConfig, TestReport
+from unikernel.apps.iperf3.streams import StreamStats, sink
 from unikernel.core.clock import FakeClock
 from unikernel.core.scheduler import fail_after, now, run, sleep, spawn
 from unikernel.net.ipv4 import format_address, parse_address
@@ -116,6 +117,31 @@ def test_omitted_seconds_are_left_out_of_the_counts() -> None:
     assert stream.omitted > 0 and stream.bytes > 0
     assert report.streams[0].omitted > 0
     assert 2.0 <= result.seconds < 2.5
+
+
+def test_a_sink_counts_every_byte_it_discards_and_sees_the_end() -> None:
+    """The receiving stream counts without copying (TcpSocket.discard): exactly the bytes
+    sent, those before `omit_until` apart, and the peer's close as the end."""
+    early, late = [70_001, 1, 1447], [300_000, 5, 65_536]
+    wire = Wire()
+
+    async def main() -> StreamStats:
+        listener = wire.server.sockets.listen(5300)
+        client = await wire.client.connect(SERVER, 5300, timeout=5)
+        stats = StreamStats(1, await listener.accept(timeout=5), sender=False)
+        sinking = spawn(sink, stats, now() + 0.5, now() + 30)
+        for size in early:
+            await client.send(bytes(size), timeout=5)
+        await sleep(1)
+        for size in late:
+            await client.send(bytes(size), timeout=5)
+        client.close()
+        await sinking.join()
+        return stats
+
+    stats = fake_run(main)
+    assert stats.error is None and stats.eof
+    assert (stats.omitted, stats.bytes) == (sum(early), sum(late))
 
 
 def test_a_second_client_is_denied_while_a_test_runs_and_served_after() -> None:

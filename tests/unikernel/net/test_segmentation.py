@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable
 
 from hypothesis import given
@@ -17,19 +18,20 @@ from unikernel.drivers.offloads import (
     header_for,
 )
 from unikernel.net import ethernet, ipv4
-from unikernel.net.segmentation import LargeSegment, SuperFrame
+from unikernel.net.segmentation import HEADROOM, LargeSegment, SuperFrame, partial_checksum
 from unikernel.net.stack import Stack
 from unikernel.net.tcp.segment import (
     ACK,
     FIN,
     PSH,
+    build_header,
     build_large_segment,
     build_segment,
     parse_segment,
     timestamp_option,
 )
 
-from .wire import ip, make_stack, pump
+from .wire import ip, mac, make_stack, pump
 
 Send = Callable[[bytes, bytes, float], bool]
 
@@ -76,7 +78,7 @@ def test_cut_here_the_segments_are_the_ones_tcp_would_have_built(
 
 def test_its_partial_checksum_finished_by_the_link_is_the_whole_segments() -> None:
     payload = os.urandom(30_000)
-    segment = bytearray(large(payload, 1448))
+    segment = bytearray(large(payload, 1448).segment)
     assert parse_segment(A, B, segment) is None  # only the pseudo-header is summed
     view = memoryview(segment)
     assert complete_checksum(view, 0, 16)
@@ -125,6 +127,44 @@ def test_a_link_that_segments_gets_one_super_frame_with_how_to_cut_it() -> None:
     (segment,) = heard
     parsed = parse_segment(A, B, segment)
     assert parsed is not None and bytes(parsed.payload) == payload
+
+
+@given(length=st.integers(min_value=1449, max_value=65_000), fin=st.booleans())
+def test_a_super_frame_has_the_bytes_its_parts_joined_would_have(length: int, fin: bool) -> None:
+    """Built in place, from TCP's headroom, it is the frame the stack used to join together
+    from a link header, an IPv4 header and the segment (header, then data)."""
+    a, b = resolved_pair(segmentation=True)
+    send, _ = tcp_between(a, b)
+    payload = os.urandom(length)
+    flags = ACK | PSH | (FIN if fin else 0)
+    assert send(B, large(payload, 1448, flags), 1.0)
+    (frame,) = a.take_frames()
+    header = build_header(4000, 80, 0xFFFFF000, 77, flags, 512, OPTIONS)
+    tcp_length = len(header) + length
+    struct.pack_into("!H", header, 16, partial_checksum(A, B, tcp_length))
+    ident = struct.unpack_from("!H", frame, ethernet.HEADER_LEN + 4)[0]
+    joined = b"".join(
+        (
+            ethernet.header(mac(2), mac(1), ethernet.IPV4),
+            ipv4.build_header(A, B, ipv4.TCP, tcp_length, ident, dont_fragment=True),
+            header,
+            payload,
+        )
+    )
+    assert bytes(frame) == joined
+    assert (frame.headers_len, frame.transport_start) == (len(joined) - length, HEADROOM)
+
+
+def test_a_large_segment_to_ourselves_is_cut_here() -> None:
+    a = make_stack(1, "10.0.0.1/24")
+    a.segmentation = True
+    heard: list[bytes] = []
+    send = a.register_protocol(ipv4.TCP, lambda s, d, seg, now, vouched: heard.append(bytes(seg)))
+    payload = os.urandom(5000)
+    assert send(A, large(payload, 1448), 1.0)
+    parsed = [parse_segment(A, A, segment) for segment in heard]
+    assert len(parsed) == 4 and all(p is not None for p in parsed)
+    assert b"".join(bytes(p.payload) for p in parsed if p is not None) == payload
 
 
 def test_a_link_that_does_not_segment_gets_the_segments_cut_here() -> None:

@@ -7,9 +7,12 @@ by BATCH for one segment.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tests.support.tcp_wire import A_IP, B_IP, PEER_ISN, RawPeer, seeded
+from unikernel.net.ipv4 import TCP
+from unikernel.net.stack import Stack
 from unikernel.net.tcp import (
     ACK,
     PSH,
@@ -21,6 +24,10 @@ from unikernel.net.tcp import (
     parse_segment,
 )
 from unikernel.net.tcp.segment import syn_options, timestamp_option
+
+from .wire import make_stack, pump
+
+Send = Callable[[bytes, bytes, float], bool]
 
 BATCH = 128
 MSS = 1448  # with timestamps, as on Ethernet
@@ -137,3 +144,60 @@ def test_send_path_of_a_bulk_write_where_the_link_segments(benchmark: Any) -> No
     """TSO: the same bytes leave in a few large segments, built once with a partial checksum."""
     sent = benchmark.pedantic(_send, setup=_send_large_setup, rounds=50)
     assert sent == -(-BATCH // (65455 // MSS))  # whole MSS-sized pieces of up to 64 KiB
+
+
+def _read_setup() -> tuple[tuple[TcpLayer, Connection], dict[str, Any]]:
+    (layer, conn, segments), _ = _receive_scaled_setup()
+    _receive_batched(layer, conn, segments)
+    return (layer, conn), {}
+
+
+def _read(layer: TcpLayer, conn: Connection) -> int:
+    size = len(conn.recv(1 << 20, 0.002))
+    layer.take_output()
+    return size
+
+
+def test_read_of_received_data(benchmark: Any) -> None:
+    """An application's read of what a batch brought: copied out, the window reopened."""
+    read = benchmark.pedantic(_read, setup=_read_setup, rounds=50)
+    assert read == BATCH * MSS
+
+
+def _discard(layer: TcpLayer, conn: Connection) -> int:
+    size = conn.discard(1 << 20, 0.002)
+    layer.take_output()
+    return size
+
+
+def test_discard_of_received_data(benchmark: Any) -> None:
+    """The same as the read, for an application that only counts: nothing copied out."""
+    discarded = benchmark.pedantic(_discard, setup=_read_setup, rounds=50)
+    assert discarded == BATCH * MSS
+
+
+LARGE = PAYLOAD * (65455 // MSS)  # one large segment's worth: 45 MSS
+
+
+def _super_frame_setup() -> tuple[tuple[Connection, TcpLayer, Stack, Send], dict[str, Any]]:
+    (conn, layer), _ = _send_setup(segmentation=True)
+    stack, peer = make_stack(1, "10.0.0.1/24"), make_stack(2, "10.0.0.2/24")
+    stack.segmentation = True
+    stack.ping(B_IP, 1, 1, b"arp first", 0.0)
+    pump([stack, peer], 0.0)
+    stack.take_frames()
+    send = stack.register_protocol(TCP, lambda s, d, seg, now, vouched: None)
+    return (conn, layer, stack, send), {}
+
+
+def _super_frame(conn: Connection, layer: TcpLayer, stack: Stack, send: Send) -> list[bytes]:
+    conn.send(LARGE, 0.001)
+    for destination, _, segment in layer.take_output():
+        send(destination, segment, 0.001)
+    return stack.take_frames()
+
+
+def test_super_frame_of_a_64_kib_write(benchmark: Any) -> None:
+    """TSO end to end: a 64 KiB write through TCP and the stack to one super-frame's bytes."""
+    (frame,) = benchmark.pedantic(_super_frame, setup=_super_frame_setup, rounds=200)
+    assert len(frame) == 14 + 20 + 32 + len(LARGE)

@@ -5,6 +5,7 @@ together (one ACK, one burst of data)."""
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support.tcp_wire import A_IP, B_IP, PEER_ISN, RawPeer, Wire, raw_client, seeded
+from unikernel.drivers.offloads import complete_checksum
 from unikernel.net.segmentation import LargeSegment
 from unikernel.net.tcp import ACK, FIN, PSH, RST, SYN, Connection, TcpConfig, TcpLayer
 from unikernel.net.tcp.segment import (
@@ -233,6 +235,25 @@ def test_no_run_where_fewer_than_two_full_segments_fit_or_the_link_segments() ->
         conn.send(bytes(10 * mss), peer.now)
     ((_, _, large),) = layer.take_output()  # one segment for the link to cut
     assert taken[0] == 0 and isinstance(large, LargeSegment) and large.segment_size == mss
+
+
+def test_a_large_segment_holds_the_data_from_its_place_in_the_send_buffer() -> None:
+    layer, peer, conn = _bulk_sender(segmentation=True)
+    mss = conn.smss
+    first, second = bytes(range(256)) * (10 * mss // 256), os.urandom(20 * mss)
+    conn.send(first, peer.now)
+    layer.take_output()
+    # Half of it acknowledged: the send buffer lets go of it (no view of it is left behind),
+    # and the next large segment starts within it.
+    peer.send(conn.local_port, PEER_ISN + 1, conn.iss + 1 + len(first) // 2)
+    conn.send(second, peer.now)
+    ((_, _, large),) = layer.take_output()
+    assert isinstance(large, LargeSegment) and large.segment_size == mss
+    segment = bytearray(large.segment)
+    assert complete_checksum(memoryview(segment), 0, 16)
+    parsed = parse_segment(A_IP, B_IP, segment)
+    assert parsed is not None and parsed.seq == (conn.iss + 1 + len(first)) & 0xFFFFFFFF
+    assert bytes(parsed.payload) == second
 
 
 def test_resent_data_never_goes_in_a_run() -> None:

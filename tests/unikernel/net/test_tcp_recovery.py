@@ -425,3 +425,37 @@ def test_random_configurations_and_paths_deliver_every_byte() -> None:
     # a rewound SND.NXT, timestamps feeding the backoff into the RTT, an overlap counted twice.
     for seed in (3, 11, 106, 171, 290, *range(400, 420)):
         _random_exchange(seed)
+
+
+def _reads(discard: bool) -> tuple[list[int], list[list[bytes]], list[object]]:
+    """A reader taking the window's data in steps: how much each read took, what it made the
+    receiver send at once, and the receiver's books after each read and once the sender has
+    answered it."""
+    wire, _client, server = _fill_the_window()
+    wire.run(for_time=3)
+    taken: list[int] = []
+    updates: list[list[bytes]] = []
+    books: list[object] = []
+    for size in (1000, 25_000, 1 << 20, 700, 40_000, 1 << 20, 1 << 20):
+        if discard:
+            taken.append(server.discard(size, wire.now))
+        else:
+            taken.append(len(server.recv(size, wire.now)))
+        sent = [bytes(data) for _, _, data in wire.b.take_output()]
+        updates.append(sent)
+        books.append((server.readable, server.rcv_window, server.memory, wire.b.memory_used))
+        for data in sent:
+            wire.b.outbox.append((A_IP, B_IP, data))
+        wire.run(for_time=0.1)  # the sender fills what the read opened
+        books.append((server.readable, server.rcv_window, wire.b.memory_used, wire.now))
+    books.append((server.discard(1 << 20, wire.now), server.recv(1 << 20, wire.now)))
+    return taken, updates, books
+
+
+def test_discarding_keeps_the_books_reading_does() -> None:
+    """discard() is recv() without the copy: the same counts, window updates, window and
+    memory, read after read, while the sender keeps filling what each opens."""
+    taken, updates, books = _reads(discard=True)
+    assert (taken, updates, books) == _reads(discard=False)
+    assert taken[:2] == [1000, 25_000] and sum(taken) > 60_000
+    assert any(updates)  # a read reopened the window: the update went from discard() itself

@@ -4,7 +4,7 @@ data streams' sending and sinking threads, and the numbers they keep.
 Every wait has a bound: calls take a timeout, and the data threads a deadline past which they
 give up. Sources stop when asked (their `stop` flag) after the block in flight, so that the
 bytes they count are the bytes TCP took; sinks are cancelled, which loses nothing, since a
-cancelled recv() has taken no data.
+cancelled read (recv() or discard()) has taken no data.
 """
 
 from __future__ import annotations
@@ -204,17 +204,18 @@ async def sink(stats: StreamStats, omit_until: float, deadline: float) -> None:
     stats.start = stats.end = now()
     try:
         while True:
-            data = await sock.recv(SINK_READ, timeout=max(0.0, deadline - now()))
+            # Counted, never copied out of TCP's buffer: no one looks at the bytes.
+            size = await sock.discard(SINK_READ, timeout=max(0.0, deadline - now()))
             at = now()
             stats.last_data = at
             stats.end = at
-            if not data:
+            if not size:
                 stats.eof = True
                 return
             if at < omit_until:
-                stats.omitted += len(data)
+                stats.omitted += size
             else:
-                stats.bytes += len(data)
+                stats.bytes += size
     except OSError as error:  # TimeoutError included
         stats.error = f"receiving: {error or type(error).__name__}"
 

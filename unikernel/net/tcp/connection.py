@@ -368,19 +368,37 @@ class Connection(Subject):
 
     def recv(self, max_bytes: int, now: float) -> bytes:
         """Up to `max_bytes` of received data; b"" if there is none (see at_eof)."""
-        rcv = self._rcv
-        if not rcv.buf:
-            if self.error is not None and not rcv.peer_fin:
-                raise self._closed_error()
+        if not self._data_waiting():
             return b""
-        data = rcv.read(max_bytes)
+        data = self._rcv.read(max_bytes)
+        self._after_read(now)
+        return data
+
+    def discard(self, max_bytes: int, now: float) -> int:
+        """recv() for an application that only counts what it receives: up to `max_bytes`
+        are removed unread, never copied; return how many (0 if none: see at_eof)."""
+        if not self._data_waiting():
+            return 0
+        size = self._rcv.skip(max_bytes)
+        self._after_read(now)
+        return size
+
+    def _data_waiting(self) -> bool:
+        """Whether there is data to read; raises if the connection failed with none left."""
+        rcv = self._rcv
+        if rcv.buf:
+            return True
+        if self.error is not None and not rcv.peer_fin:
+            raise self._closed_error()
+        return False
+
+    def _after_read(self, now: float) -> None:
         # The Mirage stall: a window closed by a slow reader must reopen once it reads, or the
         # peer waits for its persist timer. Tell the peer as soon as the window has grown by
         # the SWS threshold (RFC 9293 3.8.6.2.2).
-        if 1 << self.state & RECEIVING and rcv.window_grows():
+        if 1 << self.state & RECEIVING and self._rcv.window_grows():
             self._snd.send_ack(now)
             self._rearm()
-        return data
 
     def shutdown(self, now: float) -> None:
         """Send our FIN after the queued data (half-close); recv() still works."""

@@ -285,14 +285,24 @@ class Receiver:
         buf = self.buf
         if max_bytes >= len(buf):
             data = bytes(buf)
-            buf.clear()
         else:
             with memoryview(buf) as view:
                 data = bytes(view[:max_bytes])
-            del buf[:max_bytes]
-        if self.charged:
-            self._layer.memory_used -= len(data)
+        self.skip(len(data))
         return data
+
+    def skip(self, max_bytes: int) -> int:
+        """Remove up to `max_bytes` of the data in order, as read() does once it has copied
+        them out, or unread; return how many."""
+        buf = self.buf
+        size = min(max_bytes, len(buf))
+        if size == len(buf):
+            buf.clear()
+        else:
+            del buf[:size]
+        if self.charged:
+            self._layer.memory_used -= size
+        return size
 
     def window_grows(self) -> bool:
         """Whether a read has opened the window enough to tell the peer now rather than with

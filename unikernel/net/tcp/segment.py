@@ -309,12 +309,11 @@ def build_large_segment(
 def large_segment(
     src_ip: bytes, dst_ip: bytes, header: bytearray, payload: Buffer, segment_size: int
 ) -> LargeSegment:
-    """build_large_segment() from a header that build_header() made."""
+    """build_large_segment() from a header that build_header() made. The payload is copied
+    once, into the frame the link will get: pass a view of the send buffer, not a slice."""
     check = partial_checksum(src_ip, dst_ip, len(header) + len(payload))
     _U16.pack_into(header, _CHECKSUM_OFFSET, check)
-    segment = LargeSegment(b"".join((header, payload)))
-    segment.segment_size = segment_size
-    return segment
+    return LargeSegment.new(header, payload, segment_size)
 
 
 def timestamp_option(tsval: int, tsecr: int) -> bytes:

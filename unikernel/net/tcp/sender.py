@@ -711,7 +711,12 @@ class Sender:
                 fin_pending = False
                 self.fin_sent = True
             offset = nxt - buf_seq
-            self.transmit(nxt, flags, buf[offset : offset + size], now)
+            if size > smss:
+                # A view, not a slice: a large segment copies its data once, into its frame
+                # (the view goes with the call, before anything resizes the buffer).
+                self.transmit(nxt, flags, memoryview(buf)[offset : offset + size], now)
+            else:
+                self.transmit(nxt, flags, buf[offset : offset + size], now)
             new |= self._account(nxt, size + fin, now)
             sent = True
         if sent:

@@ -193,8 +193,11 @@ def test_processes_opening_a_new_store_at_once_all_get_the_whole_schema(tmp_path
         path = tmp_path / f"new{attempt}" / "b.sqlite"
         found = open_at_once(path)
         assert found == [("ok", SCHEMA_VERSION, TABLES, 0)] * 8, found
-        # Nothing of the making is left beside the store once every opener closed it.
-        assert sorted(p.name for p in path.parent.iterdir()) == ["b.sqlite"]
+        # Nothing of the making (the stores built aside) is left once every opener closed it.
+        # The store's own -wal and -shm may stay: SQLite removes them only when the last to
+        # close gets the lock, which openers closing at the same moment may all miss.
+        names = {p.name for p in path.parent.iterdir()}
+        assert "b.sqlite" in names and names <= {"b.sqlite", "b.sqlite-wal", "b.sqlite-shm"}
         conn = sqlite3.connect(path)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         conn.close()

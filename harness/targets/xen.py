@@ -383,11 +383,13 @@ class XenTarget(Target):
                 else f"{linux_vm.NETWORK_PARAMETER}={cidr}"
             )
         memory = settings.memory_mib or self._memory[workload.name]
+        # Offloads off: no TSO from the guest's side (UNIKERNEL_OFFLOADS), none from dom0's.
+        plain = settings.offloads is False and network is not None and self.guest == "unikernel"
         if self.guest == "unikernel":
             # The kernel hands name=value arguments it does not know to PID 1's environment.
             environment = parameter_environment(settings.workload_params)
-            if settings.offloads is False and network is not None:
-                environment[OFFLOADS_VARIABLE] = "off"  # no TSO from the guest's side either
+            if plain:
+                environment[OFFLOADS_VARIABLE] = "off"
             parameters = [f"{k}={v}" for k, v in environment.items()]
             config = xl_config(
                 name,
@@ -412,7 +414,6 @@ class XenTarget(Target):
                 tsc_mode=self._tsc_mode,
             )
         namespace = network.namespace if network is not None else None
-        plain = settings.offloads is False and network is not None and self.guest == "unikernel"
         return XenGuest(
             dom0, name, config, ports, namespace, workload.ready_marker, launch, plain_link=plain
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from harness.targets.linux_vm import OVERLAYS
 from harness.xen import lab
@@ -39,6 +39,15 @@ def sweep(log: Log) -> list[str]:
         removed.append(f"the Xen lab (QEMU pid {stopped.pid}) of dead harness {stopped.owner}")
     for line in removed:
         log(f"removed {line}, left by a harness that died")
+    return removed
+
+
+def sweep_own(log: Log, kept: Collection[str]) -> list[str]:
+    """Removes what this harness's own launches left once all of them stopped (a stop that
+    failed), but for the network namespaces in `kept` (held before the run began)."""
+    removed = [f"network namespace {name}" for name in namespaces.remove_held(kept)]
+    for line in removed:
+        log(f"removed {line}, left by a launch of this run whose stop failed")
     return removed
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 
-from harness.leftovers import sweep
+from harness.leftovers import sweep, sweep_own
 from harness.metadata import capture_host
 from harness.model import Measurement, Metric, Params, Run, Sample
 from harness.progress import RunProgress
@@ -28,7 +28,7 @@ from harness.store import Store
 from harness.suites.base import RepeatContext, Suite
 from harness.summary import format_value
 from harness.targets.base import Availability, LaunchSettings, Target
-from hostkit import owners
+from hostkit import namespaces, owners
 from hostkit.interrupts import holding, signals_deferred, terminate_as_interrupt
 
 HOST_CPU = Metric("host_cpu_seconds", "s", "lower")
@@ -139,6 +139,7 @@ class Runner:
         run = Run(id=new_run_id(), started=time.time(), command=command, metadata=capture_host())
         run.metadata["harness_pid"] = os.getpid()
         run.metadata["harness_owner"] = owners.token()
+        held_before = namespaces.held()  # not this run's to remove (a test's own, say)
         # The first Ctrl-C or SIGTERM stops the run; later ones cannot cut short its clean-up.
         with terminate_as_interrupt(once=True), owners.marked(), stuck_repeats_interrupted():
             try:
@@ -155,6 +156,7 @@ class Runner:
                 with signals_deferred():  # a signal now is raised once the run is recorded
                     self._release(targets)
                     self._sweep()  # again: a run stopped early must not skip it
+                    self._sweep_own(held_before)
                     run.ended = time.time()
                     self.store.end_run(run.id, run.ended, run.status)
                     self.progress.close()
@@ -168,6 +170,12 @@ class Runner:
                 self.progress.message(f"run {abandoned} lost its harness: now interrupted")
         except Exception as exc:  # what others left must not stop this run
             self.progress.message(f"removing what dead runs left failed: {describe_failure(exc)}")
+
+    def _sweep_own(self, kept: Sequence[str]) -> None:
+        try:
+            sweep_own(self.progress.message, kept)
+        except Exception as exc:
+            self.progress.message(f"removing what this run left failed: {describe_failure(exc)}")
 
     def _release(self, targets: Sequence[Target]) -> None:
         for target in targets:
@@ -268,8 +276,10 @@ class Runner:
         finally:
             try:
                 ctx.stop_all()
-            except Exception as exc:
-                self.progress.message(f"{target.name}: clean-up failed: {describe_failure(exc)}")
+            finally:  # said even as a Ctrl-C held back during the stops is raised
+                for stop_failure in ctx.stop_failures:
+                    said = describe_failure(stop_failure)
+                    self.progress.message(f"{target.name}: clean-up failed: {said}")
         warmup = index < 0
         if failure is not None:
             self.progress.message(

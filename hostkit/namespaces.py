@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 from hostkit.interrupts import signals_deferred
 from hostkit.owners import kill_groups, pid_alive
@@ -118,8 +118,9 @@ class NetworkNamespace:
 
     def close(self) -> None:
         if not self._closed:
-            self._closed = True
-            _ip("netns", "delete", self.name)
+            with signals_deferred():  # never mid-`ip`: the name would outlive the close
+                self._closed = True
+                _ip("netns", "delete", self.name)
 
 
 class TapLink:
@@ -210,6 +211,18 @@ def held() -> list[str]:
         return sorted(name for name in os.listdir(NETNS_DIR) if name.startswith(prefix))
     except FileNotFoundError:
         return []
+
+
+def remove_held(keep: Collection[str] = ()) -> list[str]:
+    """Delete the namespaces this process made and still holds, but those in `keep`; their
+    names. For after every launch has stopped: what is left then, a stop failed to remove."""
+    removed = []
+    for name in held():
+        if name not in keep:
+            with contextlib.suppress(NamespaceError), signals_deferred():
+                _ip("netns", "delete", name)
+                removed.append(name)
+    return removed
 
 
 def remove_stale() -> list[str]:

@@ -84,6 +84,7 @@ class RepeatContext:
         self.deadline = deadline
         self.instances: list[Instance] = []
         self.killed_at_deadline = False
+        self.stop_failures: list[Exception] = []
 
     def create(self, workload: Workload) -> Instance:
         # Ctrl-C held back until the instance is ours to stop: landing inside a target's create
@@ -115,15 +116,14 @@ class RepeatContext:
         self.stop_all()
 
     def stop_all(self) -> None:
-        errors = []
+        """Stops every instance; what failed to stop is kept in `stop_failures` rather than
+        raised, so that a Ctrl-C held back meanwhile (raised as this ends) cannot hide it."""
         with signals_deferred():  # a Ctrl-C half-way through a stop would leak what it stops
             for instance in self.instances:
                 try:
                     instance.stop()
                 except Exception as exc:  # one failing to stop must not keep others alive
-                    errors.append(exc)
-        if errors:
-            raise errors[0]
+                    self.stop_failures.append(exc)
 
 
 class Suite(ABC):

@@ -159,15 +159,17 @@ class ProcessInstance(Instance):
             if self._stopped:
                 return
             self._stopped = True
-        if self._write_fd >= 0:
-            os.close(self._write_fd)
-        if self._pid is not None:
-            end_process_group(self._pid)
-        self.console.join(timeout=5)
-        os.close(self._read_fd)
-        with contextlib.ExitStack() as owned:  # closed last to first, each even if one fails
+        # What the launch made goes even if ending the process fails; last to first, each
+        # even if one fails.
+        with contextlib.ExitStack() as owned:
             for resource in self._owned:
                 owned.callback(resource.close)
+            if self._write_fd >= 0:
+                os.close(self._write_fd)
+            if self._pid is not None:
+                end_process_group(self._pid)
+            self.console.join(timeout=5)
+            os.close(self._read_fd)
 
 
 def end_process_group(pid: int, grace: float = STOP_GRACE) -> None:

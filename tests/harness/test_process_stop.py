@@ -4,14 +4,19 @@ then SIGKILL for whatever is left."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import psutil
+import pytest
 
-from harness.targets.process import end_process_group
+from harness.suites.boot import BOOT_PROBE
+from harness.targets import process
+from harness.targets.base import LaunchSettings
+from harness.targets.process import end_process_group, process_instance
 
 CLEANS_UP = """
 import os, signal, sys, time
@@ -73,3 +78,30 @@ def test_a_group_already_gone_is_no_error() -> None:
     process, _ = spawn(CLEANS_UP, os.devnull)
     end_process_group(process.pid, grace=5)
     end_process_group(process.pid, grace=5)  # a second stop finds nothing to do
+
+
+class Owned:
+    """Something a launch made for its process (a link, a disk), noting whether it went."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_what_a_launch_made_goes_even_when_ending_its_process_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fails(pid: int, grace: float = 0.0) -> None:
+        os.killpg(pid, signal.SIGKILL)
+        raise PermissionError(f"cannot signal group {pid}")
+
+    link = Owned()
+    ports = {"probe": ("127.0.0.1", 0)}
+    instance = process_instance(BOOT_PROBE, LaunchSettings(), ports, owned=(link,))
+    instance.start()
+    monkeypatch.setattr(process, "end_process_group", fails)
+    with pytest.raises(PermissionError, match="cannot signal group"):
+        instance.stop()
+    assert link.closed

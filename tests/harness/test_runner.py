@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import time
@@ -9,9 +10,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from harness import runner
+from harness.progress import QuietProgress
 from harness.runner import RunSettings
+from harness.store import Store
 from harness.suites.base import RepeatContext
 from harness.suites.boot import BOOT_PROBE, BootSuite
 from harness.targets.base import Availability, Instance, LaunchSettings, Log, Target, Workload
@@ -280,3 +284,36 @@ def test_a_value_a_target_does_not_take_is_refused_naming_what_it_takes() -> Non
         suite.measured_param_sets({"drivers": ["pyhton"]}, variant)
     with pytest.raises(ValueError, match="unknown parameter drivers"):
         suite.check_params({"drivers": ["python"]}, [ProcessTarget()])
+
+
+def test_a_stop_that_fails_as_ctrl_c_comes_is_told_and_its_namespaces_still_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A namespace whose deletion fails while a Ctrl-C is held back: the interrupt must not
+    hide the failure, and the run must not end with the namespace still there."""
+    require()
+    real_close = namespaces.NetworkNamespace.close
+
+    def close_fails_and_ctrl_c(self: namespaces.NetworkNamespace) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # held back: the stop is under way
+        time.sleep(0.1)
+        if self.name.endswith(("1", "3", "5", "7", "9")):  # a veth pair's second, the server's
+            raise namespaces.NamespaceError(f"ip netns delete {self.name} failed: busy")
+        real_close(self)
+
+    monkeypatch.setattr(namespaces.NetworkNamespace, "close", close_fails_and_ctrl_c)
+    said = io.StringIO()
+    store = Store(tmp_path / "bench.sqlite")
+    bench = runner.Runner(
+        store, RunSettings(repeat=1, warmup=0), QuietProgress(Console(file=said, width=200))
+    )
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bench.run(BootSuite(), [VethTarget()], "bench run --suite boot")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    told = said.getvalue()
+    assert "linux-veth: clean-up failed: NamespaceError: ip netns delete" in told, told
+    assert "left by a launch of this run whose stop failed" in told, told
+    assert namespaces.held() == []

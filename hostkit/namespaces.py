@@ -105,7 +105,7 @@ class NetworkNamespace:
             self._closed = True
             if not theirs and os.path.exists(path):
                 with contextlib.suppress(NamespaceError):
-                    _ip("netns", "delete", self.name)
+                    delete(self.name)
             raise
 
     def ip(self, *args: str) -> str:
@@ -118,9 +118,8 @@ class NetworkNamespace:
 
     def close(self) -> None:
         if not self._closed:
-            with signals_deferred():  # never mid-`ip`: the name would outlive the close
-                self._closed = True
-                _ip("netns", "delete", self.name)
+            self._closed = True
+            delete(self.name)
 
 
 class TapLink:
@@ -219,8 +218,8 @@ def remove_held(keep: Collection[str] = ()) -> list[str]:
     removed = []
     for name in held():
         if name not in keep:
-            with contextlib.suppress(NamespaceError), signals_deferred():
-                _ip("netns", "delete", name)
+            with contextlib.suppress(NamespaceError):
+                delete(name)
                 removed.append(name)
     return removed
 
@@ -240,14 +239,15 @@ def remove_stale() -> list[str]:
             continue
         with contextlib.suppress(NamespaceError):
             kill_groups([int(pid) for pid in _ip("netns", "pids", name).split()])
-            _ip("netns", "delete", name)
+            delete(name)
             removed.append(name)
     return removed
 
 
 def delete(name: str) -> None:
     """Delete namespace `name`, whoever made it."""
-    _ip("netns", "delete", name)
+    with signals_deferred():  # never mid-`ip`: the name would outlive the deletion
+        _ip("netns", "delete", name)
 
 
 def available() -> str | None:

@@ -50,11 +50,15 @@ class Wire:
         config_b: TcpConfig | None = None,
         verify: bool = True,
         batch: int = 1,
+        runs: bool = False,
     ) -> None:
         self.rng = random.Random(seed)
         # Segments due at once for the same layer are delivered together, up to this many,
-        # between its begin_batch() and end_batch(), as a driver reading frames in batches.
+        # between its begin_batch() and end_batch(), as a driver reading frames in batches;
+        # with `runs`, those between the same two addresses in one input_run() call, as the
+        # stack hands them over.
         self.batch = batch
+        self.runs = runs
         self.verify = verify  # parse every segment sent (off: only when a test looks)
         self.now = 0.0
         self.a = TcpLayer(seeded(seed + 1), config_a, A_IP)
@@ -108,11 +112,17 @@ class Wire:
             layer = flight[0][2]
             if self.batch > 1:
                 layer.begin_batch()
+            run: list[bytes] = []
             for _ in range(self.batch):
                 _, _, _, src, dst, data = heapq.heappop(flight)
-                layer.input(src, dst, data, self.now)
+                if self.runs:
+                    run.append(data)  # a wire joins two addresses: one run per batch
+                else:
+                    layer.input(src, dst, data, self.now)
                 if not flight or flight[0][0] > self.now or flight[0][2] is not layer:
                     break
+            if run:
+                layer.input_run(src, dst, run, 0, self.now)
             if self.batch > 1:
                 layer.end_batch(self.now)
         else:

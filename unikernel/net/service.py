@@ -83,6 +83,7 @@ def attach_tcp(interface: Interface, config: TcpConfig | None = None) -> TcpSock
         tick=sockets.tick,
         next_deadline=layer.next_deadline,
         batch=(sockets.begin_batch, sockets.end_batch),
+        run=sockets.input_run,
     )
     return sockets
 

@@ -30,6 +30,11 @@ Transport protocols plug in by IP protocol number; TCP (6) is one:
   float or None) tells the driver when the transport next needs one.
 - `batch=(begin, end)` (optional): receive_batch() calls begin() before its frames and
   end(now) after them, so that a transport may answer what arrived together at once.
+- `run(source, destination, payloads, vouched, now)` (optional): receive_batch() hands it,
+  in place of a receive() each, the consecutive datagrams of that protocol between the same
+  two addresses that a read brought (a bulk transfer's, mostly), bit i of `vouched` as
+  receive()'s `vouched` for payloads[i]; the views stay valid until the batch ends. Frames
+  of anything else between them keep their place: the run ends before them.
 - `stack.address` is our address (None while unconfigured); `stack.mtu` bounds datagrams
   (an MSS of mtu - 40). Frames a handler makes go out with the driver's next take_frames().
 """
@@ -55,6 +60,7 @@ if TYPE_CHECKING:
 
     Buffer = bytes | bytearray | memoryview
     Receive = Callable[[bytes, bytes, memoryview, float, bool], None]
+    ReceiveRun = Callable[[bytes, bytes, list[memoryview], int, float], None]
     Send = Callable[[bytes, Buffer, float], bool]
     Tick = Callable[[float], object]
     Deadline = Callable[[], float | None]
@@ -99,6 +105,7 @@ class Stack:
         self.dropped: dict[str, int] = {}
         self._frames: list[bytes | bytearray] = []  # SuperFrames are bytearrays
         self._protocols: dict[int, Receive] = {}
+        self._runs: dict[int, ReceiveRun] = {}
         self._timers: list[tuple[Tick | None, Deadline | None]] = []
         self._batch_hooks: list[tuple[BatchBegin, BatchEnd]] = []
         self._echo_handlers: dict[int, EchoHandler] = {}
@@ -150,12 +157,22 @@ class Stack:
             self._receive_frame(frame, now, vouched)
 
     def _receive_fast(self, frame: Buffer, now: float, vouched: bool) -> bool:
-        """A bulk transfer's frame, delivered in one step: to our MAC, an IPv4 datagram
-        without options or fragmentation to our address, for a registered transport, its
-        header whole and right. False, having done nothing, for any other frame, which
-        _receive_frame() takes the long way (and drops, if it must, with the reason)."""
-        if len(frame) < _TRANSPORT_AT:
+        """A bulk transfer's frame, delivered in one step (see _fast_datagram()); False,
+        having done nothing, for any other frame, which _receive_frame() takes the long way
+        (and drops, if it must, with the reason)."""
+        datagram = self._fast_datagram(frame)
+        if datagram is None:
             return False
+        protocol, source, destination, payload = datagram
+        self._protocols[protocol](source, destination, payload, now, vouched)
+        return True
+
+    def _fast_datagram(self, frame: Buffer) -> tuple[int, bytes, bytes, memoryview] | None:
+        """(protocol, source, destination, payload) of a frame that is a bulk transfer's: to
+        our MAC, an IPv4 datagram without options or fragmentation to our address, for a
+        registered transport, its header whole and right. None for any other frame."""
+        if len(frame) < _TRANSPORT_AT:
+            return None
         (
             destination_mac,
             ethertype,
@@ -176,15 +193,17 @@ class Stack:
             or destination_mac != self.mac
             or not HEADER_LEN <= total_length <= len(frame) - _IP_AT
             or ipv4.is_group(source)
+            or protocol not in self._protocols
+            or not ipv4.plain_header_checks(frame, _IP_AT)
         ):
-            return False
-        transport = self._protocols.get(protocol)
-        if transport is None or not ipv4.plain_header_checks(frame, _IP_AT):
-            return False
+            return None
         self.frames_received += 1
-        segment = memoryview(frame)[_TRANSPORT_AT : _IP_AT + total_length]
-        transport(source, destination, segment, now, vouched)
-        return True
+        return (
+            protocol,
+            source,
+            destination,
+            memoryview(frame)[_TRANSPORT_AT : _IP_AT + total_length],
+        )
 
     def _receive_frame(self, frame: Buffer, now: float, vouched: bool) -> None:
         self.frames_received += 1
@@ -211,12 +230,36 @@ class Stack:
         hooks = self._batch_hooks
         for begin, _ in hooks:
             begin()
-        fast, slow = self._receive_fast, self._receive_frame
+        datagram_of, slow, protocols, runs = (
+            self._fast_datagram,
+            self._receive_frame,
+            self._protocols,
+            self._runs,
+        )
+        # The run being gathered: consecutive datagrams of a protocol that takes runs, between
+        # the same two addresses (`key`), with their `vouched` bits.
+        run: list[memoryview] = []
+        run_bits = 0
+        key: tuple[int, bytes, bytes] = (-1, b"", b"")
         try:
             for index, frame in enumerate(frames):
-                bit = vouched >> index & 1 == 1
-                if not fast(frame, now, bit):
-                    slow(frame, now, bit)
+                bit = vouched >> index & 1
+                datagram = datagram_of(frame)
+                in_run = datagram is not None and datagram[0] in runs
+                if run and (not in_run or datagram[:3] != key):  # type: ignore[index]
+                    runs[key[0]](key[1], key[2], run, run_bits, now)
+                    run, run_bits = [], 0
+                if datagram is None:
+                    slow(frame, now, bit == 1)
+                elif in_run:
+                    key = datagram[:3]
+                    run_bits |= bit << len(run)
+                    run.append(datagram[3])
+                else:
+                    protocol, source, destination, payload = datagram
+                    protocols[protocol](source, destination, payload, now, bit == 1)
+            if run:
+                runs[key[0]](key[1], key[2], run, run_bits, now)
         finally:
             for _, end in hooks:
                 end(now)
@@ -370,11 +413,14 @@ class Stack:
         tick: Tick | None = None,
         next_deadline: Deadline | None = None,
         batch: tuple[BatchBegin, BatchEnd] | None = None,
+        run: ReceiveRun | None = None,
     ) -> Send:
         """Plug a transport in (see the module's docstring); returns its send function."""
         if protocol in (ipv4.ICMP, ipv4.UDP) or protocol in self._protocols:
             raise ValueError(f"IP protocol {protocol} is taken")
         self._protocols[protocol] = receive
+        if run is not None:
+            self._runs[protocol] = run
         if tick is not None or next_deadline is not None:
             self._timers.append((tick, next_deadline))
         if batch is not None:

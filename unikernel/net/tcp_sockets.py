@@ -59,7 +59,7 @@ from unikernel.net.tcp.states import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from unikernel.core.scheduler import Thread
     from unikernel.net.tcp.connection import Connection
@@ -105,6 +105,20 @@ class TcpSockets:
         """A TCP segment from the IP layer (`vouched`: its checksum need not be checked)."""
         at = self._now() if now is None else now
         self.layer.input(source_ip, destination_ip, segment, at, vouched)
+        if not self.layer.batching:
+            self._flush()
+
+    def input_run(
+        self,
+        source_ip: bytes,
+        destination_ip: bytes,
+        segments: Sequence[Buffer],
+        vouched: int,
+        now: float | None = None,
+    ) -> None:
+        """Segments between the same two addresses that a read brought (see Stack's `run`)."""
+        at = self._now() if now is None else now
+        self.layer.input_run(source_ip, destination_ip, segments, vouched, at)
         if not self.layer.batching:
             self._flush()
 

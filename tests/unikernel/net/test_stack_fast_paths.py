@@ -1,6 +1,7 @@
 """The stack's shortcuts for bulk traffic, which must change nothing but the time taken: a
 received frame delivered to its transport in one step (Stack._receive_fast), and a sent
-datagram's next hop and Ethernet header remembered from the last one to the same place."""
+datagram's next hop and Ethernet header remembered from the last one to the same place; and
+the runs a batch hands a transport that takes them (`run`), which change nothing either."""
 
 from __future__ import annotations
 
@@ -57,14 +58,14 @@ def outcome(frames: list[bytes], vouched: int, batch: bool) -> tuple[Any, ...]:
 def counting_fast_path(patch: pytest.MonkeyPatch) -> list[int]:
     """[how many frames the fast path took] from here on."""
     taken = [0]
-    fast = Stack._receive_fast
+    fast = Stack._fast_datagram
 
-    def counting(stack: Stack, frame: Any, now: float, vouched: bool) -> bool:
-        result = fast(stack, frame, now, vouched)
-        taken[0] += result
+    def counting(stack: Stack, frame: Any) -> Any:
+        result = fast(stack, frame)
+        taken[0] += result is not None
         return result
 
-    patch.setattr(Stack, "_receive_fast", counting)
+    patch.setattr(Stack, "_fast_datagram", counting)
     return taken
 
 
@@ -134,7 +135,7 @@ def test_the_receive_fast_path_changes_nothing(
         taken = counting_fast_path(patch)
         fast = outcome(made, vouched, batch)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Stack, "_receive_fast", lambda stack, frame, now, vouched: False)
+        patch.setattr(Stack, "_fast_datagram", lambda stack, frame: None)
         slow = outcome(made, vouched, batch)
     assert fast == slow
     assert taken[0] <= len(fast[0])  # it only ever delivers
@@ -211,3 +212,63 @@ def test_many_destinations_are_routed_right_past_what_is_remembered() -> None:
     assert len(gateway) == 600 and all(ethernet.parse(f).destination == mac(9) for f in gateway)
     assert len({r.target_ip for r in requests}) == len(requests) > 0
     assert all(r.target_ip.startswith(bytes((10, 0))) for r in requests)
+
+
+OTHER_PEER = ip("10.0.0.8")
+KINDS = {
+    "tcp": lambda payload, ident: tcp_frame(payload, ident),
+    "tcp from another peer": lambda payload, ident: ethernet.build(
+        mac(2), mac(8), ethernet.IPV4, ipv4.build(OTHER_PEER, ME, ipv4.TCP, payload, ident)
+    ),
+    "udp": lambda payload, ident: frame_with(["UDP"], True, payload, ident),
+    "not for us": lambda payload, ident: frame_with(["another MAC"], True, payload, ident),
+    "fragment": lambda payload, ident: frame_with(["more fragments"], True, payload, ident),
+}
+
+
+def delivered_in_runs(frames: list[bytes], vouched: int) -> tuple[Any, ...]:
+    """What a transport that takes runs was handed: each datagram as (source, destination,
+    payload, vouched), and the runs' lengths; with the drops and frames counted."""
+    stack = make_stack(2, "10.0.0.2/24")
+    stack.take_frames()
+    flat: list[tuple[bytes, bytes, bytes, bool]] = []
+    runs: list[int] = []
+
+    def one(source: bytes, destination: bytes, payload: Any, now: float, bit: bool) -> None:
+        raise AssertionError("a transport that takes runs gets a batch's datagrams in runs")
+
+    def run(source: bytes, destination: bytes, payloads: Any, bits: int, now: float) -> None:
+        runs.append(len(payloads))
+        for index, payload in enumerate(payloads):
+            flat.append((source, destination, bytes(payload), bits >> index & 1 == 1))
+
+    stack.register_protocol(ipv4.TCP, one, run=run)
+    stack.receive_batch(frames, 1.0, vouched)
+    return flat, runs, stack.drop_counts(), stack.frames_received
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    kinds=st.lists(st.sampled_from(sorted(KINDS)), min_size=1, max_size=10),
+    payloads=st.lists(st.binary(max_size=30), min_size=10, max_size=10),
+    vouched=st.integers(0, 1023),
+)
+def test_runs_hand_over_what_receive_would_in_the_same_order(
+    kinds: list[str], payloads: list[bytes], vouched: int
+) -> None:
+    frames = [KINDS[kind](payloads[i], i) for i, kind in enumerate(kinds)]
+    flat, runs, drops, counted = delivered_in_runs(frames, vouched)
+    one_by_one, drops_one_by_one, counted_one_by_one, _ = outcome(frames, vouched, batch=True)
+    assert flat == [(s, d, p, v) for s, d, p, _, v in one_by_one]
+    assert (drops, counted) == (drops_one_by_one, counted_one_by_one)
+    # A run is as long as the frames for TCP, from one peer, that follow each other allow.
+    expected: list[int] = []
+    previous = None
+    for kind in kinds:
+        if kind.startswith("tcp"):
+            if kind == previous:
+                expected[-1] += 1
+            else:
+                expected.append(1)
+        previous = kind
+    assert runs == expected

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.support.tcp_wire import A_IP, B_IP, PEER_ISN, RawPeer, Wire, raw_client, seeded
@@ -20,6 +20,7 @@ from unikernel.net.segmentation import LargeSegment
 from unikernel.net.tcp import ACK, FIN, PSH, RST, SYN, Connection, TcpConfig, TcpLayer
 from unikernel.net.tcp.segment import (
     URG,
+    build_segment,
     parse_segment,
     sack_option,
     syn_options,
@@ -38,6 +39,7 @@ def _exchange(
     duplicate: float,
     batch: int,
     config: TcpConfig | None = None,
+    runs: bool = False,
 ) -> list[Any]:
     """Data both ways and a close over a lossy wire; every segment sent, as seen on it."""
     wire = Wire(
@@ -48,6 +50,7 @@ def _exchange(
         batch=batch,
         config_a=config,
         config_b=config,
+        runs=runs,
     )
     wire.trace = []
     client, server = wire.connect()
@@ -78,19 +81,25 @@ def _exchange(
 
 
 @contextmanager
-def counting_predictions() -> Iterator[list[int]]:
-    """Within: [how many segments header prediction took]."""
+def counting(owner: type, method: str) -> Iterator[list[int]]:
+    """Within: [the sum of what owner's `method` returned]: how many segments it took, or
+    (True counting one) how many times it did."""
     taken = [0]
-    predicted = Connection._input_predicted
+    original = getattr(owner, method)
 
-    def counting(conn: Connection, seg: Any, now: float) -> bool:
-        result = predicted(conn, seg, now)
+    def counted(self: Any, *args: Any) -> Any:
+        result = original(self, *args)
         taken[0] += result
         return result
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Connection, "_input_predicted", counting)
+        patch.setattr(owner, method, counted)
         yield taken
+
+
+def counting_predictions() -> Any:
+    """Within: [how many segments header prediction took]."""
+    return counting(Connection, "_input_predicted")
 
 
 @settings(max_examples=8, deadline=None)
@@ -133,23 +142,206 @@ def test_batches_over_a_lossy_wire_deliver_every_byte_with_fewer_acks() -> None:
     assert len(batched) < len(one)  # the same data, fewer segments: ACKs were spared
 
 
+_CONFIGS = {
+    "default": TcpConfig(),
+    "no sack": TcpConfig(sack=False),
+    "no timestamps": TcpConfig(timestamps=False, window_scaling=False),
+    "tiny mtu": TcpConfig(mtu=576, initial_window=3),
+}
+
+
+# Runs of in-order segments (Connection.input_run): header prediction for a batch's segments.
+
+
+def counting_runs_taken() -> Any:
+    """Within: [how many segments Connection.input_run() took]."""
+    return counting(Connection, "input_run")
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    loss=st.sampled_from([0.0, 0.02, 0.1]),
+    reorder=st.sampled_from([0.0, 0.05, 0.3]),
+    duplicate=st.sampled_from([0.0, 0.05]),
+    batch=st.sampled_from([2, 8, 32]),
+    config=st.sampled_from(sorted(_CONFIGS)),
+)
+def test_runs_taken_in_change_nothing_on_the_wire(
+    seed: int, loss: float, reorder: float, duplicate: float, batch: int, config: str
+) -> None:
+    """The same segments, the same answers, at the same times, whether a batch's segments
+    go through input() one by one or through input_run()."""
+    with counting_runs_taken() as taken:
+        runs = _exchange(seed, loss, reorder, duplicate, batch, _CONFIGS[config], runs=True)
+    one_by_one = _exchange(seed, loss, reorder, duplicate, batch, _CONFIGS[config])
+    # Without timestamps a run is never taken (input() takes each); through heavy
+    # reordering nearly every segment carries SACK blocks.
+    assert taken[0] > 0 or config == "no timestamps" or reorder > 0.1
+    assert runs == one_by_one
+
+
+def test_runs_carry_most_of_a_clean_transfer() -> None:
+    wire = Wire(seed=1, batch=32, runs=True)
+    client, server = wire.connect()
+    with counting_runs_taken() as taken:
+        assert client.send(bytes(200_000), wire.now) == 200_000
+        assert wire.run(lambda: server.readable == 200_000 and client.send_space > 0)
+    assert taken[0] >= 0.9 * 200_000 // 1448  # all but a few data segments (MSS 1448)
+
+
+# What a run may meet: segments as a peer sends them (its data, in order, of any size), and
+# each way a segment may differ from the next data in order.
+_RUN_KINDS = (
+    "data",
+    "data",
+    "data",
+    "push",
+    "ece",
+    "bad checksum",
+    "old timestamp",
+    "window change",
+    "pure ack",
+    "gap",
+    "retransmission",
+    "no timestamps",
+    "fin",
+    "another port",
+)
+
+
+class _Peer:
+    """The far end of a connection made by _sender(), sending `kind`s of segments."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.seq = PEER_ISN + 1
+        self.tsval = 1001
+        self.window = 65535
+        self.last = b""
+
+    def segment(self, kind: str, size: int) -> bytes:
+        conn = self.conn
+        if kind == "retransmission" and self.last:
+            return self.last
+        seq, tsval, flags = self.seq, self.tsval, ACK
+        payload = hashlib.shake_256(b"%d" % seq).digest(size)
+        options = timestamp_option(tsval, 1)
+        port = 4000
+        if kind == "push":
+            flags |= PSH
+        elif kind == "ece":
+            flags |= 0x40
+        elif kind == "old timestamp":
+            options = timestamp_option((tsval - 100_000) & 0xFFFFFFFF, 1)
+        elif kind == "window change":
+            self.window -= 1
+        elif kind == "pure ack":
+            payload = b""
+        elif kind == "gap":
+            seq += 1448
+            self.seq += 1448
+        elif kind == "no timestamps":
+            options = b""
+        elif kind == "fin":
+            flags |= FIN
+        elif kind == "another port":
+            port = 4001
+        data = bytearray(
+            build_segment(
+                B_IP,
+                A_IP,
+                port,
+                conn.local_port,
+                seq & 0xFFFFFFFF,
+                (conn.iss + 1) & 0xFFFFFFFF,
+                flags,
+                self.window,
+                options,
+                payload,
+            )
+        )
+        if kind == "bad checksum":
+            data[-1] ^= 0x20
+        self.seq += len(payload) + (kind == "fin")
+        self.tsval += 1
+        self.last = bytes(data)
+        return self.last
+
+
+Batch = tuple[list[tuple[str, int]], bool]  # (kind, size) of each segment; read after it
+
+
+def _fed(batches: list[Batch], runs: bool) -> list[Any]:
+    """Everything a connection did with `batches` of segments, fed through input_run() or
+    input() one by one: what it sent, what it received, its counters, each batch's state.
+    The application reads after a batch if it says so: else the window fills."""
+    layer, _, conn = _sender()
+    peer = _Peer(conn)
+    seen: list[Any] = []
+    now = 0.0
+    for batch, read in batches:
+        now += 0.001
+        segments = [peer.segment(kind, size) for kind, size in batch]
+        vouched = 0b100 if len(segments) > 2 else 0  # the link vouched for the third
+        layer.begin_batch()
+        if runs:
+            layer.input_run(B_IP, A_IP, segments, vouched, now)
+        else:
+            for index, data in enumerate(segments):
+                layer.input(B_IP, A_IP, data, now, vouched >> index & 1 == 1)
+        layer.end_batch(now)
+        rcv, snd = conn._rcv, conn._snd
+        seen.append(
+            (
+                [bytes(data) for _, _, data in layer.take_output()],
+                conn.recv(1 << 20, now) if read else conn.readable,
+                conn.state_name,
+                dict(layer.stats),
+                layer.memory_used,
+                (rcv.rcv_nxt, rcv.ts_recent, rcv.ts_recent_at, rcv.last_ack_sent, rcv.rcv_adv),
+                (snd.wl1, snd.wl2, snd.snd_wnd),
+                layer.next_deadline(),
+            )
+        )
+        layer.tick(now)
+    return seen
+
+
+_FULL = [("data", 1448)] * 60  # past the 64 KiB after which an ACK waits no longer
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    batches=st.lists(
+        st.tuples(
+            st.lists(
+                st.tuples(st.sampled_from(_RUN_KINDS), st.sampled_from([1, 100, 1448])),
+                min_size=1,
+                max_size=60,
+            ),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+@example(batches=[(_FULL, True)])
+@example(batches=[(_FULL, False)] * 5)  # the window fills: the run stops at its edge
+@example(batches=[([("data", 100), ("data", 100), ("bad checksum", 100), ("data", 100)], True)])
+def test_a_run_does_what_input_does_with_any_batch(batches: list[Batch]) -> None:
+    """Segments in order and every way one may not be (a bad checksum, vouched for or not,
+    PAWS, another window, a gap, a duplicate, a FIN, another connection's, past the window):
+    the run takes what it may and leaves the rest to input(), with the same outcome."""
+    assert _fed(batches, runs=True) == _fed(batches, runs=False)
+
+
 # Runs of full segments (Sender._send_run), the way out's shortcut.
 
 
-@contextmanager
-def counting_runs() -> Iterator[list[int]]:
+def counting_runs() -> Any:
     """Within: [how many runs of segments output() sent]."""
-    taken = [0]
-    run = Sender._send_run
-
-    def counting(snd: Sender, seq: int, limit: int, now: float) -> bool:
-        result = run(snd, seq, limit, now)
-        taken[0] += result
-        return result
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Sender, "_send_run", counting)
-        yield taken
+    return counting(Sender, "_send_run")
 
 
 @contextmanager
@@ -159,14 +351,6 @@ def without_shortcuts() -> Iterator[None]:
         patch.setattr(Connection, "_input_predicted", lambda conn, seg, now: False)
         patch.setattr(Sender, "_send_run", lambda snd, seq, limit, now: False)
         yield
-
-
-_CONFIGS = {
-    "default": TcpConfig(),
-    "no sack": TcpConfig(sack=False),
-    "no timestamps": TcpConfig(timestamps=False, window_scaling=False),
-    "tiny mtu": TcpConfig(mtu=576, initial_window=3),
-}
 
 
 @settings(max_examples=8, deadline=None)

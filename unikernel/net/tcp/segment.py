@@ -34,9 +34,9 @@ _HEADER = Struct("!HHIIBBHHH")
 _TIMESTAMPS = Struct("!BBBBII")  # NOP, NOP, kind 8, length 10, TSval, TSecr
 # The header with the timestamp option alone, as every segment carries once they are on (RFC
 # 7323 appendix A), read or written at once: NOP, NOP, kind and length as one word.
-_HEADER_TS = Struct("!HHIIBBHHHIII")
-_TS_PREFIX = 0x0101080A
-_TS_OFFSET = 0x80  # data offset: 32 bytes, 8 words
+HEADER_TS = Struct("!HHIIBBHHHIII")
+TS_PREFIX = 0x0101080A
+TS_OFFSET = 0x80  # data offset: 32 bytes, 8 words
 _U16 = Struct("!H")
 _CHECKSUM = Struct("<H")  # at offset 16, little-endian as residue() sums: see seal()
 _CHECKSUM_OFFSET = 16
@@ -168,7 +168,7 @@ def parse_segment(
     if size >= 32:
         # Read as if it had the timestamps alone (most have): one call for all the fields.
         src_port, dst_port, seq, ack, offset, flags, window, _, _, prefix, tsval, tsecr = (
-            _HEADER_TS.unpack_from(data)
+            HEADER_TS.unpack_from(data)
         )
     elif size >= HEADER_LEN:
         src_port, dst_port, seq, ack, offset, flags, window, _, _ = _HEADER.unpack_from(data)
@@ -181,7 +181,7 @@ def parse_segment(
     if not vouched and residue(data, pseudo_sum(src_ip, dst_ip)):
         return None
     seg = Segment(src_port, dst_port, seq, ack, flags, window, data[header_len:])
-    if header_len == 32 and prefix == _TS_PREFIX:
+    if header_len == 32 and prefix == TS_PREFIX:
         seg.tsval = tsval
         seg.tsecr = tsecr
         seg.has_ts = True
@@ -275,14 +275,14 @@ def build_ts_segment(
     its checksum included, summed from its fields rather than read back from its bytes."""
     # The header's 16-bit words, modulo 0xFFFF (a 32-bit field is the sum of its two), times
     # 256 to join the little-endian sum of the rest, as residue() makes it.
-    words = src_port + dst_port + seq + ack + (_TS_OFFSET << 8 | flags) + window
-    total = pseudo + ((words + _TS_PREFIX + tsval + tsecr + 32 + len(payload)) << 8)
+    words = src_port + dst_port + seq + ack + (TS_OFFSET << 8 | flags) + window
+    total = pseudo + ((words + TS_PREFIX + tsval + tsecr + 32 + len(payload)) << 8)
     if payload:
         total += mod_ffff(int.from_bytes(payload, "little"))
     field = -total % 0xFFFF  # as seal() would write it, little-endian; packed big-endian here
     check = (field >> 8) | (field & 0xFF) << 8
-    header = _HEADER_TS.pack(
-        src_port, dst_port, seq, ack, _TS_OFFSET, flags, window, check, 0, _TS_PREFIX, tsval, tsecr
+    header = HEADER_TS.pack(
+        src_port, dst_port, seq, ack, TS_OFFSET, flags, window, check, 0, TS_PREFIX, tsval, tsecr
     )
     return header + payload
 

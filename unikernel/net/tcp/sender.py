@@ -349,17 +349,21 @@ class Sender:
         una = self.snd_una
         ack = una + ((seg.ack - self.iss - una + _HALF) & _MASK) - _HALF
         if size:
-            if ack != una or seg.window << self.snd_scale != self.snd_wnd or self.wl1 > seq:
-                return False
-            # The window update rule holds (WL2 <= SND.UNA always): it moves WL1 and WL2 on, the
-            # window the same. (A segment out of order may have taken WL1 past `seq`: then the
-            # rule keeps them, which take_ack() sees to.)
-            self.wl1 = seq
-            self.wl2 = ack
-            return True
+            return ack == una and self.take_same_ack(seg.window, seq)
         if not una < ack <= self.snd_max:
             return False
         self.take_ack(seg, seq, ack, ACK, 0, now)
+        return True
+
+    def take_same_ack(self, window: int, seq: int) -> bool:
+        """In-order data at `seq` acknowledging SND.UNA, as header prediction takes it: with
+        `window` (as sent, unscaled) the window we hold, the window update rule holds (WL2 <=
+        SND.UNA always) and only moves WL1 and WL2 on. False, nothing changed, for another
+        window, or where a segment out of order took WL1 past `seq` (take_ack() keeps them)."""
+        if window << self.snd_scale != self.snd_wnd or self.wl1 > seq:
+            return False
+        self.wl1 = seq
+        self.wl2 = self.snd_una
         return True
 
     def rtt_ack(self, seg: Segment, ack: int, now: float) -> None:

@@ -152,12 +152,18 @@ class TapLink:
 
 class VethLink:
     """Two namespaces joined by a veth pair: Linux to Linux on a link of its own, the tcp
-    suite's reference. The server's side is GUEST_ADDRESS, the client's HOST_ADDRESS."""
+    suite's reference. The server's side is GUEST_ADDRESS, the client's HOST_ADDRESS.
 
-    def __init__(self, offloads: bool = True) -> None:
+    With `raw_guest_end`, the server's end (`device`) gets no address: a hosted unikernel
+    started in the server's namespace takes it whole with an AF_PACKET socket, as it takes
+    its NIC in a VM, and answers for GUEST_ADDRESS itself."""
+
+    def __init__(self, offloads: bool = True, *, raw_guest_end: bool = False) -> None:
         self.client = NetworkNamespace()
         self.host_address = HOST_ADDRESS
         self.guest_address = GUEST_ADDRESS
+        self.prefix_len = PREFIX_LEN
+        self.device = "veth1"  # the server's (the guest's) end
         try:
             self.server = NetworkNamespace()
         except BaseException:
@@ -170,9 +176,10 @@ class VethLink:
             )  # fmt: skip
             for namespace, device, address in (
                 (self.client, "veth0", self.host_address),
-                (self.server, "veth1", self.guest_address),
+                (self.server, self.device, None if raw_guest_end else self.guest_address),
             ):
-                namespace.ip("address", "add", f"{address}/{PREFIX_LEN}", "dev", device)
+                if address is not None:
+                    namespace.ip("address", "add", f"{address}/{PREFIX_LEN}", "dev", device)
                 namespace.ip("link", "set", device, "up")
                 if not offloads:
                     _without_offloads(namespace, device)

@@ -30,6 +30,7 @@ AS_VMS = (
     ("unikernel-xen", "linux-xen"),
 )
 AS_PROCESSES = (
+    ("unikernel-hosted-veth", "linux-veth"),  # the same link: a veth pair
     ("unikernel-hosted", "linux-veth"),
     ("unikernel-hosted", "process"),
     ("unikernel-hosted", "docker"),

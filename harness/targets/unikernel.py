@@ -30,7 +30,7 @@ from harness.targets.process import ProcessInstance
 from hostkit import namespaces
 from hostkit.accel import choose_accel
 from hostkit.launch_disk import LaunchDisk
-from hostkit.namespaces import TapLink
+from hostkit.namespaces import TapLink, VethLink
 from hostkit.qemu import DISK_CACHE
 from unikernel.devices import Disk, Network
 from unikernel.toolchain import runtime
@@ -101,9 +101,13 @@ def libos_files() -> list[Path]:
 class UnikernelTarget(Target):
     family = "unikernel"
 
-    def __init__(self, name: str, platform: str, kernel: str, description: str) -> None:
+    def __init__(
+        self, name: str, platform: str, kernel: str, description: str, link: str = "tap"
+    ) -> None:
         self.name = name
         self.platform = platform  # "hosted" or "qemu"
+        # "tap": a TAP device; "veth" (hosted only): a veth pair's end, taken with AF_PACKET
+        self.link = link
         self.disk_cache = DISK_CACHE if platform == "qemu" else None
         self.kernel = kernel
         self.description = description
@@ -146,10 +150,17 @@ class UnikernelTarget(Target):
     def create(self, workload: Workload, settings: LaunchSettings) -> Instance:
         built = self.build_result(workload)
         with contextlib.ExitStack() as made:  # closed here only if the launch fails
-            link = None
+            link: TapLink | VethLink | None = None
+            namespace = spawn_namespace = None
             ports: dict[str, tuple[str, int]] = {}
             if workload.network is not None:
-                link = TapLink()
+                if self.link == "veth":
+                    # Linux's offloads on its end as the launch asks, and ours to match.
+                    link = VethLink(offloads=settings.offloads is True, raw_guest_end=True)
+                    namespace, spawn_namespace = link.name, link.server.name
+                else:
+                    link = TapLink()
+                    namespace = spawn_namespace = link.name
                 made.callback(link.close)
                 ports = {port.name: (link.guest_address, port.number) for port in workload.ports}
             disks = [LaunchDisk(declared) for declared in workload.disks]
@@ -164,7 +175,6 @@ class UnikernelTarget(Target):
                 accel=choose_accel() if self.platform == "qemu" else "native",
                 offloads=settings.offloads is True,
             )
-            namespace = None if link is None else link.name
             instance = ProcessInstance(
                 workload,
                 command.argv,
@@ -172,15 +182,16 @@ class UnikernelTarget(Target):
                 settings,
                 command.environment,
                 namespace=namespace,
-                spawn_namespace=namespace,
+                spawn_namespace=spawn_namespace,
                 owned=(*(() if link is None else (link,)), *disks),
             )
             made.pop_all()
             return instance
 
     def link_offloads(self, workload: Workload) -> tuple[Offload, ...]:
-        # Per launch: hosted, the TAP device opened with or without virtio-net headers; under
-        # QEMU, virtio-net with or without them (vnet_hdr).
+        # Per launch: hosted, the TAP device opened with or without virtio-net headers, or the
+        # veth pair with Linux's offloads on or off and our packet socket's header to match;
+        # under QEMU, virtio-net with or without them (vnet_hdr).
         return ("off", "on")
 
     def image_builds(self, workload: Workload) -> tuple[str, ...]:
@@ -221,6 +232,13 @@ def unikernel_targets() -> list[Target]:
     return [
         UnikernelTarget(
             "unikernel-hosted", "hosted", "none", "the unikernel as a process on the host"
+        ),
+        UnikernelTarget(
+            "unikernel-hosted-veth",
+            "hosted",
+            "none",
+            "the unikernel as a process on the host, on a veth end taken whole (linux-veth's link)",
+            link="veth",
         ),
         UnikernelTarget(
             "unikernel-qemu",

@@ -156,7 +156,15 @@ def check_ended(
 
 
 @pytest.mark.parametrize(
-    "target", ["process", "docker", "docker-minimal", "unikernel-hosted", "linux-veth"]
+    "target",
+    [
+        "process",
+        "docker",
+        "docker-minimal",
+        "unikernel-hosted",
+        "unikernel-hosted-veth",
+        "linux-veth",
+    ],
 )
 def test_runs_stopped_at_random_moments_lose_nothing_and_leave_nothing(
     target: str, tmp_path: Path, request: pytest.FixtureRequest

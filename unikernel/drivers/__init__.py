@@ -6,6 +6,8 @@ blocks, and tells the scheduler when it is ready through a file descriptor.
 
 - `tap`: a TAP device (hosted target); `packet`: an AF_PACKET socket on the raw interface
   (inside the image); both move one frame a system call (Python has no recvmmsg/sendmmsg);
+- `packet_ring`: the same socket with PACKET_MMAP rings, a batch of frames without a system
+  call each (the hosted target on a veth end; `hosted_link` picks the launcher's link);
 - `vnet`: an in-memory switch joining several stacks in one process, for tests.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import Self
 
     Buffer = bytes | bytearray | memoryview
 
@@ -51,6 +54,12 @@ class Netif:
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def write_frames(

@@ -60,39 +60,12 @@ class PacketNetif(Netif):
         """Bind interface `name`, bringing its link up if it is down. `offloads`: take
         packets with partial checksums and GSO packets (see the module's docstring); if the
         kernel refuses the header, `self.offloads` says False."""
-        raw = name.encode()
-        if not raw or len(raw) >= ifreq.IFNAMSIZ:
-            raise ValueError(f"interface names are 1 to {ifreq.IFNAMSIZ - 1} bytes: {name!r}")
         self.name = name
-        sock = _open_socket()
+        sock, self.mac, self.mtu, self.offloads = open_unbound(name, offloads)
         try:
-            fd = sock.fileno()
-            try:
-                self.mac = _hardware_address(fd, name)
-            except OSError as error:
-                raise _explain(error, name) from None
-            self.mtu = ifreq.mtu(fd, name)
-            if offloads:
-                try:
-                    sock.setsockopt(_SOL_PACKET, _PACKET_VNET_HDR, 1)
-                except OSError:
-                    offloads = False
-            self.offloads = offloads
-            self.segmentation = offloads and ifreq.segments_tcp(fd, name)
+            self.segmentation = self.offloads and ifreq.segments_tcp(sock.fileno(), name)
             _grow_receive_queue(sock)
-            # Up before bind(): binding a down interface leaves ENETDOWN pending on the socket.
-            _bring_up(fd, name)
-            try:
-                # Protocol 0 at creation receives nothing; bind() then asks for every
-                # ethertype on this interface only, so no other interface's frame slips in.
-                sock.bind((name, _ETH_P_ALL))
-            except OSError as error:
-                raise _explain(error, name) from None
-            try:
-                sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
-                self.filters_outgoing = False  # the kernel drops our echoes for us
-            except OSError:
-                self.filters_outgoing = True  # an older kernel: drop them in read_batch()
+            self.filters_outgoing = bind_up(sock, name)
         except BaseException:
             sock.close()
             raise
@@ -182,16 +155,55 @@ class PacketNetif(Netif):
         """Let go of the socket; the interface stays as it is (up)."""
         self._sock.close()
 
-    def __enter__(self) -> PacketNetif:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         mac = ":".join(f"{b:02x}" for b in self.mac)
         offloads = " offloads" if self.offloads else ""
         return f"<PacketNetif {self.name} mac {mac} mtu {self.mtu}{offloads}>"
+
+
+def open_unbound(name: str, offloads: bool) -> tuple[_socket.socket, bytes, int, bool]:
+    """A packet socket for Ethernet interface `name`, not bound yet (bind_up() does it):
+    (socket, the interface's MAC, its MTU, offloads). With `offloads`, the virtio-net header
+    is asked for (before any PACKET_MMAP ring, which the kernel lays out by it); False if
+    the kernel refused it."""
+    raw = name.encode()
+    if not raw or len(raw) >= ifreq.IFNAMSIZ:
+        raise ValueError(f"interface names are 1 to {ifreq.IFNAMSIZ - 1} bytes: {name!r}")
+    sock = _open_socket()
+    try:
+        fd = sock.fileno()
+        try:
+            mac = _hardware_address(fd, name)
+        except OSError as error:
+            raise _explain(error, name) from None
+        mtu = ifreq.mtu(fd, name)
+        if offloads:
+            try:
+                sock.setsockopt(_SOL_PACKET, _PACKET_VNET_HDR, 1)
+            except OSError:
+                offloads = False
+    except BaseException:
+        sock.close()
+        raise
+    return sock, mac, mtu, offloads
+
+
+def bind_up(sock: _socket.socket, name: str) -> bool:
+    """Bring `name` up and bind `sock` to every frame it carries: whether the caller must
+    drop our own transmissions, echoed back (an older kernel, without PACKET_IGNORE_OUTGOING)."""
+    # Up before bind(): binding a down interface leaves ENETDOWN pending on the socket.
+    _bring_up(sock.fileno(), name)
+    try:
+        # Protocol 0 at creation receives nothing; bind() then asks for every ethertype on
+        # this interface only, so no other interface's frame slips in.
+        sock.bind((name, _ETH_P_ALL))
+    except OSError as error:
+        raise _explain(error, name) from None
+    try:
+        sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
+        return False  # the kernel drops our echoes for us
+    except OSError:
+        return True
 
 
 def bring_up(name: str) -> None:

@@ -151,12 +151,6 @@ class TapNetif(Netif):
             os.close(self._fd)
             self._fd = -1
 
-    def __enter__(self) -> TapNetif:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         mac = ":".join(f"{b:02x}" for b in self.mac)
         return f"<TapNetif {self.name or '?'} mac {mac} mtu {self.mtu}>"
@@ -228,23 +222,3 @@ def _local_mac(avoid: bytes) -> bytes:
         mac = bytes(((first & 0xFC) | 0x02, *rest))
         if mac != avoid:
             return mac
-
-
-TAP_VARIABLE = "UNIKERNEL_TAP"  # the TAP device a hosted unikernel's launcher made for it
-TAP_OFFLOADS_VARIABLE = "UNIKERNEL_TAP_OFFLOADS"  # "on": open it with offloads
-
-
-def launch_tap() -> TapNetif:
-    """The TAP device whoever launched us made for this process (it must exist, in the network
-    namespace we run in): the hosted target's network."""
-    name = os.environ.get(TAP_VARIABLE)
-    if not name:
-        raise FileNotFoundError(
-            f"a hosted unikernel attaches to a TAP device: set {TAP_VARIABLE} to one that exists"
-            " (ip tuntap add dev NAME mode tap) in our network namespace; bench and"
-            " `unikernel run` make one"
-        )
-    offloads = os.environ.get(TAP_OFFLOADS_VARIABLE, "off")
-    if offloads not in ("on", "off"):
-        raise ValueError(f"{TAP_OFFLOADS_VARIABLE} is on or off, not {offloads!r}")
-    return TapNetif(name, existing=True, offloads=offloads == "on")

@@ -5,7 +5,8 @@ import walk leaves every other driver out of the image.
 
     target   Network                       Disk                 Console
     hosted   TAP device (UNIKERNEL_TAP),   a file (its path in UNIKERNEL_DISK_<NAME>)
-             or the host's TCP sockets
+             or AF_PACKET rings on a veth end
+             (UNIKERNEL_PACKET), or the host's TCP sockets
     qemu     AF_PACKET on ethN (virtio)    /dev/vda, vdb, ...   stdout (ttyS0)
     xen      AF_PACKET on ethN (netfront)  /dev/xvda, ...       stdout (hvc0)
     xen, drivers="python":
@@ -38,7 +39,7 @@ def check_drivers(target: str, drivers: str) -> None:
 
 def nic_names(app: App, target: str, drivers: str = "kernel") -> tuple[str, ...]:
     """The guest's interfaces for the app's networks, in the order declared: what the boot
-    layer brings up before the app runs (none hosted: the launcher's TAP device is up; none
+    layer brings up before the app runs (none hosted: the launcher's link is up; none
     with our own front-ends: the kernel has no interface for them)."""
     if target == "hosted" or drivers == "python":
         return ()
@@ -136,7 +137,7 @@ def _driver_imports(target: str, drivers: str) -> list[str]:
         return ["    from unikernel.drivers.xen.netfront import open_netfront"]
     if target == "hosted":
         return [
-            "    from unikernel.drivers.tap import launch_tap",
+            "    from unikernel.drivers.hosted_link import launch_link",
             "    from unikernel.net.host_sockets import open_host_network",
         ]
     return [
@@ -150,7 +151,7 @@ def _netif(target: str, nic: int, drivers: str) -> str:
     if drivers == "python":
         return f"lambda: open_netfront({nic})"
     if target == "hosted":
-        return "launch_tap, open_host_network"
+        return "launch_link, open_host_network"
     return f"lambda: PacketNetif('eth{nic}')"
 
 

@@ -31,6 +31,7 @@ import pytest
 from tests.support.linux_peer import echo_server, mac_text, on_stack
 from tests.support.netns import Netns, require
 from unikernel.core.scheduler import fail_after, now, sleep, spawn
+from unikernel.drivers import Netif
 from unikernel.drivers.offloads import (
     GSO_NONE,
     NEEDS_CSUM,
@@ -238,16 +239,7 @@ def test_our_own_frames_are_not_read_back(
 def test_linux_pings_our_stack(
     netns: Netns, netif: PacketNetif, record_property: Callable[[str, object], None]
 ) -> None:
-    require("ping")
-
-    async def body(interface: Interface) -> tuple[int, str]:
-        pinger = netns.spawn(["ping", "-n", "-c", "5", "-i", "0.2", "-W", "2", OURS])
-        status = await pinger.wait(timeout=10)
-        return status, pinger.output().decode()
-
-    status, report = on_stack(netif, f"{OURS}/24", body)
-    assert status == 0, report
-    assert "5 received" in report and "wrong data" not in report
+    report = pinged_by_linux(netns, netif)
     rtts = [float(ms) for ms in re.findall(r"time=([\d.]+) ms", report)]
     assert len(rtts) == 5
     record_property("median_rtt_ms", statistics.median(rtts))
@@ -474,19 +466,7 @@ def test_we_receive_a_megabyte_from_linux_with_offloads_on(
     require("nc", "ss")
     netns, netif = offloading_netns, offloading_netif
     payload = os.urandom(SIZE)
-
-    async def body(interface: Interface) -> tuple[int, bytes, str, dict[str, int]]:
-        tcp = attach_tcp(interface)
-        server = netns.spawn(["nc", "-N", "-l", LINUX, "9001"], stdin=payload)
-        await _wait_tcp_listener(netns, 9001)
-        sock = await tcp.connect(parse_address(LINUX), 9001, timeout=5)
-        received = await _receive_all(sock)
-        sock.close()
-        status = await server.wait(timeout=5)
-        return status, received, server.errors(), tcp.layer.stats
-
-    status, received, errors, stats = on_stack(netif, f"{OURS}/24", body, timeout=20)
-    assert status == 0, errors
+    received, stats = receive_from_linux(netns, netif, payload)
     assert len(received) == SIZE and _sha(received) == _sha(payload)
     assert stats["dropped_malformed"] == 0, stats
     print(
@@ -506,20 +486,7 @@ def test_we_send_a_megabyte_to_linux_with_offloads_on(
     require("nc", "ss")
     netns, netif = offloading_netns, offloading_netif
     payload = os.urandom(SIZE)
-
-    async def body(interface: Interface) -> tuple[int, bytes, str, dict[str, int]]:
-        tcp = attach_tcp(interface)
-        server = netns.spawn(["nc", "-l", LINUX, "9000"])
-        await _wait_tcp_listener(netns, 9000)
-        sock = await tcp.connect(parse_address(LINUX), 9000, timeout=5)
-        await sock.send(payload, timeout=TRANSFER_TIMEOUT)
-        sock.close()
-        await sock.drain(timeout=TRANSFER_TIMEOUT)
-        status = await server.wait(timeout=5)  # nc exits on our FIN
-        return status, server.output(), server.errors(), tcp.layer.stats
-
-    status, received, errors, stats = on_stack(netif, f"{OURS}/24", body, timeout=20)
-    assert status == 0, errors
+    received, stats = send_to_linux(netns, netif, payload)
     assert len(received) == SIZE and _sha(received) == _sha(payload)
     assert stats["dropped_malformed"] == 0 and netif.write_errors == 0, stats
     print(f"\nACKs from Linux: {netif.received.vouched_segments} vouched checksums")
@@ -576,3 +543,57 @@ for _ in range(4):
     assert status == 0, errors
     assert lengths == b"".join(n.to_bytes(2, "big") for n in (1000, 1000, 1000, 584))
     assert offloading_netif.received.super_packets == 1 and offloading_netif.received.drops == 0
+
+
+def receive_from_linux(netns: Netns, netif: Netif, payload: bytes) -> tuple[bytes, dict[str, int]]:
+    """`payload` from Linux's nc, over TCP on our stack on `netif`: what arrived, and our TCP
+    layer's counters."""
+
+    async def body(interface: Interface) -> tuple[int, bytes, str, dict[str, int]]:
+        tcp = attach_tcp(interface)
+        server = netns.spawn(["nc", "-N", "-l", LINUX, "9001"], stdin=payload)
+        await _wait_tcp_listener(netns, 9001)
+        sock = await tcp.connect(parse_address(LINUX), 9001, timeout=5)
+        received = await _receive_all(sock)
+        sock.close()
+        status = await server.wait(timeout=5)
+        return status, received, server.errors(), tcp.layer.stats
+
+    status, received, errors, stats = on_stack(netif, f"{OURS}/24", body, timeout=30)
+    assert status == 0, errors
+    return received, stats
+
+
+def send_to_linux(netns: Netns, netif: Netif, payload: bytes) -> tuple[bytes, dict[str, int]]:
+    """`payload` to Linux's nc, over TCP on our stack on `netif`: what nc got, and our TCP
+    layer's counters."""
+
+    async def body(interface: Interface) -> tuple[int, bytes, str, dict[str, int]]:
+        tcp = attach_tcp(interface)
+        server = netns.spawn(["nc", "-l", LINUX, "9000"])
+        await _wait_tcp_listener(netns, 9000)
+        sock = await tcp.connect(parse_address(LINUX), 9000, timeout=5)
+        await sock.send(payload, timeout=TRANSFER_TIMEOUT)
+        sock.close()
+        await sock.drain(timeout=TRANSFER_TIMEOUT)
+        status = await server.wait(timeout=5)  # nc exits on our FIN
+        return status, server.output(), server.errors(), tcp.layer.stats
+
+    status, received, errors, stats = on_stack(netif, f"{OURS}/24", body, timeout=30)
+    assert status == 0, errors
+    return received, stats
+
+
+def pinged_by_linux(netns: Netns, netif: Netif) -> str:
+    """Linux's ping of our stack on `netif`, five answers asserted: its report."""
+    require("ping")
+
+    async def body(interface: Interface) -> tuple[int, str]:
+        pinger = netns.spawn(["ping", "-n", "-c", "5", "-i", "0.2", "-W", "2", OURS])
+        status = await pinger.wait(timeout=10)
+        return status, pinger.output().decode()
+
+    status, report = on_stack(netif, f"{OURS}/24", body)
+    assert status == 0, report
+    assert "5 received" in report and "wrong data" not in report
+    return report

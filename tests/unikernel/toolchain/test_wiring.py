@@ -65,7 +65,7 @@ def test_hosted_devices_come_from_what_the_launcher_made(
     monkeypatch.setenv(disk_variable("store"), str(store))
     monkeypatch.setenv(disk_variable("logs"), str(logs))
     source = config_source(APP, "hosted")
-    assert "unikernel.drivers.tap" in source and "unikernel.drivers.packet" not in source
+    assert "unikernel.drivers.hosted_link" in source and "PacketNetif" not in source
     devices = generated(APP, "hosted").devices(ConsoleDevice(1))
     assert isinstance(devices, Devices)
     assert isinstance(devices.network(), NetworkDevice) and devices.network().name == "net0"
@@ -154,8 +154,9 @@ def test_the_hosted_image_keeps_only_its_own_driver_and_main_gets_the_devices(
     result = build(load_app(folder), "hosted", log=lambda _: None)
     kept = result.report["kept_modules"]
     assert isinstance(kept, dict)
-    assert "unikernel.drivers.tap" in kept
-    assert "unikernel.drivers.packet" not in kept
+    # Its two links (a TAP device, a veth end on packet rings), and no Xen front-end.
+    assert "unikernel.drivers.tap" in kept and "unikernel.drivers.packet_ring" in kept
+    assert "unikernel.drivers.xen.netfront" not in kept
     done = subprocess.run(
         [PYTHON, "-I", "-S", str(result.outputs["app"])], capture_output=True, text=True, timeout=60
     )

@@ -8,7 +8,7 @@ the process runs in, named in the environment.
                              (packet_ring.py): MTU-sized frames, a batch without a system
                              call each. On, one system call a frame (packet.py): frames of
                              up to 64 KiB make those few, and the rings' 64 KiB slots were
-                             slower (to us, 2.5 against 4.0 Gbit/s, median of 3, 2026-12-07)
+                             slower (to us, 2.7 against 4.0 Gbit/s, medians of 6, 2026-12-07)
     UNIKERNEL_LINK_OFFLOADS  "on": with the link's offloads (checksums, TCP super-packets);
                              "off", the default: every frame whole and checksummed
 """

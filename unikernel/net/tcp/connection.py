@@ -31,6 +31,7 @@ from unikernel.net.tcp.segment import (
     HEADER_TS,
     RST,
     SYN,
+    TS_HEADER_LEN,
     TS_OFFSET,
     TS_PREFIX,
     URG,
@@ -85,7 +86,6 @@ _INF = float("inf")
 # coalesces (GRO) is: at most this much data under one ACK, as Linux's GRO limit.
 _STRETCH_ACK_BYTES = 65536
 _UNPREDICTED = SYN | FIN | RST | URG | ACK  # of these, only ACK is set on a predicted segment
-_TS_HEADER_LEN = 32  # the header with the timestamps option alone
 
 
 class TcpConfig:
@@ -642,7 +642,7 @@ class Connection(Subject):
         index, count = start, len(segments)
         while index < count:
             data = segments[index]
-            size = len(data) - _TS_HEADER_LEN
+            size = len(data) - TS_HEADER_LEN
             if size <= 0:
                 break
             src_port, dst_port, seq, ack, offset, flags, window, _, _, prefix, tsval, _ = unpack(
@@ -666,7 +666,7 @@ class Connection(Subject):
             index += 1
             if nxt <= rcv.last_ack_sent:
                 rcv.take_ts(tsval, now)
-            if rcv.receive(nxt, data[_TS_HEADER_LEN:]) and not readable:
+            if rcv.receive(nxt, data[TS_HEADER_LEN:]) and not readable:
                 readable = True
                 self.emit(EV_READABLE)
             if self._answers_now(deferred):

@@ -36,7 +36,8 @@ _TIMESTAMPS = Struct("!BBBBII")  # NOP, NOP, kind 8, length 10, TSval, TSecr
 # 7323 appendix A), read or written at once: NOP, NOP, kind and length as one word.
 HEADER_TS = Struct("!HHIIBBHHHIII")
 TS_PREFIX = 0x0101080A
-TS_OFFSET = 0x80  # data offset: 32 bytes, 8 words
+TS_HEADER_LEN = 32  # HEADER_TS's size: the header with the timestamps option alone
+TS_OFFSET = TS_HEADER_LEN // 4 << 4  # its data offset field: 8 words
 _U16 = Struct("!H")
 _CHECKSUM = Struct("<H")  # at offset 16, little-endian as residue() sums: see seal()
 _CHECKSUM_OFFSET = 16
@@ -165,7 +166,7 @@ def parse_segment(
     `vouched`: the link vouched for its checksum (see Stack.receive), or the caller checks it
     (residue()): not checked here."""
     size = len(data)
-    if size >= 32:
+    if size >= TS_HEADER_LEN:
         # Read as if it had the timestamps alone (most have): one call for all the fields.
         src_port, dst_port, seq, ack, offset, flags, window, _, _, prefix, tsval, tsecr = (
             HEADER_TS.unpack_from(data)
@@ -181,7 +182,7 @@ def parse_segment(
     if not vouched and residue(data, pseudo_sum(src_ip, dst_ip)):
         return None
     seg = Segment(src_port, dst_port, seq, ack, flags, window, data[header_len:])
-    if header_len == 32 and prefix == TS_PREFIX:
+    if header_len == TS_HEADER_LEN and prefix == TS_PREFIX:
         seg.tsval = tsval
         seg.tsecr = tsecr
         seg.has_ts = True
@@ -276,7 +277,7 @@ def build_ts_segment(
     # The header's 16-bit words, modulo 0xFFFF (a 32-bit field is the sum of its two), times
     # 256 to join the little-endian sum of the rest, as residue() makes it.
     words = src_port + dst_port + seq + ack + (TS_OFFSET << 8 | flags) + window
-    total = pseudo + ((words + TS_PREFIX + tsval + tsecr + 32 + len(payload)) << 8)
+    total = pseudo + ((words + TS_PREFIX + tsval + tsecr + TS_HEADER_LEN + len(payload)) << 8)
     if payload:
         total += mod_ffff(int.from_bytes(payload, "little"))
     field = -total % 0xFFFF  # as seal() would write it, little-endian; packed big-endian here

@@ -17,6 +17,7 @@ import errno
 import struct
 
 from unikernel.core.scheduler import fail_after_or_never, sleep, wait_readable, wait_writable
+from unikernel.core.sync import Lock
 from unikernel.net.ipv4 import format_address, parse_address
 
 TYPE_CHECKING = False
@@ -108,29 +109,32 @@ class HostSocket:
 class HostListener:
     """A listening kernel socket, for our threads."""
 
-    __slots__ = ("_fd", "_sock", "port")
+    __slots__ = ("_accepting", "_fd", "_sock", "port")
 
     def __init__(self, sock: _socket.socket) -> None:
         sock.setblocking(False)
         self._sock = sock
         self._fd = sock.fileno()
         self.port: int = sock.getsockname()[1]
+        # The scheduler lets one thread wait on a descriptor: accepters take turns, in order.
+        self._accepting = Lock()
 
     async def accept(self, timeout: float | None = None) -> HostSocket:
-        """The next connection, waiting for one."""
+        """The next connection, waiting for one; threads accepting at once are served in turn."""
         with fail_after_or_never(timeout):
-            while True:
-                try:
-                    fd, (host, port) = self._sock._accept()  # type: ignore[attr-defined]
-                except _WOULD_BLOCK:
-                    await wait_readable(self._fd)
-                    continue
-                except OSError as error:
-                    if error.errno in (errno.ECONNABORTED, errno.EPROTO):
-                        continue  # reset before we took it: the next one
-                    raise
-                sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM, 0, fd)
-                return HostSocket(sock, (parse_address(host), port))
+            async with self._accepting:
+                while True:
+                    try:
+                        fd, (host, port) = self._sock._accept()  # type: ignore[attr-defined]
+                    except _WOULD_BLOCK:
+                        await wait_readable(self._fd)
+                        continue
+                    except OSError as error:
+                        if error.errno in (errno.ECONNABORTED, errno.EPROTO):
+                            continue  # reset before we took it: the next one
+                        raise
+                    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM, 0, fd)
+                    return HostSocket(sock, (parse_address(host), port))
 
     def close(self) -> None:
         self._sock.close()

@@ -147,6 +147,36 @@ def test_many_threads_serve_many_clients_at_once() -> None:
     assert sorted(echoes) == sorted(f"{i}".encode() for i in range(clients))
 
 
+def test_threads_waiting_to_accept_before_anyone_connects_each_get_one() -> None:
+    network = HostNetwork("127.0.0.1")
+    listener = network.listen(0)
+    clients = 5
+    served: list[int] = []
+
+    async def accept_one() -> None:
+        sock = await listener.accept(timeout=10)
+        served.append(int(await sock.recv(timeout=10)))
+        sock.close()
+
+    def connect_all() -> None:
+        for index in range(clients):
+            with socket.create_connection(("127.0.0.1", listener.port), timeout=10) as sock:
+                sock.sendall(f"{index}".encode())
+                sock.recv(1)  # until the accepter closes it
+
+    async def main() -> None:
+        workers = [spawn(accept_one) for _ in range(clients)]
+        await sleep(0.05)  # every worker is waiting before the first client comes
+        connector = threading.Thread(target=connect_all)
+        connector.start()
+        for worker in workers:
+            await worker.join()
+        connector.join(10)
+
+    run(main)
+    assert sorted(served) == list(range(clients))
+
+
 def test_the_mode_comes_from_the_environment() -> None:
     assert open_host_network({}).address == "0.0.0.0"
     assert open_host_network({"UNIKERNEL_IP": "127.0.0.2/32"}).address == "127.0.0.2"

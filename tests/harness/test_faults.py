@@ -25,6 +25,7 @@ import pytest
 from harness.targets.docker import LABEL
 from hostkit import cache, namespaces, owners
 from hostkit.launch_disk import launch_disks_dir
+from tests.support.interrupts import interrupted_before_the_handler
 from tests.support.netns import require
 
 pytestmark = pytest.mark.slow
@@ -121,22 +122,6 @@ def leftovers(client: docker.DockerClient | None, benches: set[int]) -> list[str
     return found
 
 
-# The console script pip writes runs one line before harness.entry can take Ctrl-C over.
-_CONSOLE_SCRIPT_INTERRUPTED = re.compile(
-    r'\ATraceback \(most recent call last\):\n  File "[^"]*/bin/bench", line \d+, in <module>\n'
-    r"    from harness\.entry import main\nKeyboardInterrupt\n\Z"
-)
-
-
-def interrupted_before_our_code(stderr: str) -> bool:
-    """Ctrl-C came while CPython started (its site import), or while pip's console script
-    imported harness.entry: both print their traceback before any line of ours has run."""
-    return (
-        "Fatal Python error: init_import_site" in stderr
-        or _CONSOLE_SCRIPT_INTERRUPTED.match(stderr) is not None
-    )
-
-
 def check_ended(
     outcome: Outcome,
     before: dict[str, tuple[str, list[tuple[str, int]]]],
@@ -155,7 +140,7 @@ def check_ended(
     if outcome.signum == signal.SIGKILL and outcome.status != 0:  # 0: it finished first
         assert outcome.status == -signal.SIGKILL, f"{what}: ended {outcome.status}"
         return next(iter(new), None)
-    if not interrupted_before_our_code(outcome.stderr):
+    if not interrupted_before_the_handler(outcome.stderr):
         assert "Traceback" not in outcome.stderr, f"{what}: {outcome.stderr}"
     # 0: it finished first; 130: interrupted; 1: click's "Aborted!" (before or after the run
     # itself); -15 or -2: the signal came before the harness had its handlers (importing), or
@@ -227,16 +212,3 @@ def test_runs_stopped_at_random_moments_lose_nothing_and_leave_nothing(
     assert status == 0, stderr
     assert leftovers(client, benches) == [], f"seed {seed}"
     assert all(state != "running" for state, _ in stored(store).values()), f"seed {seed}"
-
-
-def test_only_tracebacks_from_before_our_code_are_excused() -> None:
-    script = (
-        "Traceback (most recent call last):\n"
-        '  File "/srv/unibench/.venv/bin/bench", line 3, in <module>\n'
-        "    from harness.entry import main\n"
-    )
-    assert interrupted_before_our_code(script + "KeyboardInterrupt\n")
-    ours = '  File "/srv/unibench/harness/entry.py", line 20, in <module>\n    import signal\n'
-    assert not interrupted_before_our_code(script + ours + "KeyboardInterrupt\n")
-    assert not interrupted_before_our_code(script + "ImportError: no harness\n")
-    assert interrupted_before_our_code("Fatal Python error: init_import_site: Failed\n")

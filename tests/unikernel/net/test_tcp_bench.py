@@ -35,14 +35,15 @@ PAYLOAD = bytes(i % 251 for i in range(MSS))
 
 
 def _established(
-    wscale: int = -1, segmentation: bool = False
+    wscale: int = -1, segmentation: bool = False, sack: bool = False
 ) -> tuple[TcpLayer, RawPeer, Connection, int]:
     """Layer A connected to a raw peer, with timestamps; returns the peer's TSval clock."""
-    layer = TcpLayer(seeded(1), TcpConfig(segmentation=segmentation), local_ip=A_IP)
+    config = TcpConfig(segmentation=segmentation, send_buffer=1 << 20)
+    layer = TcpLayer(seeded(1), config, local_ip=A_IP)
     peer = RawPeer(layer)
     conn = layer.connect(B_IP, peer.port, 0.0)
     (syn,) = peer.take()
-    options = syn_options(1460, wscale, False, (1000, syn.tsval))
+    options = syn_options(1460, wscale, sack, (1000, syn.tsval))
     peer.send(conn.local_port, PEER_ISN, syn.seq + 1, SYN | ACK, options=options)
     peer.take()
     assert conn.timestamps
@@ -144,6 +145,49 @@ def test_send_path_of_a_bulk_write_where_the_link_segments(benchmark: Any) -> No
     """TSO: the same bytes leave in a few large segments, built once with a partial checksum."""
     sent = benchmark.pedantic(_send, setup=_send_large_setup, rounds=50)
     assert sent == -(-BATCH // (65455 // MSS))  # whole MSS-sized pieces of up to 64 KiB
+
+
+def _acks_setup() -> tuple[tuple[TcpLayer, list[bytes]], dict[str, Any]]:
+    """A bulk sender in congestion avoidance with BATCH segments in flight and as many
+    waiting, and the pure ACKs a Linux receiver returns for them: one per two segments, with
+    timestamps and SACK allowed (as Linux offers them), none SACKing anything."""
+    layer, peer, conn, _ = _established(wscale=7, sack=True)
+    peer.send(conn.local_port, PEER_ISN + 1, conn.iss + 1)  # the first scaled window: 8 MiB
+    conn._snd.cc.cwnd = conn._snd.cc.ssthresh = BATCH * MSS  # measure the ACKs, not growth
+    assert conn.send(PAYLOAD * 2 * BATCH, 0.001) == 2 * BATCH * MSS
+    sent = peer.take()
+    assert len(sent) == BATCH
+    acks = [
+        build_segment(
+            B_IP,
+            A_IP,
+            peer.port,
+            conn.local_port,
+            (PEER_ISN + 1) & 0xFFFFFFFF,
+            (conn.iss + 1 + (i + 2) * MSS) & 0xFFFFFFFF,
+            ACK,
+            65535,
+            timestamp_option(1001 + i, sent[i + 1].tsval),
+            b"",
+        )
+        for i in range(0, BATCH, 2)
+    ]
+    return (layer, acks), {}
+
+
+def _take_acks(layer: TcpLayer, acks: list[bytes]) -> int:
+    layer.begin_batch()
+    for data in acks:
+        layer.input(B_IP, A_IP, data, 0.002)
+    layer.end_batch(0.002)
+    return len(layer.take_output())
+
+
+def test_ack_path_of_a_bulk_send(benchmark: Any) -> None:
+    """BATCH / 2 ACKs of two segments each, read together, and the BATCH segments they let
+    out: the sending side of a bulk transfer, per batch (divide by BATCH for one segment)."""
+    sent = benchmark.pedantic(_take_acks, setup=_acks_setup, rounds=50)
+    assert sent == BATCH
 
 
 def _read_setup() -> tuple[tuple[TcpLayer, Connection], dict[str, Any]]:
